@@ -1,0 +1,210 @@
+"""Capture throughput: binlog → acknowledged Canal FlatMessages in Kafka, vs plain python-mysql-replication decode.
+
+Writes the workload first (so the binlog is fixed), then measures, on the same binlog range:
+  * baseline: `BinLogStreamReader` with default options (blocking=False), reading `.rows` of every rows event,
+    no Kafka: the library's plain decode;
+  * tailer: `cdc-repair --config X tail` as a subprocess starting at the range's first position; the clock runs
+    from its first checkpoint write (startup excluded) until its checkpoint reaches the range end, i.e. every
+    record before it was acknowledged by the broker (acks=all). Peak RSS of the tailer process is reported.
+
+Workloads on webook_author.articles (~1.5 KB rows): `insert` = multi-row INSERT batches; `update` = single-row
+UPDATE transactions (autocommit). Prints one JSON document.
+
+    .venv/bin/python bench/bench_capture.py [--rows 100000] [--txns 30000] [--batch 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import yaml
+from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+
+from cdc_repair.devservices.broker import Broker
+from cdc_repair.devservices.mariadb import MariaDBServer
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda",
+         "mu", "nu", "xi", "omicron", "pi", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi", "omega",
+         "publish", "draft", "article", "author", "online", "reader"]
+
+
+def text(rng: random.Random, size: int) -> str:
+    out: list[str] = []
+    n = 0
+    while n < size:
+        w = rng.choice(WORDS)
+        out.append(w)
+        n += len(w) + 1
+    return " ".join(out)[:size]
+
+
+def master_status(conn: Any) -> tuple[str, int]:
+    with conn.cursor() as cur:
+        cur.execute("SHOW MASTER STATUS")
+        row = cur.fetchone()
+    return str(row[0]), int(row[1])
+
+
+def write_inserts(conn: Any, rows: int, batch: int, first_id: int) -> None:
+    rng = random.Random(1)
+    sql = "INSERT INTO webook_author.articles (id, author_id, title, content, status, ctime, utime) VALUES "
+    with conn.cursor() as cur:
+        for start in range(first_id, first_id + rows, batch):
+            values = []
+            params: list[Any] = []
+            for i in range(start, min(start + batch, first_id + rows)):
+                values.append("(%s,%s,%s,%s,%s,%s,%s)")
+                params += [i, rng.randint(1, 1000), text(rng, 60), text(rng, 1450).encode(), 1, i, i]
+            cur.execute(sql + ",".join(values), params)
+
+
+def write_updates(conn: Any, txns: int, id_range: tuple[int, int]) -> None:
+    rng = random.Random(2)
+    with conn.cursor() as cur:
+        for n in range(txns):
+            cur.execute("UPDATE webook_author.articles SET title=%s, status=%s, utime=%s WHERE id=%s",
+                        (text(rng, 60), 1 + n % 3, 10**9 + n, rng.randint(*id_range)))
+
+
+def baseline(server: MariaDBServer, start: tuple[str, int], end: tuple[str, int]) -> dict[str, Any]:
+    """python-mysql-replication with default options, rows only, no Kafka."""
+    settings = {"host": "127.0.0.1", "port": server.port, "user": "root", "passwd": server.password}
+    stream = BinLogStreamReader(connection_settings=settings, server_id=9101, resume_stream=True, blocking=False,
+                                log_file=start[0], log_pos=start[1],
+                                only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent])
+    rows = 0
+    t0 = time.perf_counter()
+    for ev in stream:
+        rows += len(ev.rows)
+        if (stream.log_file, stream.log_pos) >= end:
+            break
+    elapsed = time.perf_counter() - t0
+    stream.close()
+    return {"rows": rows, "seconds": round(elapsed, 3), "rows_per_s": round(rows / elapsed, 1)}
+
+
+def tail(server: MariaDBServer, broker: Broker, workdir: Path, name: str, start: tuple[str, int],
+         end: tuple[str, int]) -> dict[str, Any]:
+    raw = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    dsn = server.dsn().to_url()
+    for s in raw["servers"].values():
+        s["dsn"] = dsn
+    state_db = f"bench_state_{name}_{uuid.uuid4().hex[:6]}"
+    raw["state"]["dsn"] = server.dsn(state_db).to_url()
+    raw["kafka"]["bootstrap_servers"] = [broker.bootstrap]
+    raw["kafka"]["topic"] = {"mode": "single", "name": f"bench-{name}-{uuid.uuid4().hex[:6]}"}
+    raw["capture"][0]["start"] = {"file": start[0], "pos": start[1]}
+    raw["capture"][0]["include"] = ["webook_author.articles"]
+    cfg = workdir / f"{name}.yaml"
+    cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
+    log = open(workdir / f"{name}.log", "w")  # noqa: SIM115 - kept open for the child's lifetime
+    argv = [str(ROOT / ".venv" / "bin" / "cdc-repair"), "--config", str(cfg), "--log-level", "WARNING", "tail"]
+    proc = subprocess.Popen(argv, stdout=log, stderr=log)
+    conn = server.root_connection()
+    t0 = t1 = None
+    pos: tuple[str, int] | None = None
+    try:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(f"SELECT binlog_file, binlog_pos FROM `{state_db}`.checkpoint")
+                    row = cur.fetchone()
+            except pymysql.err.ProgrammingError:
+                row = None
+            now = time.perf_counter()
+            if row is not None:
+                pos = (str(row[0]), int(row[1]))
+                if t0 is None:
+                    t0 = now
+                if pos >= end:
+                    t1 = now
+                    break
+            if proc.poll() is not None:
+                raise RuntimeError(f"tailer exited: see {workdir / (name + '.log')}")
+            time.sleep(0.02)
+    finally:
+        rss_kb = peak_rss_kb(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        log.close()
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{state_db}`")
+        conn.close()
+    if t0 is None or t1 is None:
+        raise RuntimeError(f"tailer did not reach {end} (checkpoint {pos})")
+    return {"seconds": round(t1 - t0, 3), "peak_rss_mb": round(rss_kb / 1024, 1)}
+
+
+def peak_rss_kb(pid: int) -> int:
+    """VmHWM (peak resident set) of a live process, from /proc."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=100000)
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--txns", type=int, default=30000)
+    args = ap.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-capture-"))
+    server = MariaDBServer(workdir / "db", server_id=31, buffer_pool="1G").start()
+    broker = Broker(workdir / "broker").start()
+    try:
+        conn = server.root_connection()
+        with conn.cursor() as cur:
+            sql = (ROOT / "cdc_repair" / "resources" / "webook.sql").read_text()
+            sql = "\n".join(ln for ln in sql.splitlines() if not ln.strip().startswith("--"))
+            for stmt in sql.split(";"):
+                if stmt.strip():
+                    cur.execute(stmt)
+        a0 = master_status(conn)
+        t = time.perf_counter()
+        write_inserts(conn, args.rows, args.batch, 1)
+        write_s = time.perf_counter() - t
+        a1 = master_status(conn)
+        t = time.perf_counter()
+        write_updates(conn, args.txns, (1, args.rows))
+        upd_s = time.perf_counter() - t
+        b1 = master_status(conn)
+        result: dict[str, Any] = {"rows": args.rows, "batch": args.batch, "txns": args.txns,
+                                  "write_rows_per_s": round(args.rows / write_s), "write_txns_per_s":
+                                  round(args.txns / upd_s)}
+        for name, start, end, units in (("insert", a0, a1, args.rows), ("update", a1, b1, args.txns)):
+            base = baseline(server, start, end)
+            tailer = tail(server, broker, workdir, name, start, end)
+            rate = units / tailer["seconds"]
+            result[name] = {
+                "baseline_pymysqlrepl": base,
+                "tailer_seconds": tailer["seconds"],
+                "tailer_peak_rss_mb": tailer["peak_rss_mb"],
+                ("tailer_rows_per_s" if name == "insert" else "tailer_txns_per_s"): round(rate, 1),
+                "tailer_rows_per_s_vs_baseline": round((base["rows"] / tailer["seconds"]) / base["rows_per_s"], 2),
+            }
+        print(json.dumps(result, indent=2))
+    finally:
+        broker.stop()
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

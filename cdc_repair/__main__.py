@@ -1,0 +1,3 @@
+from cdc_repair.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Where capture resumes: checkpoint policy and start-position resolution (pure), over state/checkpoints.py."""

@@ -1,0 +1,1 @@
+"""CLI commands, one module each; `cli.py` registers them. Commands parse options, call the app, map exit codes."""

@@ -1,0 +1,141 @@
+"""`cdc-repair repair`: repair ledger entries (or given keys), like pt-table-sync.
+
+Nothing is written without `--execute`: the default `--dry-run` prints the plan, `--print` the exact guarded
+SQL. Exit codes: 0 nothing to do / everything repaired, 1 error, 2 differences found (dry-run/print) or left.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import click
+
+from cdc_repair.commands.common import CliContext, emit_json, fail, pass_ctx
+from cdc_repair.config import PairConfig, Settings
+from cdc_repair.errors import CdcRepairError
+from cdc_repair.repair.repairer import KeyResult, Repairer, RunReport, WorkItem
+from cdc_repair.repair.store import FAILED, OPEN, REPAIRING, Filters, StateStore, new_id
+from cdc_repair.validate.rules import pk_string
+
+
+def parse_key(text: str, pair: PairConfig | None) -> str:
+    """`42`, `a,b` or a JSON array → the canonical ledger pk."""
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError:
+            raise CdcRepairError(f"--key '{text}' is not a JSON array (write --key 42, --key 1,2 or "
+                                 f"--key '[1,2]')") from None
+    else:
+        values = text.split(",") if pair is None or len(pair.key) > 1 else [text]
+    if pair is not None and len(values) != len(pair.key):
+        raise CdcRepairError(f"--key '{text}' has {len(values)} values; pair '{pair.name}' has a key of "
+                             f"{len(pair.key)} ({', '.join(pair.key)})")
+    return pk_string(values)
+
+
+@click.command("repair")
+@click.option("--dry-run", "mode", flag_value="dry-run", default=True, help="Print the plan (default).")
+@click.option("--print", "mode", flag_value="print", help="Print the exact guarded SQL, write nothing.")
+@click.option("--execute", "mode", flag_value="execute", help="Apply the repairs.")
+@click.option("--strategy", type=click.Choice(["forward", "compensate"]), default=None,
+              help="forward: make the target match the source; compensate: revert the source (AT). "
+                   "Default: the pair's strategy, else repair.strategy.")
+@click.option("--pair", "pair_names", multiple=True, help="Only this pair (repeatable).")
+@click.option("--key", "keys", multiple=True, help="Only this key (repeatable): 42, 1,2 or a JSON array. "
+              "A key without a ledger entry is checked and repaired too.")
+@click.option("--kind", "kinds", multiple=True,
+              type=click.Choice(["missing_in_target", "extra_in_target", "different"]), help="Only this kind.")
+@click.option("--limit", type=int, default=100000, show_default=True, help="At most this many ledger entries.")
+@pass_ctx
+def command(ctx: CliContext, mode: str, strategy: str | None, pair_names: tuple[str, ...], keys: tuple[str, ...],
+            kinds: tuple[str, ...], limit: int) -> None:
+    """Repair inconsistencies: guarded writes with undo records (see docs/repair.md)."""
+    settings = ctx.settings()
+    try:
+        report = run_repair(settings, mode=mode, strategy=strategy, pair_names=pair_names, keys=keys, kinds=kinds,
+                            limit=limit)
+    except CdcRepairError as exc:
+        fail(exc)
+    _output(ctx, report)
+    raise SystemExit(report.exit_code)
+
+
+CHUNK_KEYS = 2000
+
+
+def run_repair(settings: Settings, *, mode: str = "dry-run", strategy: str | None = None,
+               pair_names: tuple[str, ...] = (), keys: tuple[str, ...] = (), kinds: tuple[str, ...] = (),
+               limit: int = 100000) -> RunReport:
+    pairs = [settings.pair(n) for n in pair_names] if pair_names else list(settings.pairs)
+    if keys and len(pairs) > 1:
+        raise CdcRepairError("--key needs --pair when several pairs are configured (e.g. --pair articles --key 42)")
+    pks = tuple(parse_key(k, pairs[0] if keys else None) for k in keys)
+    store = StateStore(settings.state.dsn)
+    run_id = new_id("run")
+    report = RunReport(run_id, mode)
+    repairer = Repairer(settings, store, run_id=run_id)
+    token = f"cli:{run_id}:{uuid.uuid4().hex[:6]}"
+    try:
+        for pair in pairs:
+            filters = Filters(pairs=(pair.name,), pks=pks, kinds=kinds)
+            strat = repairer.strategy_for(pair, strategy)
+            if mode == "execute":
+                entries = store.claim(token, filters, statuses=(OPEN, FAILED), due=False, limit=limit,
+                                      stale_after_s=settings.repair.claim_timeout_s)
+            else:
+                entries = store.entries(filters, (OPEN, FAILED, REPAIRING), limit=limit)
+            items = [WorkItem(pair.name, e.pk, e) for e in entries]
+            held = set()
+            if pks:
+                known = ({e.pk for e in store.entries(filters, (OPEN, FAILED, REPAIRING))}
+                         if mode == "execute" else set())
+                held = known - {i.pk for i in items}
+                have = {i.pk for i in items} | held
+                items += [WorkItem(pair.name, pk) for pk in pks if pk not in have]
+            for pk in sorted(held):
+                report.results.append(KeyResult(pair.name, pk, "?", "left", strat.value,
+                                                reason="claimed by another worker right now; try again later"))
+            for start in range(0, len(items), CHUNK_KEYS):  # bounded memory: rows of CHUNK_KEYS keys at a time
+                chunk = items[start:start + CHUNK_KEYS]
+                try:
+                    if mode == "execute":
+                        results = repairer.execute(pair, chunk, strat)
+                        repairer.finish(token, chunk, results)
+                    else:
+                        results = repairer.dry_run(pair, chunk, strat, with_sql=mode == "print")
+                except Exception:
+                    if mode == "execute":  # give back what this run claimed and did not finish
+                        store.release(token, [i.entry.id for i in items[start:] if i.entry])
+                    raise
+                report.results.extend(results)
+    finally:
+        repairer.close()
+        store.close()
+    return report
+
+
+def _output(ctx: CliContext, report: RunReport) -> None:
+    if ctx.json_output:
+        emit_json(report.to_json())
+        return
+    if report.mode == "print":
+        for r in report.results:
+            for stmt in r.sql:
+                click.echo(f"-- {r.pair} {r.pk} {r.kind}: {'; '.join(r.actions)}")
+                click.echo(stmt)
+        click.echo(f"-- {len([r for r in report.results if r.sql])} statement(s); run with --execute to apply",
+                   err=True)
+        return
+    for r in report.results:
+        what = "; ".join(r.actions) or "-"
+        ids = f" [{', '.join(r.repair_ids)}]" if r.repair_ids else ""
+        reason = f" ({r.reason})" if r.reason else ""
+        click.echo(f"{r.pair}\t{r.pk}\t{r.kind}\t{r.status}\t{what}{ids}{reason}")
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(report.summary().items())) or "nothing to do"
+    tail = "" if report.mode == "execute" else " (dry run: nothing written; --execute applies)"
+    click.echo(f"run {report.run_id}: {summary}{tail}", err=True)
+
+

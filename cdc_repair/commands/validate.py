@@ -1,0 +1,159 @@
+"""`cdc-repair validate [--full [--resume] [--where SQL] | --since T | --key K…] [--pair P]`.
+
+Finds inconsistencies and records them in the ledger; prints a summary (`--json`: the report on stdout).
+Exit 0 when nothing differs, 2 when differences were found (like pt-table-sync), 1 on error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import sys
+import time
+from typing import Any
+
+import click
+
+from cdc_repair.commands.common import EXIT_DIFFERENCES, EXIT_OK, CliContext, emit_json, fail, pass_ctx
+from cdc_repair.config import Settings
+from cdc_repair.errors import CdcRepairError
+
+_RELATIVE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    """`15m` / `2h` / `1d` / `30s` ago, an ISO date-time (UTC unless it says otherwise), or epoch seconds."""
+    now = now or dt.datetime.now(dt.UTC)
+    text = text.strip()
+    m = _RELATIVE.match(text)
+    if m:
+        return now - dt.timedelta(seconds=float(m["n"]) * _UNITS[m["unit"]])
+    try:
+        return dt.datetime.fromtimestamp(float(text), dt.UTC)
+    except ValueError:
+        pass
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"'{text}' is not a time: use 15m, 2h, 1d, an ISO date-time "
+                                 f"(2024-05-01T10:00:00) or epoch seconds") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+@click.command("validate")
+@click.option("--full", "full", is_flag=True, help="Full scan by chunk checksums (the default).")
+@click.option("--since", "since", default=None, metavar="T",
+              help="Window scan: rows whose utime changed since T (15m, 2h, 1d, ISO time, epoch s).")
+@click.option("--key", "keys", multiple=True, metavar="K",
+              help="Check these keys only (comma-separated values for a composite key); repeatable.")
+@click.option("--pair", "pair_name", default=None, help="Only this pair (default: every pair).")
+@click.option("--where", "where", default=None, metavar="SQL", help="Full scan: extra condition on both tables.")
+@click.option("--resume", is_flag=True, help="Full scan: continue the last unfinished scan after its last chunk.")
+@pass_ctx
+def command(ctx: CliContext, full: bool, since: str | None, keys: tuple[str, ...], pair_name: str | None,
+            where: str | None, resume: bool) -> None:
+    """Find inconsistencies between each pair's source and target tables and record them in the ledger."""
+    modes = sum(bool(x) for x in (full, since, keys))
+    if modes > 1:
+        fail("choose one of --full, --since T, --key K (the default is --full)")
+    if (where or resume) and (since or keys):
+        fail("--where and --resume apply to the full scan only (drop --since/--key)")
+    settings = ctx.settings()
+    if pair_name is not None:
+        try:
+            settings.pair(pair_name)
+        except CdcRepairError as exc:
+            fail(exc)
+    try:
+        if since:
+            doc = _window(settings, parse_since(since), pair_name)
+        elif keys:
+            doc = _keys(settings, keys, pair_name)
+        else:
+            doc = _full(ctx, settings, pair_name, where, resume)
+    except CdcRepairError as exc:
+        fail(exc)
+    except KeyboardInterrupt:
+        click.echo("interrupted: run again with --resume to continue the full scan", err=True)
+        sys.exit(130)
+    if ctx.json_output:
+        emit_json(doc)
+    else:
+        _print(doc)
+    sys.exit(EXIT_DIFFERENCES if doc["differences"] else EXIT_OK)
+
+
+def _full(ctx: CliContext, settings: Settings, pair_name: str | None, where: str | None,
+          resume: bool) -> dict[str, Any]:
+    from cdc_repair.validate.full_scan import run_full_scan
+
+    if ctx.json_output or not sys.stderr.isatty():
+        return run_full_scan(settings, pair_name, resume, where=where).to_dict()
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    tasks: dict[str, Any] = {}
+    rows_col = TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows")
+    with Progress(TextColumn("{task.description}"), BarColumn(), rows_col, TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+        def progress(pair: str, rows: int, total: int) -> None:
+            if pair not in tasks:
+                tasks[pair] = bar.add_task(pair, total=total)
+            bar.update(tasks[pair], completed=rows, total=total)
+
+        return run_full_scan(settings, pair_name, resume, where=where, on_progress=progress).to_dict()
+
+
+def _window(settings: Settings, since: dt.datetime, pair_name: str | None) -> dict[str, Any]:
+    from cdc_repair.validate.window_scan import run_window_scan
+
+    return run_window_scan(settings, since, pair_name=pair_name).to_dict()
+
+
+def _keys(settings: Settings, keys: tuple[str, ...], pair_name: str | None) -> dict[str, Any]:
+    from cdc_repair.validate.window_scan import check_keys
+
+    pair = settings.pair(pair_name) if pair_name else settings.pairs[0]
+    t0 = time.monotonic()
+    parsed = [tuple(k.split(",")) for k in keys]
+    confirmed, checked = check_keys(settings, pair, parsed)
+    return {"scan": "keys", "seconds": round(time.monotonic() - t0, 3), "differences": len(confirmed),
+            "pairs": [{"pair": pair.name, "keys_checked": checked,
+                       "diffs": _by_kind(confirmed), "differences": len(confirmed),
+                       "found": [{"key": list(v.key), "kind": v.kind, "columns": list(v.columns)}
+                                 for v in confirmed]}]}
+
+
+def _by_kind(verdicts: list[Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in verdicts:
+        out[v.kind] = out.get(v.kind, 0) + 1
+    return out
+
+
+def _print(doc: dict[str, Any]) -> None:
+    """A pt-table-checksum-like summary, then the differing keys (first 50 per pair)."""
+    header = f"{'PAIR':<20} {'ROWS':>10} {'CHUNKS':>7} {'DIRTY':>6} {'MISSING':>8} {'EXTRA':>6} {'DIFFERENT':>9} " \
+             f"{'TIME':>8} {'ROWS/S':>9}"
+    click.echo(f"validate ({doc['scan']})" + (f" since {doc['since']}" if doc.get("since") else ""))
+    click.echo(header)
+    for p in doc["pairs"]:
+        diffs = p.get("diffs", {})
+        rows = p.get("rows", p.get("keys_checked", 0))
+        seconds = p.get("seconds", doc.get("seconds", 0))
+        rate = p.get("rows_per_s", rows / seconds if seconds else 0)
+        click.echo(f"{p['pair']:<20} {rows:>10,} {p.get('chunks', '-'):>7} {p.get('dirty_chunks', '-'):>6} "
+                   f"{diffs.get('missing_in_target', 0):>8} {diffs.get('extra_in_target', 0):>6} "
+                   f"{diffs.get('different', 0):>9} {seconds:>7.1f}s {rate:>9,.0f}")
+        if p.get("skipped"):
+            click.echo(f"  skipped: {p['skipped']}")
+        for f in p.get("found", [])[:50]:
+            cols = f" ({', '.join(f['columns'])})" if f["columns"] else ""
+            click.echo(f"  {p['pair']} key={','.join(str(v) for v in f['key'])}: {f['kind']}{cols}")
+        if len(p.get("found", [])) > 50:
+            click.echo(f"  … {len(p['found']) - 50} more (use --json, or `cdc-repair status`)")
+    if doc.get("interrupted"):
+        click.echo("scan interrupted: run again with --resume to continue")
+    click.echo(f"{doc['differences']} difference(s) recorded in the ledger" if doc["differences"]
+               else "no differences")

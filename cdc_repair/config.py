@@ -1,0 +1,522 @@
+"""Typed settings: one YAML file plus `CDC_REPAIR_*` environment overrides, validated in one pass.
+
+`load_settings(path)` returns `Settings` or raises `ConfigError` whose `problems` list names **every**
+problem at once, each as `path: what is wrong (the fix)`. Passwords never appear in a problem.
+
+Environment overrides: `CDC_REPAIR_<KEY>__<KEY>...=value` (`__` separates levels, list items by index),
+e.g. `CDC_REPAIR_STATE__DSN`, `CDC_REPAIR_VALIDATOR__SETTLE_DELAY_S=2`, `CDC_REPAIR_PAIRS__0__STRATEGY`.
+Values are parsed as YAML scalars. String values may reference `${VAR}` or `${VAR:-default}`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from cdc_repair.db.dsn import Dsn, mask, parse_dsn
+from cdc_repair.db.sql import is_identifier
+from cdc_repair.errors import ConfigError
+
+ENV_PREFIX = "CDC_REPAIR_"
+_ENV_RESERVED = ("CDC_REPAIR_CONFIG", "CDC_REPAIR_DEV_")
+_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+Scalar = str | int | float | bool | None
+
+
+def _to_dsn(value: Any) -> Dsn:
+    if isinstance(value, Dsn):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a DSN string like mysql://user:password@host:3306/database")
+    return parse_dsn(value)
+
+
+DsnField = Annotated[Dsn, BeforeValidator(_to_dsn)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class ServerConfig(_Model):
+    """A MySQL/MariaDB server holding one side of a pair (or both)."""
+
+    dsn: DsnField
+
+
+class StateConfig(_Model):
+    """The service's own schema: checkpoint, ledger, repair log, scan progress, job runs."""
+
+    dsn: DsnField
+
+
+class StartPosition(_Model):
+    file: str | None = None
+    pos: int | None = None
+    gtid: str | None = None
+    timestamp: float | None = None
+
+
+class CaptureConfig(_Model):
+    """One binlog source: which server to tail as a replica, and which tables."""
+
+    server: str
+    server_id: int = Field(4242, ge=1, le=2**32 - 1)
+    include: list[str] = Field(default_factory=lambda: ["*.*"])
+    exclude: list[str] = Field(default_factory=list)
+    start: Literal["current", "earliest"] | StartPosition = "current"
+    on_purged: Literal["fail", "resume_and_full_validate"] = "fail"
+    heartbeat_s: float = Field(1.0, gt=0)
+    max_batch_rows: int = Field(2000, ge=1)
+
+
+class TopicConfig(_Model):
+    mode: Literal["single", "per_table"] = "single"
+    name: str = "cdc-repair.rows"
+    prefix: str = "cdc-repair."
+
+
+class ProducerConfig(_Model):
+    acks: Literal["all", "1", "0", -1, 0, 1] = "all"
+    linger_ms: int = Field(5, ge=0)
+    batch_size: int = Field(262144, ge=1)
+    compression_type: Literal["none", "gzip", "lz4", "snappy", "zstd"] = "none"
+    request_timeout_ms: int = Field(30000, ge=1)
+    max_request_size: int = Field(16 * 1024 * 1024, ge=1024)
+
+
+class ConsumerConfig(_Model):
+    group_id: str = "cdc-repair-validator"
+    session_timeout_ms: int = Field(6000, ge=1000)
+    heartbeat_interval_ms: int = Field(2000, ge=100)
+    max_poll_interval_ms: int = Field(30000, ge=1000)
+    max_poll_records: int = Field(2000, ge=1)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+
+
+class KafkaConfig(_Model):
+    bootstrap_servers: list[str] = Field(min_length=1)
+    topic: TopicConfig = TopicConfig()
+    partitions: int = Field(3, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    producer: ProducerConfig = ProducerConfig()
+    consumer: ConsumerConfig = ConsumerConfig()
+    dead_letter_topic: str = "cdc-repair.dlq"
+
+
+class TableRef(_Model):
+    server: str
+    table: str  # schema.table
+
+    @property
+    def schema_name(self) -> str:
+        return self.table.split(".", 1)[0]
+
+    @property
+    def table_name(self) -> str:
+        return self.table.split(".", 1)[1]
+
+
+Expectation = Literal["equal", "exists", "absent", "if_exists", "none"]
+
+
+class RuleConfig(_Model):
+    """First matching rule wins. `when` matches source-row columns (empty: always; absent source: never)."""
+
+    when: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+    expect: Expectation
+    columns: list[str] | None = None  # compared with the source; None: the pair's compare columns
+    target_values: dict[str, Scalar] = Field(default_factory=dict)  # fixed values the target must hold
+
+
+class NormalizeConfig(_Model):
+    trim: bool = False
+    float_digits: int | None = Field(None, ge=0, le=17)
+    timestamp_precision: int | None = Field(None, ge=0, le=6)
+    time_zone: str | None = None
+
+
+PUBLISH_RULES: tuple[RuleConfig, ...] = (
+    RuleConfig(when={"status": 2}, expect="equal"),
+    RuleConfig(when={"status": 3}, expect="if_exists", columns=[], target_values={"status": 3}),
+    RuleConfig(when={"status": 1}, expect="none"),
+)
+
+
+class PairConfig(_Model):
+    """A source table, a target table, a key, and the rules that say when they agree."""
+
+    name: str
+    kind: Literal["publish", "mirror", "custom"] = "custom"
+    source: TableRef
+    target: TableRef
+    key: list[str] = Field(default_factory=lambda: ["id"], min_length=1)
+    columns: list[str] | None = None  # declared table columns: lets check-config verify names offline
+    compare: list[str] | None = None  # default compared columns; None: all declared columns but key/ignore
+    ignore: list[str] = Field(default_factory=list)
+    rules: list[RuleConfig] | None = None  # None: the kind's default rules
+    orphans: Literal["delete", "ignore"] = "delete"
+    normalize: NormalizeConfig = NormalizeConfig()
+    strategy: Literal["forward", "compensate"] | None = None
+    utime_column: str | None = "utime"
+
+    def effective_rules(self) -> list[RuleConfig]:
+        """The rules in force: explicit ones, or the kind's default (publish contract, or mirror)."""
+        if self.rules is not None:
+            return list(self.rules)
+        if self.kind == "publish":
+            return list(PUBLISH_RULES)
+        return [RuleConfig(expect="equal")]
+
+    def compare_columns(self, table_columns: list[str] | None = None) -> list[str]:
+        """Columns compared by default: `compare`, else all columns but key and ignored ones."""
+        if self.compare is not None:
+            return list(self.compare)
+        cols = table_columns or self.columns or []
+        skip = set(self.key) | set(self.ignore)
+        return [c for c in cols if c not in skip]
+
+
+class FullScanConfig(_Model):
+    chunk_rows: int = Field(1000, ge=10)
+    chunk_time_target_s: float = Field(0.5, gt=0)
+    max_chunk_rows: int = Field(50000, ge=10)
+    max_threads_running: int = Field(25, ge=1)
+    max_rows_per_s: float | None = Field(None, gt=0)
+
+
+class ValidatorConfig(_Model):
+    settle_delay_s: float = Field(1.0, ge=0)
+    recheck_delay_s: float = Field(0.5, ge=0)
+    rechecks: int = Field(2, ge=0)
+    batch_max_keys: int = Field(500, ge=1)
+    full_scan: FullScanConfig = FullScanConfig()
+
+
+class BackoffConfig(_Model):
+    initial_s: float = Field(1.0, gt=0)
+    max_s: float = Field(300.0, gt=0)
+    multiplier: float = Field(2.0, ge=1)
+    jitter: float = Field(0.2, ge=0, le=1)
+
+
+class RepairConfig(_Model):
+    strategy: Literal["forward", "compensate"] = "forward"
+    rate_limit_per_s: float | None = Field(None, gt=0)
+    max_attempts: int = Field(8, ge=1)
+    backoff: BackoffConfig = BackoffConfig()
+    busy_threads_running: int = Field(25, ge=1)
+    batch_size: int = Field(100, ge=1)
+    auto_repair: bool = True
+    claim_timeout_s: float = Field(300.0, gt=0)  # a 'repairing' claim older than this is taken over (worker died)
+    threads: int = Field(2, ge=1, le=16)  # batches applied concurrently (own connections; disjoint keys)
+
+
+class SchedulerConfig(_Model):
+    timezone: str = "UTC"
+    full_scan_cron: str = "0 3 * * *"
+    window_scan_interval_s: float = Field(300, gt=0)
+    retry_interval_s: float = Field(10, gt=0)
+    cleanup_cron: str = "30 4 * * *"
+    retention_days: int = Field(14, ge=1)
+    lag_check_interval_s: float = Field(15, gt=0)
+    misfire_grace_s: int = Field(300, ge=1)
+
+
+class WebConfig(_Model):
+    enabled: bool = True
+    bind: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535)
+
+
+class HaConfig(_Model):
+    lock_name: str = "cdc-repair-leader"
+    lock_retry_s: float = Field(2.0, gt=0)
+
+
+class LogConfig(_Model):
+    format: Literal["auto", "text", "json"] = "auto"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(_Model):
+    servers: dict[str, ServerConfig] = Field(min_length=1)
+    state: StateConfig
+    capture: list[CaptureConfig] = Field(default_factory=list)
+    kafka: KafkaConfig
+    pairs: list[PairConfig] = Field(min_length=1)
+    validator: ValidatorConfig = ValidatorConfig()
+    repair: RepairConfig = RepairConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    web: WebConfig = WebConfig()
+    ha: HaConfig = HaConfig()
+    log: LogConfig = LogConfig()
+
+    def pair(self, name: str) -> PairConfig:
+        for p in self.pairs:
+            if p.name == name:
+                return p
+        raise ConfigError([f"pairs: no pair named '{name}' (pairs: {', '.join(p.name for p in self.pairs)})"])
+
+    def server_dsn(self, server: str) -> Dsn:
+        return self.servers[server].dsn
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, interpolate, override from the environment, and validate; raise ConfigError with every problem."""
+    env = os.environ if environ is None else environ
+    raw = _read_yaml(Path(path))
+    problems: list[str] = []
+    raw = _interpolate(raw, env, "", problems)
+    _apply_env_overrides(raw, env, problems)
+    return settings_from_mapping(raw, problems)
+
+
+def settings_from_mapping(raw: Any, problems: list[str] | None = None) -> Settings:
+    problems = list(problems or [])
+    if not isinstance(raw, dict):
+        raise ConfigError([*problems, "(top level): expected a mapping of sections (servers, state, kafka, pairs)"])
+    settings: Settings | None = None
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_describe(err, raw) for err in exc.errors())
+    problems.extend(semantic_problems(raw))
+    if problems or settings is None:
+        raise ConfigError(sorted(dict.fromkeys(problems), key=_path_order))
+    return settings
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: config file not found (pass --config PATH or set CDC_REPAIR_CONFIG)"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config file ({exc.strerror})"]) from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([f"{path}:{where}: invalid YAML: {reason}"]) from None
+
+
+def _interpolate(value: Any, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            name, default = m["name"], m["default"]
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append(f"{path or '(top level)'}: environment variable ${{{name}}} is not set "
+                            f"(export it, or write ${{{name}:-default}})")
+            return ""
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env, _join(path, str(k)), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    return value
+
+
+def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], problems: list[str]) -> None:
+    for name, text in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or name.startswith(_ENV_RESERVED):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
+        try:
+            value = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError:
+            value = text
+        if not _set_path(raw, parts, value):
+            problems.append(f"{'.'.join(parts)}: cannot apply environment override {name} "
+                            f"(no such place in the config; use {ENV_PREFIX}SECTION__KEY)")
+
+
+def _set_path(node: Any, parts: list[str], value: Any) -> bool:
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                return False
+            if last:
+                node[int(part)] = value
+                return True
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+                return True
+            node = node.setdefault(part, {})
+        else:
+            return False
+    return False
+
+
+# ---------------------------------------------------------------- messages
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _loc_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif str(part).startswith(("function-", "literal[", "str", "int", "float", "bool", "list", "dict",
+                                   "StartPosition", "none")):
+            continue  # union-branch labels from pydantic, not user-visible paths
+        else:
+            path = _join(path, str(part))
+    return path or "(top level)"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: Any = Settings
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part)) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        candidates = [ann, *args]
+        for arg in list(args):
+            candidates.extend(getattr(arg, "__args__", ()))
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _describe(err: Any, raw: Any) -> str:
+    loc = tuple(err["loc"])
+    path = _loc_path(loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        allowed = ", ".join(parent.model_fields) if parent else "see config/example.yaml"
+        return f"{path}: unknown key '{loc[-1]}' (allowed here: {allowed})"
+    if kind == "missing":
+        return f"{path}: required key is missing (see config/example.yaml)"
+    msg = mask(str(err["msg"]))
+    if kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
+    got = err.get("input")
+    shown = "" if isinstance(got, (dict, list)) or "dsn" in path else f" (got {got!r})"
+    return f"{path}: {msg}{shown}"
+
+
+def _path_order(problem: str) -> str:
+    return problem.split(":", 1)[0]
+
+
+# ---------------------------------------------------------------- cross-field checks (on the raw mapping, so they
+# run even when other parts of the file are broken: check-config reports everything at once)
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def semantic_problems(raw: dict[str, Any]) -> list[str]:
+    servers = set(_dict(raw.get("servers")))
+    problems: list[str] = []
+    problems += _identifier_problems(raw)
+    for i, cap in enumerate(_list(raw.get("capture"))):
+        srv = _dict(cap).get("server")
+        if isinstance(srv, str) and srv not in servers:
+            problems.append(f"capture[{i}].server: unknown server '{srv}' (servers: {', '.join(sorted(servers))})")
+    names: set[str] = set()
+    for i, pair in enumerate(_list(raw.get("pairs"))):
+        pair = _dict(pair)
+        name = pair.get("name")
+        if isinstance(name, str):
+            if name in names:
+                problems.append(f"pairs[{i}].name: duplicate pair name '{name}' (names must be unique)")
+            names.add(name)
+        for side in ("source", "target"):
+            srv = _dict(pair.get(side)).get("server")
+            if isinstance(srv, str) and srv not in servers:
+                problems.append(f"pairs[{i}].{side}.server: unknown server '{srv}' "
+                                f"(servers: {', '.join(sorted(servers))})")
+        problems += _pair_column_problems(i, pair)
+    problems += _cron_problems(_dict(raw.get("scheduler")))
+    return problems
+
+
+def _identifier_problems(raw: dict[str, Any]) -> list[str]:
+    problems = []
+    for i, pair in enumerate(_list(raw.get("pairs"))):
+        pair = _dict(pair)
+        for side in ("source", "target"):
+            table = _dict(pair.get(side)).get("table")
+            if isinstance(table, str):
+                parts = table.split(".")
+                if len(parts) != 2 or not all(is_identifier(p) for p in parts):
+                    problems.append(f"pairs[{i}].{side}.table: '{table}' is not schema.table "
+                                    f"(write it as database.table, letters/digits/_ only)")
+        for field in ("key", "columns", "compare", "ignore"):
+            for j, col in enumerate(_list(pair.get(field))):
+                if not isinstance(col, str) or not is_identifier(col):
+                    problems.append(f"pairs[{i}].{field}[{j}]: '{col}' is not a valid column name")
+    return problems
+
+
+def _pair_column_problems(i: int, pair: dict[str, Any]) -> list[str]:
+    declared = [c for c in _list(pair.get("columns")) if isinstance(c, str)]
+    if not declared:
+        return []
+    known = set(declared)
+    shown = ", ".join(declared)
+    problems = []
+
+    def check(path: str, cols: list[Any]) -> None:
+        for col in cols:
+            if isinstance(col, str) and col not in known:
+                problems.append(f"{path}: unknown column '{col}' (columns: {shown})")
+
+    for field in ("key", "compare", "ignore"):
+        check(f"pairs[{i}].{field}", _list(pair.get(field)))
+    utime = pair.get("utime_column", "utime")
+    if isinstance(utime, str) and utime not in known and "utime_column" in pair:
+        problems.append(f"pairs[{i}].utime_column: unknown column '{utime}' (columns: {shown})")
+    for j, rule in enumerate(_list(pair.get("rules"))):
+        rule = _dict(rule)
+        check(f"pairs[{i}].rules[{j}].when", list(_dict(rule.get("when"))))
+        check(f"pairs[{i}].rules[{j}].columns", _list(rule.get("columns")))
+        check(f"pairs[{i}].rules[{j}].target_values", list(_dict(rule.get("target_values"))))
+    return problems
+
+
+def _cron_problems(scheduler: dict[str, Any]) -> list[str]:
+    from apscheduler.triggers.cron import CronTrigger  # only here: parsing cron is APScheduler's job
+
+    problems = []
+    for key in ("full_scan_cron", "cleanup_cron"):
+        expr = scheduler.get(key)
+        if isinstance(expr, str):
+            try:
+                CronTrigger.from_crontab(expr)
+            except ValueError as exc:
+                problems.append(f"scheduler.{key}: invalid cron expression '{expr}' ({exc}; "
+                                f"use 5 fields: minute hour day month weekday, e.g. '0 3 * * *')")
+    return problems

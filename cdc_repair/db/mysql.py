@@ -1,0 +1,105 @@
+"""The only importer of PyMySQL: connections, transactions, running `Statement`s, classifying errors."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pymysql
+import pymysql.cursors
+
+from cdc_repair.db.dsn import Dsn
+from cdc_repair.db.sql import Statement
+from cdc_repair.errors import TerminalError, TransientError, UnreachableError
+
+Connection = pymysql.connections.Connection
+Row = tuple[Any, ...]
+
+# MySQL error numbers worth retrying: lock wait timeout, deadlock, server gone/lost, too many connections,
+# read-only during failover, and client-side "can't connect".
+_TRANSIENT_ERRNOS = frozenset({1205, 1213, 2006, 2013, 1040, 1290, 2003, 2002, 1927, 1053})
+
+
+def connect(dsn: Dsn, *, autocommit: bool = True, timeout_s: float = 10.0, database: str | None = None) -> Connection:
+    """Open a connection; an unreachable server raises `UnreachableError` naming the masked DSN."""
+    try:
+        return pymysql.connect(
+            host=dsn.host,
+            port=dsn.port,
+            user=dsn.user,
+            password=dsn.password,
+            database=database if database is not None else dsn.database,
+            autocommit=autocommit,
+            connect_timeout=max(1, int(timeout_s)),
+            read_timeout=None,
+            charset="utf8mb4",
+            binary_prefix=True,
+        )
+    except pymysql.err.OperationalError as exc:
+        code = exc.args[0] if exc.args else 0
+        if code in (1045, 1044, 1049):
+            reason = exc.args[1] if len(exc.args) > 1 else exc
+            raise TerminalError(f"cannot log in to {dsn.masked()}: {reason}") from None
+        raise UnreachableError(f"cannot connect to {dsn.masked()}: {exc.args[-1]} (is the server running?)") from None
+
+
+def classify(exc: BaseException, what: str) -> Exception:
+    """Map a driver error to TransientError or TerminalError with a one-line message naming `what`."""
+    if isinstance(exc, pymysql.err.MySQLError):
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+        text = exc.args[1] if len(exc.args) > 1 else str(exc)
+        transient = code in _TRANSIENT_ERRNOS or isinstance(exc, pymysql.err.InterfaceError)
+        return (TransientError if transient else TerminalError)(f"{what}: MySQL error {code}: {text}")
+    return TerminalError(f"{what}: {exc}")
+
+
+def fetch_all(conn: Connection, stmt: Statement) -> list[Row]:
+    with conn.cursor() as cur:
+        cur.execute(stmt.sql, stmt.params or None)
+        return list(cur.fetchall())
+
+
+def fetch_one(conn: Connection, stmt: Statement) -> Row | None:
+    with conn.cursor() as cur:
+        cur.execute(stmt.sql, stmt.params or None)
+        row = cur.fetchone()
+        return tuple(row) if row is not None else None
+
+
+def fetch_dicts(conn: Connection, stmt: Statement) -> list[dict[str, Any]]:
+    with conn.cursor(pymysql.cursors.DictCursor) as cur:
+        cur.execute(stmt.sql, stmt.params or None)
+        return list(cur.fetchall())
+
+
+def execute(conn: Connection, stmt: Statement) -> int:
+    """Run one statement; return the affected row count."""
+    with conn.cursor() as cur:
+        return int(cur.execute(stmt.sql, stmt.params or None))
+
+
+def execute_many(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+    with conn.cursor() as cur:
+        return int(cur.executemany(sql, rows) or 0)
+
+
+@contextlib.contextmanager
+def transaction(conn: Connection) -> Iterator[Connection]:
+    """BEGIN … COMMIT, ROLLBACK on any error. The repository/ledger layer is the only caller."""
+    conn.begin()
+    try:
+        yield conn
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.rollback()
+        raise
+    conn.commit()
+
+
+def fetch_variables(conn: Connection, names: Sequence[str]) -> dict[str, str]:
+    """Global server variables by name (lower-case keys); absent ones are missing from the result."""
+    marks = ", ".join(["%s"] * len(names))
+    rows = fetch_all(conn, Statement(f"SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES "
+                                     f"WHERE VARIABLE_NAME IN ({marks})", tuple(n.upper() for n in names)))
+    return {str(k).lower(): str(v) for k, v in rows}

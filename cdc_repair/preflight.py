@@ -1,0 +1,154 @@
+"""Server checks for `check-config --connect` and for stage start-up: binlog settings, grants, tables, columns.
+
+The rules (`binlog_problems`, `grant_problems`, `column_problems`) are pure; `connect_problems` does the I/O.
+Every problem is one line: `path: what is wrong (the fix)`, with DSNs masked.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+from cdc_repair.config import PairConfig, Settings
+from cdc_repair.db import mysql
+from cdc_repair.db.sql import Statement
+from cdc_repair.errors import CdcRepairError
+
+REQUIRED_BINLOG = {"binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"}
+_GRANT = re.compile(r"^GRANT (?P<privs>.+?) ON (?P<obj>\S+) TO ", re.IGNORECASE)
+
+
+def binlog_problems(path: str, variables: Mapping[str, str]) -> list[str]:
+    """What keeps this server from being captured, with the my.cnf line that fixes it."""
+    if variables.get("log_bin", "OFF").upper() not in ("ON", "1"):
+        return [f"{path}: binary logging is off (start the server with log_bin=ON / --log-bin)"]
+    problems = []
+    for name, want in REQUIRED_BINLOG.items():
+        got = variables.get(name, "(unset)").upper()
+        if got != want:
+            problems.append(f"{path}: {name} is {got}, must be {want} "
+                            f"(SET GLOBAL {name}='{want}' and put {name}={want} in my.cnf)")
+    return problems
+
+
+def parse_grants(lines: Iterable[str]) -> dict[str, set[str]]:
+    """`SHOW GRANTS` lines → {object: privileges}; object is `*.*`, `db.*` or `db.table` without backticks."""
+    grants: dict[str, set[str]] = {}
+    for line in lines:
+        m = _GRANT.match(line)
+        if not m:
+            continue
+        obj = m["obj"].replace("`", "")
+        privs = {p.strip().upper() for p in re.sub(r"\([^)]*\)", "", m["privs"]).split(",")}
+        if "ALL PRIVILEGES" in privs or "ALL" in privs:
+            privs |= {"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "REPLICATION SLAVE", "REPLICATION CLIENT",
+                      "BINLOG MONITOR", "REPLICATION SLAVE ADMIN", "PROCESS"}
+        grants.setdefault(obj, set()).update(privs)
+    return grants
+
+
+def has_privilege(grants: Mapping[str, set[str]], privilege: str, table: str | None = None) -> bool:
+    objects = ["*.*"]
+    if table:
+        schema = table.split(".")[0]
+        objects += [f"{schema}.*", table]
+    return any(privilege in grants.get(obj, set()) for obj in objects)
+
+
+def grant_problems(path: str, grants: Mapping[str, set[str]], *, capture: bool, reads: list[str],
+                   writes: list[str]) -> list[str]:
+    """Least privilege: replication for capture, SELECT on read tables, INSERT/UPDATE/DELETE on written ones."""
+    problems = []
+    if capture:
+        if not has_privilege(grants, "REPLICATION SLAVE"):
+            problems.append(f"{path}: missing REPLICATION SLAVE (GRANT REPLICATION SLAVE ON *.* TO the user)")
+        if not (has_privilege(grants, "REPLICATION CLIENT") or has_privilege(grants, "BINLOG MONITOR")):
+            problems.append(f"{path}: missing REPLICATION CLIENT / BINLOG MONITOR "
+                            f"(GRANT REPLICATION CLIENT ON *.* TO the user)")
+    for table in reads:
+        if not has_privilege(grants, "SELECT", table):
+            problems.append(f"{path}: missing SELECT on {table} (GRANT SELECT ON {table} TO the user)")
+    for table in writes:
+        for priv in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+            if not has_privilege(grants, priv, table):
+                problems.append(f"{path}: missing {priv} on {table} (GRANT {priv} ON {table} TO the user)")
+    return problems
+
+
+def column_problems(path: str, pair: PairConfig, table: str, columns: list[str]) -> list[str]:
+    """Key, compared, ignored and rule columns of `pair` that `table` does not have."""
+    if not columns:
+        return [f"{path}: table {table} does not exist (create it, or fix the table name)"]
+    have = set(columns)
+    shown = ", ".join(columns)
+    wanted = list(pair.key) + pair.compare_columns(columns) + [
+        c for r in pair.effective_rules() for c in [*r.when, *(r.columns or []), *r.target_values]]
+    missing = sorted({c for c in wanted if c not in have}, key=wanted.index)
+    return [f"{path}: table {table} has no column '{c}' (columns: {shown})" for c in missing]
+
+
+def fetch_columns(conn: mysql.Connection, table: str) -> list[str]:
+    schema, name = table.split(".", 1)
+    rows = mysql.fetch_all(conn, Statement(
+        "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s "
+        "ORDER BY ORDINAL_POSITION", (schema, name)))
+    return [str(r[0]) for r in rows]
+
+
+def fetch_grants(conn: mysql.Connection) -> list[str]:
+    return [str(r[0]) for r in mysql.fetch_all(conn, Statement("SHOW GRANTS FOR CURRENT_USER()"))]
+
+
+def connect_problems(settings: Settings) -> list[str]:
+    """Every problem found by connecting to each server (and the broker); empty when all is well."""
+    problems: list[str] = []
+    for name, server in settings.servers.items():
+        path = f"servers.{name}"
+        try:
+            conn = mysql.connect(server.dsn, timeout_s=5)
+        except CdcRepairError as exc:
+            problems.append(f"{path}.dsn: {exc}")
+            continue
+        try:
+            problems += _server_problems(path, name, conn, settings)
+        finally:
+            conn.close()
+    problems += _state_problems(settings)
+    problems += broker_problems(settings)
+    return problems
+
+
+def _server_problems(path: str, name: str, conn: mysql.Connection, settings: Settings) -> list[str]:
+    problems: list[str] = []
+    captured = any(c.server == name for c in settings.capture)
+    if captured:
+        variables = mysql.fetch_variables(conn, ["log_bin", *REQUIRED_BINLOG])
+        problems += binlog_problems(path, variables)
+    reads = [p.source.table for p in settings.pairs if p.source.server == name]
+    reads += [p.target.table for p in settings.pairs if p.target.server == name]
+    writes = [p.target.table for p in settings.pairs if p.target.server == name]
+    writes += [p.source.table for p in settings.pairs if p.source.server == name
+               and (p.strategy or settings.repair.strategy) == "compensate"]
+    problems += grant_problems(path, parse_grants(fetch_grants(conn)), capture=captured, reads=reads, writes=writes)
+    for i, pair in enumerate(settings.pairs):
+        for side in ("source", "target"):
+            ref = getattr(pair, side)
+            if ref.server == name:
+                problems += column_problems(f"pairs[{i}].{side}.table", pair, ref.table, fetch_columns(conn, ref.table))
+    return problems
+
+
+def _state_problems(settings: Settings) -> list[str]:
+    try:
+        conn = mysql.connect(settings.state.dsn.with_database(None), timeout_s=5)
+    except CdcRepairError as exc:
+        return [f"state.dsn: {exc}"]
+    conn.close()
+    return []
+
+
+def broker_problems(settings: Settings) -> list[str]:
+    from cdc_repair.sink.kafka_admin import broker_reachable  # the Kafka client lives in sink/
+
+    error = broker_reachable(settings.kafka.bootstrap_servers)
+    return [f"kafka.bootstrap_servers: {error}"] if error else []

@@ -1,0 +1,275 @@
+"""Apply guarded row writes with their undo records, one local transaction per batch (I/O adapter).
+
+Per batch (all actions on one table): `SELECT … FOR UPDATE` of the batch's rows with one IN query; each row is
+compared in Python with what its plan observed (the guard); the rows that pass are written (one multi-row
+INSERT, one CASE-UPDATE per column set, one DELETE … IN), re-read (the after-images, Seata style), and their
+undo records are inserted with one multi-row INSERT; then COMMIT. Rows whose guard fails are not touched and
+come back as `guard_failed` (the caller re-checks them). If the batch fails, it is rolled back and retried
+row by row, so one bad row never loses the others.
+
+Test hook: env `CDC_REPAIR_DEV_CRASH_AT=after_row_commit` makes the process `os._exit(86)` right after the row
+transaction commits (before anything is written to the state DB), to prove a re-run neither loses nor
+doubles the repair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cdc_repair.db import mysql
+from cdc_repair.db.dsn import Dsn
+from cdc_repair.db.sql import Statement, quote_ident, quote_table
+from cdc_repair.errors import CdcRepairError
+from cdc_repair.repair import sql as rsql
+from cdc_repair.repair.actions import Op, RepairAction
+from cdc_repair.repair.guard import guard_holds
+from cdc_repair.repair.undo_log import UNDO_TABLE, UndoRecord, ddl
+from cdc_repair.validate.rules import pk_string
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+CRASH_ENV = "CDC_REPAIR_DEV_CRASH_AT"
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    action: RepairAction
+    xid: str
+    before: Mapping[str, Any] | None
+    after: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class GuardFailed:
+    action: RepairAction
+    current: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    action: RepairAction
+    error: str
+    transient: bool
+    xid: str  # the id the write would have had (repair_log keeps the failed attempt under it)
+
+
+Outcome = Applied | GuardFailed | Failed
+
+
+def crash_point(name: str) -> None:
+    """Die here when the test hook names this point (see module docstring)."""
+    if os.environ.get(CRASH_ENV) == name:
+        os._exit(86)
+
+
+class RowServer:
+    """One MySQL server holding repaired rows: a lazily opened connection, column and undo-table caches."""
+
+    def __init__(self, name: str, dsn: Dsn) -> None:
+        self.name = name
+        self.dsn = dsn
+        self._conn: mysql.Connection | None = None
+        self._columns: dict[str, list[str]] = {}
+        self._types: dict[str, dict[str, str]] = {}
+        self._undo_ready: set[str] = set()
+        self._busy_checked_at = 0.0
+        self._threads_running = 0
+
+    @property
+    def conn(self) -> mysql.Connection:
+        if self._conn is None:
+            self._conn = mysql.connect(self.dsn)
+        return self._conn
+
+    def reset(self) -> None:
+        """Drop the connection (after a lost connection or an aborted transaction)."""
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self._conn = None
+
+    def close(self) -> None:
+        self.reset()
+
+    def columns(self, table: str) -> list[str]:
+        if table not in self._columns:
+            cols = [str(r[0]) for r in mysql.fetch_all(self.conn, rsql.select_columns(table))]
+            if not cols:
+                raise CdcRepairError(f"table {table} not found on server '{self.name}' ({self.dsn.masked()})")
+            self._columns[table] = cols
+        return self._columns[table]
+
+    def column_types(self, table: str) -> dict[str, str]:
+        """Column name → SQL column type (`bigint(20)`, `blob`, …), for undo images and binary detection."""
+        if table not in self._types:
+            rows = mysql.fetch_all(self.conn, rsql.select_column_types(table))
+            self._types[table] = {str(r[0]): _text(r[2]) for r in rows}
+        return self._types[table]
+
+    def binary_columns(self, table: str) -> set[str]:
+        """Columns holding raw bytes (BLOB/BINARY/VARBINARY/BIT): their FlatMessage text is ISO-8859-1."""
+        return {c for c, t in self.column_types(table).items()
+                if any(k in t.lower() for k in ("blob", "binary", "bit("))}
+
+    def ensure_undo_table(self, schema: str) -> None:
+        """CREATE TABLE IF NOT EXISTS `schema`.undo_log, once per connection (DDL commits: never inside a
+        repair). An existing table is only looked up, so a user without CREATE works once a DBA created it."""
+        if schema not in self._undo_ready:
+            exists = mysql.fetch_one(self.conn, Statement(
+                "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                (schema, UNDO_TABLE)))
+            if exists is None:
+                mysql.execute(self.conn, Statement(ddl(schema)))
+            self._undo_ready.add(schema)
+
+    def read(self, table: str, key_columns: Sequence[str], keys: Sequence[Sequence[Any]], *,
+             for_update: bool = False) -> dict[str, Row]:
+        """Rows by canonical pk (SELECT *), optionally locked."""
+        out: dict[str, Row] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            stmt = rsql.select_by_keys(table, key_columns, chunk, for_update=for_update)
+            rows = mysql.fetch_dicts(self.conn, stmt)
+            if len(key_columns) == 1 and all(type(r[key_columns[0]]) is int for r in rows):
+                k = key_columns[0]
+                out.update((f'["{r[k]}"]', r) for r in rows)  # pk_string of an int key, without json.dumps
+            else:
+                for row in rows:
+                    out[pk_string([row[k] for k in key_columns])] = row
+        return out
+
+    def threads_running(self, max_age_s: float = 1.0) -> int:
+        """The server's Threads_running (cached for `max_age_s`)."""
+        now = time.monotonic()
+        if now - self._busy_checked_at >= max_age_s:
+            row = mysql.fetch_one(self.conn, Statement("SHOW GLOBAL STATUS LIKE 'Threads_running'"))
+            self._threads_running = int(row[1]) if row else 0
+            self._busy_checked_at = now
+        return self._threads_running
+
+
+def apply_batch(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[str], *,
+                after_lock: Callable[[], None] | None = None) -> list[Outcome]:
+    """Apply guarded actions on one table in one transaction (row-by-row fallback on error)."""
+    if not actions:
+        return []
+    server.ensure_undo_table(actions[0].schema)
+    try:
+        return _apply(server, actions, xids, after_lock)
+    except Exception as exc:
+        err = mysql.classify(exc, f"repair batch on {actions[0].table}")
+        log.warning("repair batch of %d rows on %s failed (%s); retrying row by row", len(actions),
+                    actions[0].table, err)
+        server.reset()
+    if len(actions) == 1:
+        return [Failed(actions[0], str(err), _transient(err), xids[0])]
+    out: list[Outcome] = []
+    for action, xid in zip(actions, xids, strict=True):
+        try:
+            out.extend(_apply(server, [action], [xid], after_lock))
+        except Exception as exc:
+            one = mysql.classify(exc, f"repair of {action.table} {action.pk}")
+            server.reset()
+            out.append(Failed(action, str(one), _transient(one), xid))
+    return out
+
+
+def _text(value: Any) -> str:
+    return bytes(value).decode() if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+def _transient(err: Exception) -> bool:
+    from cdc_repair.errors import TransientError
+
+    return isinstance(err, TransientError)
+
+
+def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[str],
+           after_lock: Callable[[], None] | None) -> list[Outcome]:
+    first = actions[0]
+    table = first.table
+    key_cols = [k for k, _ in first.key]
+    keys = [[v for _, v in a.key] for a in actions]
+    conn = server.conn
+    results: list[Outcome] = []
+    with mysql.transaction(conn):
+        current = server.read(table, key_cols, keys, for_update=True)
+        if after_lock is not None:
+            after_lock()
+        passed: list[tuple[RepairAction, str]] = []
+        for action, xid in zip(actions, xids, strict=True):
+            now = current.get(action.pk)
+            if guard_holds(now, action.observed):
+                passed.append((action, xid))
+            else:
+                results.append(GuardFailed(action, now))
+        if passed:
+            for stmt in write_statements([a for a, _ in passed], table, key_cols):
+                mysql.execute(conn, stmt)
+            written = [[v for _, v in a.key] for a, _ in passed if a.op is not Op.DELETE]
+            after = server.read(table, key_cols, written) if written else {}
+            records = []
+            types = server.column_types(table)
+            for action, xid in passed:
+                before = current.get(action.pk)
+                post = after.get(action.pk) if action.op is not Op.DELETE else None
+                records.append(UndoRecord(
+                    xid=xid, branch_id=1, table=table, pk=action.pk, sql_type=action.op.value.upper(),
+                    strategy=action.strategy.value, columns=tuple(action.written_columns),
+                    key_columns=tuple(key_cols), before=before, after=post, column_types=types))
+                results.append(Applied(action, xid, before, post))
+            mysql.execute(conn, rsql.insert_undo(records))
+    if passed:
+        crash_point("after_row_commit")
+    return results
+
+
+def write_statements(actions: Sequence[RepairAction], table: str, key_cols: Sequence[str]) -> list[Statement]:
+    """The batched writes for guarded, locked rows: one INSERT, CASE-UPDATEs grouped by column set, one DELETE."""
+    stmts: list[Statement] = []
+    inserts = [a for a in actions if a.op is Op.INSERT]
+    by_cols: dict[tuple[str, ...], list[RepairAction]] = {}
+    for a in inserts:
+        by_cols.setdefault(tuple(a.values), []).append(a)
+    for cols, group in by_cols.items():
+        stmts.append(rsql.insert_rows(table, cols, [[a.values[c] for c in cols] for a in group]))
+    updates: dict[tuple[str, ...], list[RepairAction]] = {}
+    for a in actions:
+        if a.op is Op.UPDATE:
+            cols = tuple(c for c in a.values if c not in key_cols)
+            if cols:
+                updates.setdefault(cols, []).append(a)
+    for cols, group in updates.items():
+        stmts.append(case_update(table, key_cols, cols, group))
+    deletes = [[v for _, v in a.key] for a in actions if a.op is Op.DELETE]
+    if deletes:
+        stmts.append(rsql.delete_by_keys(table, key_cols, deletes))
+    return stmts
+
+
+def case_update(table: str, key_cols: Sequence[str], columns: Sequence[str],
+                actions: Sequence[RepairAction]) -> Statement:
+    """`UPDATE t SET c = CASE WHEN key = … THEN … END, … WHERE key IN (…)`: one statement for many rows."""
+    if len(key_cols) == 1:
+        when = f"{quote_ident(key_cols[0])} = %s"
+    else:
+        when = "(" + ", ".join(quote_ident(k) for k in key_cols) + ") = (" + ", ".join(["%s"] * len(key_cols)) + ")"
+    sets: list[str] = []
+    params: list[Any] = []
+    for col in columns:
+        arms = " ".join([f"WHEN {when} THEN %s"] * len(actions))
+        sets.append(f"{quote_ident(col)} = CASE {arms} END")
+        for a in actions:
+            params.extend(v for _, v in a.key)
+            params.append(a.values[col])
+    keys = [[v for _, v in a.key] for a in actions]
+    where = rsql.key_in(key_cols, len(keys))
+    params.extend(v for k in keys for v in k)
+    return Statement(f"UPDATE {quote_table(table)} SET {', '.join(sets)} WHERE {where}", tuple(params))

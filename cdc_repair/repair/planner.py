@@ -1,0 +1,192 @@
+"""Decide the repair for one key from the rows read *now* (pure).
+
+Forward (source is the truth): the verdict comes from the validator's `evaluate()` (the pair's rules, one
+implementation), and the action follows from the kind and the matched rule:
+- `missing_in_target` → INSERT the source row into the target (every column both tables have, plus the
+  rule's `target_values`), guarded as insert-if-absent;
+- `different` → UPDATE only the differing columns (source values, or the rule's `target_values`, e.g. a
+  private article's `status = 3`), guarded by the whole observed target row;
+- `extra_in_target` (orphan, or a rule saying `absent`) → DELETE the target row, compare-and-delete.
+
+Compensate (AT-style): undo the binlog change that made the source diverge, from the event's before-image
+(`ledger.source_event`), guarded by Seata's dirty check: the live source row must still equal the change's
+after-image on the columns it changed (equal to the before-image: already reverted; else dirty).
+
+`source_event` may be a whole Canal FlatMessage dict (the row whose key matches is used) or one row's slice
+`{"type", "data": row, "old": row|null, "mysqlType": {...}}`. Binary column values are ISO-8859-1 text in
+FlatMessages (see `sink/flat_message.py`); `mysqlType` tells which columns are binary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cdc_repair.config import PairConfig
+from cdc_repair.repair.actions import Op, Plan, RepairAction, Side, Strategy
+from cdc_repair.repair.guard import flat_equal
+from cdc_repair.validate.rules import DIFFERENT, EXTRA, MISSING, OK, evaluate, rule_columns
+
+Row = Mapping[str, Any]
+DIRTY = "dirty"  # plan kind: compensation refused because the source changed since the event
+
+
+def plan_forward(pair: PairConfig, key: Sequence[Any], source_row: Row | None, target_row: Row | None,
+                 target_columns: Sequence[str]) -> Plan:
+    """The forward action for one key (None when the rules are satisfied or have no expectation)."""
+    verdict = evaluate(pair, source_row, target_row, key)
+    pk = verdict.pk
+    if not verdict.is_mismatch:
+        return Plan(pair.name, pk, verdict.kind, None, "consistent" if verdict.kind == OK else "no expectation")
+    key_pairs = _key_pairs(pair, key, source_row or target_row)
+    target = pair.target.table
+
+    def action(op: Op, label: str, values: Mapping[str, Any] | None = None) -> Plan:
+        return Plan(pair.name, pk, verdict.kind, RepairAction(
+            pair=pair.name, pk=pk, key=key_pairs, side=Side.TARGET, table=target, op=op, label=label,
+            values=dict(values or {}), observed=dict(target_row) if target_row is not None else None))
+
+    if verdict.kind == EXTRA:
+        return action(Op.DELETE, "delete_orphan" if source_row is None else "delete_extra")
+    assert source_row is not None
+    rule = pair.effective_rules()[verdict.rule] if verdict.rule is not None else None
+    fixed = dict(rule.target_values) if rule is not None else {}
+    if verdict.kind == MISSING:
+        cols = [c for c in target_columns if c in source_row] or list(source_row)
+        values = {c: source_row[c] for c in cols}
+        values.update({c: v for c, v in fixed.items()})
+        values.update(dict(key_pairs))
+        return action(Op.INSERT, "copy_missing", values)
+    if verdict.kind == DIFFERENT:
+        values = {c: (fixed[c] if c in fixed else source_row.get(c)) for c in verdict.columns}
+        label = "set_values" if all(c in fixed for c in verdict.columns) else "overwrite"
+        return action(Op.UPDATE, label, values)
+    raise ValueError(f"pair '{pair.name}': no forward repair for verdict kind {verdict.kind!r}")
+
+
+def compared_columns(pair: PairConfig, source_row: Row) -> list[str]:
+    """Columns the matched rule compares (for reports)."""
+    from cdc_repair.validate.rules import match_rule
+
+    _, rule = match_rule(pair, source_row)
+    return rule_columns(pair, rule, list(source_row)) if rule is not None else []
+
+
+def _key_pairs(pair: PairConfig, key: Sequence[Any], row: Row | None) -> tuple[tuple[str, Any], ...]:
+    """(column, value) of the key, typed from the row when there is one (else the given values)."""
+    if row is not None and all(k in row for k in pair.key):
+        return tuple((k, row[k]) for k in pair.key)
+    return tuple(zip(pair.key, key, strict=True))
+
+
+# ---------------------------------------------------------------- compensation
+
+
+@dataclass(frozen=True, slots=True)
+class RowEvent:
+    """One row of a binlog change: type, after-image (`data`), changed columns' before-values (`old`)."""
+
+    type: str  # INSERT | UPDATE | DELETE
+    data: dict[str, str | None]
+    old: dict[str, str | None] | None
+    mysql_type: dict[str, str]
+
+    def is_binary(self, column: str) -> bool:
+        t = self.mysql_type.get(column, "").lower()
+        return "blob" in t or "binary" in t
+
+    def db_value(self, column: str, value: str | None) -> Any:
+        """An event string as the value to write (binary columns: ISO-8859-1 text back to bytes)."""
+        if value is None:
+            return None
+        return value.encode("latin-1") if self.is_binary(column) else value
+
+    def matches(self, live: Row, image: Mapping[str, str | None], columns: Sequence[str]) -> bool:
+        for c in columns:
+            want = image.get(c)
+            have = live.get(c)
+            if self.is_binary(c) and want is not None and isinstance(have, (bytes, bytearray)):
+                if bytes(have) != want.encode("latin-1"):
+                    return False
+            elif not flat_equal(have, want):
+                return False
+        return True
+
+
+def row_event(source_event: Any, pair: PairConfig, pk: str,
+              binary_columns: Iterable[str] = ()) -> RowEvent | None:
+    """The event row for `pk` out of a stored source_event (whole FlatMessage or one row's slice).
+    `binary_columns` (from the live table) mark columns whose event text is ISO-8859-1 for raw bytes, when
+    the event carries no `mysqlType` (the validator's ledger slice does not)."""
+    from cdc_repair.validate.rules import pk_string
+
+    if not isinstance(source_event, Mapping):
+        return None
+    kind = str(source_event.get("type") or "").upper()
+    data, old = source_event.get("data"), source_event.get("old")
+    mysql_type = {c: "blob" for c in binary_columns}
+    mysql_type.update(source_event.get("mysqlType") or {})
+    if isinstance(data, Mapping):
+        data, old = [data], [old] if isinstance(old, Mapping) else None
+    if not isinstance(data, list) or kind not in ("INSERT", "UPDATE", "DELETE"):
+        return None
+    olds = old if isinstance(old, list) else [None] * len(data)
+    chosen: RowEvent | None = None
+    for row, before in zip(data, olds, strict=False):
+        if isinstance(row, Mapping) and all(k in row for k in pair.key) and \
+                pk_string([row[k] for k in pair.key]) == pk:
+            chosen = RowEvent(kind, dict(row), dict(before) if isinstance(before, Mapping) else None, mysql_type)
+    return chosen
+
+
+def plan_compensate(pair: PairConfig, key: Sequence[Any], source_row: Row | None, target_row: Row | None,
+                    source_event: Any, binary_columns: Iterable[str] = ()) -> Plan:
+    """Revert the source row to the before-image of the change that made the pair diverge.
+    `binary_columns`: the source table's BLOB/BINARY columns (see `row_event`)."""
+    verdict = evaluate(pair, source_row, target_row, key)
+    pk = verdict.pk
+    if not verdict.is_mismatch:
+        return Plan(pair.name, pk, verdict.kind, None, "consistent" if verdict.kind == OK else "no expectation")
+    event = row_event(source_event, pair, pk, binary_columns)
+    if event is None:
+        return Plan(pair.name, pk, verdict.kind, None,
+                    "no binlog change recorded for this key (ledger source_event is empty): compensation needs "
+                    "one; repair it with --strategy forward")
+    key_pairs = _key_pairs(pair, key, source_row or event.data)
+    key_cols = [k for k, _ in key_pairs]
+
+    def action(op: Op, label: str, values: Mapping[str, Any] | None = None) -> Plan:
+        return Plan(pair.name, pk, verdict.kind, RepairAction(
+            pair=pair.name, pk=pk, key=key_pairs, side=Side.SOURCE, table=pair.source.table, op=op, label=label,
+            values=dict(values or {}), observed=dict(source_row) if source_row is not None else None,
+            strategy=Strategy.COMPENSATE))
+
+    def dirty(why: str) -> Plan:
+        return Plan(pair.name, pk, DIRTY, None, f"dirty: {why}; an operator decides (or use --strategy forward)")
+
+    if event.type == "UPDATE":
+        changed = [c for c in (event.old or {}) if c not in key_cols]
+        before = {**event.data, **(event.old or {})}
+        if source_row is None:
+            return dirty("the source row was deleted after the change")
+        if not changed:
+            return Plan(pair.name, pk, verdict.kind, None, "the change set no column: nothing to revert")
+        if event.matches(source_row, event.data, changed):
+            return action(Op.UPDATE, "revert_update", {c: event.db_value(c, before[c]) for c in changed})
+        if event.matches(source_row, before, changed):
+            return Plan(pair.name, pk, verdict.kind, None, "source already at the change's before-image")
+        return dirty(f"the source changed since the event on {', '.join(changed)}")
+    if event.type == "INSERT":
+        if source_row is None:
+            return Plan(pair.name, pk, verdict.kind, None, "source row already absent (insert already reverted)")
+        cols = [c for c in event.data if c in source_row]
+        if event.matches(source_row, event.data, cols):
+            return action(Op.DELETE, "revert_insert")
+        return dirty("the inserted source row changed since the event")
+    # DELETE: put the deleted row back
+    if source_row is not None:
+        if event.matches(source_row, event.data, list(event.data)):
+            return Plan(pair.name, pk, verdict.kind, None, "source row already restored")
+        return dirty("a different source row exists with the deleted row's key")
+    return action(Op.INSERT, "revert_delete", {c: event.db_value(c, v) for c, v in event.data.items()})

@@ -1,0 +1,230 @@
+"""Statement builders for repairs, undo records and rollbacks (pure: they return `Statement`s).
+
+Guarded single-row forms (what `repair --print` shows, and what the per-row fallback runs):
+- insert-if-absent: `INSERT INTO t (…) SELECT … FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM t WHERE key)`
+- compare-and-update: `UPDATE t SET … WHERE key AND c1 <=> observed1 AND … LIMIT 1`
+- compare-and-delete: `DELETE FROM t WHERE key AND c1 <=> observed1 AND … LIMIT 1`
+Each affects 0 rows when the row no longer holds what was observed, which the executor treats as "guard failed,
+re-check". The batched path locks the batch's rows (`SELECT … FOR UPDATE`), compares in Python, then writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from cdc_repair.db.sql import Statement, placeholders, quote_columns, quote_ident, quote_table
+from cdc_repair.repair.actions import Op, RepairAction
+from cdc_repair.repair.undo_log import INSERT_COLUMNS, SELECT_COLUMNS, UndoRecord, undo_table
+
+Row = Mapping[str, Any]
+
+
+def _eq_all(columns: Sequence[str], null_safe: bool = True) -> str:
+    op = "<=>" if null_safe else "="
+    return " AND ".join(f"{quote_ident(c)} {op} %s" for c in columns)
+
+
+def key_in(key_columns: Sequence[str], n: int) -> str:
+    """`k IN (%s, …)` or `(a, b) IN ((%s, %s), …)` for n keys."""
+    if len(key_columns) == 1:
+        return f"{quote_ident(key_columns[0])} IN ({placeholders(n)})"
+    one = f"({placeholders(len(key_columns))})"
+    return f"({quote_columns(key_columns)}) IN ({', '.join([one] * n)})"
+
+
+def select_by_keys(table: str, key_columns: Sequence[str], keys: Sequence[Sequence[Any]], *,
+                   for_update: bool = False, columns: Sequence[str] | None = None) -> Statement:
+    cols = quote_columns(columns) if columns else "*"
+    params = tuple(v for key in keys for v in key)
+    lock = " FOR UPDATE" if for_update else ""
+    return Statement(f"SELECT {cols} FROM {quote_table(table)} WHERE {key_in(key_columns, len(keys))}{lock}", params)
+
+
+def select_columns(table: str) -> Statement:
+    schema, name = table.split(".", 1)
+    return Statement("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+                     "ORDER BY ORDINAL_POSITION", (schema, name))
+
+
+def select_column_types(table: str) -> Statement:
+    schema, name = table.split(".", 1)
+    return Statement("SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE FROM information_schema.COLUMNS "
+                     "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION", (schema, name))
+
+
+# ---------------------------------------------------------------- guarded single-row writes
+
+
+def insert_if_absent(table: str, row: Row, key: Row) -> Statement:
+    cols = list(row)
+    key_cols = list(key)
+    sql = (f"INSERT INTO {quote_table(table)} ({quote_columns(cols)}) SELECT {placeholders(len(cols))} FROM DUAL "
+           f"WHERE NOT EXISTS (SELECT 1 FROM {quote_table(table)} WHERE {_eq_all(key_cols, null_safe=False)})")
+    return Statement(sql, (*row.values(), *key.values()))
+
+
+def update_guarded(table: str, values: Row, key: Row, observed: Row) -> Statement:
+    sets = ", ".join(f"{quote_ident(c)} = %s" for c in values)
+    guard_cols = [c for c in observed if c not in key]
+    where = _eq_all(list(key), null_safe=False) + (f" AND {_eq_all(guard_cols)}" if guard_cols else "")
+    return Statement(f"UPDATE {quote_table(table)} SET {sets} WHERE {where} LIMIT 1",
+                     (*values.values(), *key.values(), *(observed[c] for c in guard_cols)))
+
+
+def delete_guarded(table: str, key: Row, observed: Row) -> Statement:
+    guard_cols = [c for c in observed if c not in key]
+    where = _eq_all(list(key), null_safe=False) + (f" AND {_eq_all(guard_cols)}" if guard_cols else "")
+    return Statement(f"DELETE FROM {quote_table(table)} WHERE {where} LIMIT 1",
+                     (*key.values(), *(observed[c] for c in guard_cols)))
+
+
+def guarded_statement(action: RepairAction) -> Statement:
+    """The single-row guarded statement for an action (affects 1 row, or 0 when the guard fails)."""
+    key = action.key_dict
+    if action.op is Op.INSERT:
+        return insert_if_absent(action.table, action.values, key)
+    if action.observed is None:
+        raise ValueError(f"{action.describe()}: an {action.op.value} needs the observed row as its guard")
+    if action.op is Op.UPDATE:
+        return update_guarded(action.table, {c: v for c, v in action.values.items() if c not in key}, key,
+                              action.observed)
+    return delete_guarded(action.table, key, action.observed)
+
+
+# ---------------------------------------------------------------- batched writes (rows locked and guarded first)
+
+
+def insert_rows(table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Statement:
+    one = f"({placeholders(len(columns))})"
+    values = ", ".join([one] * len(rows))
+    return Statement(f"INSERT INTO {quote_table(table)} ({quote_columns(columns)}) VALUES {values}",
+                     tuple(v for r in rows for v in r))
+
+
+def upsert_rows(table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                update_columns: Sequence[str]) -> Statement:
+    base = insert_rows(table, columns, rows)
+    sets = ", ".join(f"{quote_ident(c)} = VALUES({quote_ident(c)})" for c in update_columns)
+    return Statement(f"{base.sql} ON DUPLICATE KEY UPDATE {sets}", base.params)
+
+
+def delete_by_keys(table: str, key_columns: Sequence[str], keys: Sequence[Sequence[Any]]) -> Statement:
+    return Statement(f"DELETE FROM {quote_table(table)} WHERE {key_in(key_columns, len(keys))}",
+                     tuple(v for k in keys for v in k))
+
+
+def update_row(table: str, values: Row, key: Row) -> Statement:
+    sets = ", ".join(f"{quote_ident(c)} = %s" for c in values)
+    return Statement(f"UPDATE {quote_table(table)} SET {sets} WHERE {_eq_all(list(key), null_safe=False)} LIMIT 1",
+                     (*values.values(), *key.values()))
+
+
+def delete_row(table: str, key: Row) -> Statement:
+    return Statement(f"DELETE FROM {quote_table(table)} WHERE {_eq_all(list(key), null_safe=False)} LIMIT 1",
+                     tuple(key.values()))
+
+
+# ---------------------------------------------------------------- undo log
+
+
+def insert_undo(records: Sequence[UndoRecord]) -> Statement:
+    """One multi-row INSERT of undo records (all in the same database)."""
+    schema = records[0].schema
+    one = f"({placeholders(len(INSERT_COLUMNS))}, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))"
+    sql = (f"INSERT INTO {undo_table(schema)} ({quote_columns(INSERT_COLUMNS)}, `log_created`, `log_modified`) "
+           f"VALUES {', '.join([one] * len(records))}")
+    return Statement(sql, tuple(v for r in records for v in r.to_params()))
+
+
+def select_undo(schema: str, xid: str, *, for_update: bool = False) -> Statement:
+    lock = " FOR UPDATE" if for_update else ""
+    return Statement(f"SELECT {quote_columns(SELECT_COLUMNS)} FROM {undo_table(schema)} WHERE `xid` = %s "
+                     f"ORDER BY `branch_id`{lock}", (xid,))
+
+
+def select_undo_for_row(schema: str, table: str, pk: str, since: dt.datetime | None) -> Statement:
+    """The undo records of one row, newest first (optionally only those created since a time)."""
+    extra, params = ("", (table, pk)) if since is None else (" AND `log_created` >= %s", (table, pk, since))
+    return Statement(f"SELECT {quote_columns(SELECT_COLUMNS)} FROM {undo_table(schema)} WHERE `table_name` = %s "
+                     f"AND `pk` = %s{extra} ORDER BY `log_created` DESC", params)
+
+
+def mark_undone(schema: str, xid: str, branch_id: int) -> Statement:
+    return Statement(f"UPDATE {undo_table(schema)} SET `log_status` = 1, `log_modified` = UTC_TIMESTAMP(6) "
+                     f"WHERE `xid` = %s AND `branch_id` = %s AND `log_status` = 0", (xid, branch_id))
+
+
+# ---------------------------------------------------------------- rollback
+
+
+def restore_statement(record: UndoRecord, *, force: bool = False) -> Statement | None:
+    """The statement that puts the before-image back (Seata's undo executors), on the written columns only:
+    INSERT undone by DELETE, DELETE undone by INSERT of the whole before-row, UPDATE undone by UPDATE."""
+    key = {c: (record.before or record.after or {}).get(c) for c in record.key_columns}
+    before, after = record.before, record.after
+    if before is None and after is not None:
+        return delete_row(record.table, key)
+    if before is not None and after is None:
+        cols = list(before)
+        if force:  # the row may exist again: overwrite it with the before-image
+            return upsert_rows(record.table, cols, [[before[c] for c in cols]],
+                               [c for c in cols if c not in record.key_columns])
+        return insert_rows(record.table, cols, [[before[c] for c in cols]])
+    if before is not None and after is not None:
+        values = {c: before.get(c) for c in record.columns if c not in record.key_columns}
+        if not values:
+            return None
+        if force:  # the row may be gone: put the before-row back whole
+            cols = list(before)
+            return upsert_rows(record.table, cols, [[before[c] for c in cols]], list(values))
+        return update_row(record.table, values, key)
+    return None
+
+
+# ---------------------------------------------------------------- rendering (for --print and logs)
+
+
+def literal(value: Any) -> str:
+    """A MySQL literal for a parameter value (strings escaped like mysql_real_escape_string)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, Decimal)):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        try:
+            return "_binary" + _quote(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            return "X'" + data.hex() + "'"
+    if isinstance(value, dt.datetime):
+        return "'" + value.isoformat(sep=" ") + "'"
+    if isinstance(value, (dt.date, dt.timedelta)):
+        return "'" + str(value) + "'"
+    return _quote(str(value))
+
+
+_ESCAPES = str.maketrans({"\0": "\\0", "\n": "\\n", "\r": "\\r", "\x1a": "\\Z", "'": "\\'", '"': '\\"',
+                          "\\": "\\\\"})
+
+
+def _quote(text: str) -> str:
+    return "'" + text.translate(_ESCAPES) + "'"
+
+
+def render(stmt: Statement) -> str:
+    """The statement with its parameters inlined as literals, ending in `;` (copy-paste runnable)."""
+    parts = stmt.sql.split("%s")
+    if len(parts) - 1 != len(stmt.params):
+        raise ValueError(f"statement has {len(parts) - 1} placeholders but {len(stmt.params)} parameters")
+    out = [parts[0]]
+    for value, rest in zip(stmt.params, parts[1:], strict=True):
+        out.append(literal(value))
+        out.append(rest)
+    return "".join(out) + ";"

@@ -1,0 +1,146 @@
+"""The repair stage for the daemon: claim due ledger entries and repair them, in a loop.
+
+For the daemon engineer (stable API):
+
+    worker = RepairWorker(settings)            # optional: worker_id="host:pid", store=StateStore(...)
+    stats = worker.run_due(limit=100)          # one pass: claim ≤ limit due entries, repair, close/retry/park
+    worker.run(stop_event)                     # loop until stop_event is set (never raises)
+    worker.health() -> dict                    # {"ok", "last_run_at", "last_error", "totals", ...}
+    worker.close()
+
+`run_due` claims entries with status `open` whose `next_retry_at` is due, plus claims older than
+`repair.claim_timeout_s` (a dead worker's), with a guarded UPDATE, so several workers (or a worker and the
+CLI) never repair the same key at once. Each pair uses its `strategy` (or `repair.strategy`). Failed repairs
+go back to `open` with exponential backoff (`repair.backoff`) and are parked `failed` after
+`repair.max_attempts`; dirty compensations are parked at once (an operator decides).
+`run` sleeps `scheduler.retry_interval_s` between passes that found nothing, and does nothing while
+`repair.auto_repair` is false. One failing pass is logged with its stack, counted in
+`metrics.ERRORS{stage="repair"}`, and retried with backoff; it never ends the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from cdc_repair.config import Settings
+from cdc_repair.errors import TransientError
+from cdc_repair.metrics import ERRORS
+from cdc_repair.repair.repairer import Repairer, WorkItem
+from cdc_repair.repair.store import OPEN, Filters, StateStore, new_id
+from cdc_repair.repair.throttle import RateLimiter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RepairStats:
+    claimed: int = 0
+    repaired: int = 0
+    resolved: int = 0
+    retry: int = 0
+    parked: int = 0
+    released: int = 0
+
+    def add(self, other: RepairStats) -> None:
+        for k, v in asdict(other).items():
+            setattr(self, k, getattr(self, k) + v)
+
+
+class RepairWorker:
+    """Claims due ledger entries and repairs them (see module docstring)."""
+
+    def __init__(self, settings: Settings, *, worker_id: str | None = None, store: StateStore | None = None) -> None:
+        self.settings = settings
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.store = store or StateStore(settings.state.dsn)
+        self.totals = RepairStats()
+        self.last_run_at: float | None = None
+        self.last_ok_at: float | None = None
+        self.last_error: str | None = None
+        self.passes = 0
+        self._limiters: dict[str, RateLimiter] = {}  # repair.rate_limit_per_s holds across passes
+
+    def close(self) -> None:
+        self.store.close()
+
+    def run_due(self, limit: int | None = None, *, stop: threading.Event | None = None) -> RepairStats:
+        """One pass: claim up to `limit` due entries, repair them pair by pair, update the ledger."""
+        cfg = self.settings.repair
+        token = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"[:128]
+        stats = RepairStats()
+        self.last_run_at = time.time()
+        entries = self.store.claim(token, Filters(), statuses=(OPEN,), due=True, limit=limit or cfg.batch_size,
+                                   stale_after_s=cfg.claim_timeout_s)
+        stats.claimed = len(entries)
+        if not entries:
+            self._done(stats)
+            return stats
+        pairs = {p.name: p for p in self.settings.pairs}
+        repairer = Repairer(self.settings, self.store, run_id=new_id("batch"), stop=stop, limiters=self._limiters)
+        try:
+            by_pair: dict[str, list[WorkItem]] = {}
+            for e in entries:
+                by_pair.setdefault(e.pair, []).append(WorkItem(e.pair, e.pk, e))
+            for name, items in by_pair.items():
+                pair = pairs.get(name)
+                if pair is None:
+                    log.warning("ledger has %d entries of pair '%s', which is not configured: left open",
+                                len(items), name)
+                    stats.released += self.store.release(token, [i.entry.id for i in items if i.entry])
+                    continue
+                try:
+                    results = repairer.execute(pair, items, repairer.strategy_for(pair))
+                except Exception:
+                    self.store.release(token, [i.entry.id for i in items if i.entry])
+                    raise
+                done = repairer.finish(token, items, results)
+                stats.repaired += sum(1 for r in results if r.status == "repaired")
+                stats.resolved += sum(1 for r in results if r.status == "resolved")
+                stats.retry += done["retry"]
+                stats.parked += done["parked"]
+        finally:
+            repairer.close()
+        self._done(stats)
+        return stats
+
+    def _done(self, stats: RepairStats) -> None:
+        self.totals.add(stats)
+        self.passes += 1
+        self.last_ok_at = time.time()
+        self.last_error = None
+
+    def run(self, stop_event: threading.Event) -> None:
+        """Repair due entries until `stop_event` is set; never raises."""
+        failures = 0
+        while not stop_event.is_set():
+            if not self.settings.repair.auto_repair:
+                stop_event.wait(self.settings.scheduler.retry_interval_s)
+                continue
+            try:
+                limit = self.settings.repair.batch_size * 10
+                stats = self.run_due(limit, stop=stop_event)
+                failures = 0
+                if stats.claimed >= limit:
+                    continue  # more is due: go on at once
+                stop_event.wait(self.settings.scheduler.retry_interval_s)
+            except Exception as exc:
+                failures += 1
+                self.last_error = str(exc)
+                kind = "transient" if isinstance(exc, TransientError) else "terminal"
+                ERRORS.labels("repair", kind).inc()
+                delay = min(60.0, self.settings.scheduler.retry_interval_s * 2 ** min(failures, 6))
+                log.exception("repair pass failed (%s); retrying in %.0f s", exc, delay)
+                self.store.close()
+                stop_event.wait(delay)
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": self.last_error is None, "worker_id": self.worker_id, "passes": self.passes,
+                "last_run_at": self.last_run_at, "last_ok_at": self.last_ok_at, "last_error": self.last_error,
+                "totals": asdict(self.totals), "auto_repair": self.settings.repair.auto_repair}

@@ -1,0 +1,1 @@
+"""Kafka side: FlatMessage codec, partitioning, and the only modules that import the Kafka client."""

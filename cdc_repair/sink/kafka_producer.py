@@ -1,0 +1,159 @@
+"""Kafka producer for capture (kafka-python lives only under sink/): ordered, acks=all, never loses a record.
+
+`send()` queues a record on an explicit partition; `confirm()` blocks until the broker acknowledged every record
+sent so far and raises `ProduceFailed` if any failed, so the tailer only checkpoints what Kafka holds. While the
+broker does not answer, both keep waiting and retrying and log where they are stuck every few seconds.
+Idempotence is on and in-flight requests are capped so retries cannot reorder a partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.record import util as record_util
+
+from cdc_repair.config import KafkaConfig
+from cdc_repair.errors import TerminalError, TransientError, UnreachableError
+from cdc_repair.metrics import PRODUCE_ERRORS, PRODUCE_LATENCY
+
+log = logging.getLogger(__name__)
+
+
+class ProduceFailed(TransientError):
+    """A record was not acknowledged; the tailer re-reads from its checkpoint (duplicates, no loss)."""
+
+
+def c_crc32c_enabled() -> bool:
+    """kafka-python computes CRC32C in pure Python unless the `crc32c` C package is importable (~7x slower)."""
+    return getattr(record_util, "crc32c_c", None) is not None
+
+
+class KafkaSink:
+    def __init__(self, config: KafkaConfig, *, client_id: str = "cdc-repair-tail", log_every_s: float = 5.0) -> None:
+        self.config = config
+        self.client_id = client_id
+        self.log_every_s = log_every_s
+        self._producer: Any = None
+        self._pending: list[Any] = []
+        if not c_crc32c_enabled():
+            log.warning("kafka-python uses pure-Python CRC32C (install the crc32c package: ~7x faster produce)")
+
+    # ------------------------------------------------------------------ connection
+
+    def connect(self, stop: threading.Event | None = None) -> None:
+        """Create the producer, retrying with backoff (and a log line per attempt) until a broker answers."""
+        delay = 1.0
+        where = ", ".join(self.config.bootstrap_servers)
+        while self._producer is None:
+            try:
+                self._producer = self._new_producer()
+            except (KafkaError, OSError) as exc:
+                PRODUCE_ERRORS.labels("unreachable").inc()
+                log.warning("Kafka broker at %s unreachable (%s); retrying in %.0fs", where, type(exc).__name__, delay)
+                if stop is not None and stop.wait(delay):
+                    raise UnreachableError(f"stopped while waiting for the Kafka broker at {where}") from None
+                if stop is None:
+                    time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _new_producer(self) -> Any:
+        p = self.config.producer
+        acks: Any = "all" if p.acks in ("all", -1) else int(p.acks)
+        return KafkaProducer(
+            bootstrap_servers=list(self.config.bootstrap_servers), client_id=self.client_id, acks=acks,
+            linger_ms=p.linger_ms, batch_size=p.batch_size,
+            compression_type=None if p.compression_type == "none" else p.compression_type,
+            request_timeout_ms=p.request_timeout_ms, max_request_size=p.max_request_size,
+            max_in_flight_requests_per_connection=1, retries=2**31 - 1, retry_backoff_ms=200,
+            delivery_timeout_ms=max(120000, p.request_timeout_ms + p.linger_ms + 1000),
+            max_block_ms=5000, metrics_enabled=False, bootstrap_timeout_ms=5000,
+        )
+
+    def partitions(self, topic: str) -> int:
+        """Partition count of `topic` from broker metadata (waits for the broker like `connect`)."""
+        assert self._producer is not None, "connect() first"
+        while True:
+            try:
+                found = self._producer.partitions_for(topic)
+                if found:
+                    return len(found)
+            except KafkaTimeoutError:
+                pass
+            log.warning("no metadata yet for topic %s; retrying", topic)
+            time.sleep(1.0)
+
+    # ------------------------------------------------------------------ produce
+
+    def send(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
+        """Queue one record (blocks, logging, while the producer buffer is full because the broker is down)."""
+        if len(value) > self.config.producer.max_request_size - 512:
+            raise TerminalError(f"a {len(value)}-byte message for {topic} exceeds kafka.producer.max_request_size "
+                                f"({self.config.producer.max_request_size}); raise it (and the broker's limit)")
+        producer = self._producer
+        waited = 0.0
+        while True:
+            try:
+                self._pending.append(producer.send(topic, value=value, key=key, partition=partition))
+                return
+            except KafkaTimeoutError:
+                waited += 5.0
+                PRODUCE_ERRORS.labels("buffer_full").inc()
+                log.warning("Kafka producer buffer full for %.0fs: broker at %s not acknowledging; still retrying",
+                            waited, ", ".join(self.config.bootstrap_servers))
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def confirm(self, stop: threading.Event | None = None, give_up_after_stop_s: float = 10.0) -> bool:
+        """Wait until every record sent so far is acknowledged. True when all are; False if stopped first.
+
+        Raises `ProduceFailed` when the broker rejected a record (after the producer's own retries).
+        """
+        if not self._pending:
+            return True
+        started = time.monotonic()
+        stop_seen: float | None = None
+        while True:
+            try:
+                self._producer.flush(timeout=self.log_every_s)
+                if all(f.is_done for f in self._pending):  # flush() covers batches, check every record
+                    break
+                time.sleep(0.001)
+                continue
+            except KafkaTimeoutError:
+                now = time.monotonic()
+                PRODUCE_ERRORS.labels("ack_timeout").inc()
+                log.warning("waiting %.0fs for Kafka at %s to acknowledge %d records (checkpoint held; retrying)",
+                            now - started, ", ".join(self.config.bootstrap_servers), len(self._pending))
+                if stop is not None and stop.is_set():
+                    stop_seen = stop_seen or now
+                    if now - stop_seen >= give_up_after_stop_s:
+                        return False
+        PRODUCE_LATENCY.observe(time.monotonic() - started)
+        failed = [f for f in self._pending if f.failed()]
+        self._pending.clear()
+        if failed:
+            PRODUCE_ERRORS.labels("rejected").inc(len(failed))
+            raise ProduceFailed(f"Kafka rejected {len(failed)} record(s): {failed[0].exception!r}")
+        return True
+
+    def ensure_topics(self, names: Sequence[str], partitions: int, replication_factor: int) -> None:
+        from cdc_repair.sink.kafka_admin import ensure_topics
+
+        ensure_topics(self.config.bootstrap_servers, list(names), partitions, replication_factor)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=timeout_s)
+            except Exception:  # closing during a broker outage must not mask why we stopped
+                log.debug("error closing the Kafka producer", exc_info=True)
+            self._producer = None
+            self._pending.clear()

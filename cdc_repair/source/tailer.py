@@ -1,0 +1,509 @@
+"""The capture stage: binlog → Canal FlatMessages in Kafka, at-least-once, resumable.
+
+Contract for the daemon (runtime/) and `cdc-repair tail`:
+
+    tailer = Tailer(settings, capture_config)      # cheap; no I/O
+    tailer.run(stop_event)                          # blocks; returns after stop_event is set
+    tailer.ready                                    # threading.Event: set once the stream is open
+    tailer.health() -> dict                         # ready, position, checkpoint, lag_s, pending, last_error
+
+* `run` returns when `stop_event` is set: it sends what it holds, waits (bounded) for Kafka's acks and saves the
+  checkpoint at the last transaction boundary before returning.
+* Transient trouble (server or broker unreachable, lost connection, a record the broker rejected) is logged with
+  the place it is stuck, counted in `metrics.ERRORS{stage="capture"}`, and retried with backoff inside `run`:
+  never a silent exit, never a lost change (on a produce failure it re-reads from the last checkpoint).
+* Terminal trouble (server not ROW/FULL/FULL, missing privilege, binlog purged with `on_purged: fail`, schema
+  drift) raises a `TerminalError` subclass with a one-line message naming the fix.
+* Binlog purged with `on_purged: resume_and_full_validate`: resumes at the current position, counts
+  `metrics.BINLOG_PURGED`, and inserts a `job_run` marker (see `state.checkpoints.full_scan_requested`).
+
+Delivery: every record is produced with acks=all on an explicit PK-hash partition (sink/partitioning.py). The
+checkpoint (file, pos, GTID set) is written only at a transaction boundary (XID/COMMIT/DDL) and only after the
+broker acknowledged every record before it. A restart resumes there: duplicates possible, losses not.
+
+Grouping: consecutive rows of one table and type inside a transaction are grouped per partition into one
+FlatMessage (`data` holds several rows, in binlog order), up to `capture.max_batch_rows` rows and ~1 MB.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import orjson
+
+from cdc_repair import metrics
+from cdc_repair.checkpoint.resume import StartDecision, resolve_start
+from cdc_repair.config import CaptureConfig, Settings
+from cdc_repair.db import mysql
+from cdc_repair.db.sql import Statement
+from cdc_repair.errors import (
+    BinlogPurgedError,
+    CdcRepairError,
+    ServerSettingsError,
+    TerminalError,
+    TransientError,
+)
+from cdc_repair.model.position import BinlogPosition
+from cdc_repair.preflight import REQUIRED_BINLOG, binlog_problems, fetch_grants, grant_problems, parse_grants
+from cdc_repair.sink.kafka_producer import KafkaSink
+from cdc_repair.sink.partitioning import java_string_hash, key_bytes, topic_for
+from cdc_repair.source.binlog_reader import BinlogReader, server_binlog
+from cdc_repair.source.ddl import classify_ddl
+from cdc_repair.source.decoder import RowDecoder
+from cdc_repair.source.events import Commit, Ddl, Gtid, Heartbeat, Rotate, RowsData
+from cdc_repair.source.filters import TableMatcher
+
+log = logging.getLogger(__name__)
+
+GROUP_BYTES = 1 << 20  # raw row bytes per pending group before it is sent
+# A group spanning transactions is sent at the first commit after this age, or at the next heartbeat: the
+# server is asked for heartbeats this often when it has nothing to send, so a pause flushes within ~2x this.
+GROUP_MAX_AGE_S = 0.05
+CONFIRM_EVERY_RECORDS = 20000  # bound the futures kept inside one huge transaction
+
+
+def _state_api() -> Any:
+    from cdc_repair.state import checkpoints  # SQLAlchemy stays under state/
+
+    return checkpoints
+
+
+class Tailer:
+    def __init__(self, settings: Settings, capture: CaptureConfig, *, checkpoint_interval_s: float = 1.0) -> None:
+        self.settings = settings
+        self.capture = capture
+        self.source = capture.server
+        self.dsn = settings.server_dsn(capture.server)
+        self.kafka = settings.kafka
+        self.matcher = TableMatcher(list(capture.include), list(capture.exclude))
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.ready = threading.Event()
+        self._engine: Any = None
+        self._sink: KafkaSink | None = None
+        self._partitions: dict[str, int] = {}
+        self._topics_ready: set[str] = set()
+        self._metric_children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        self._saved: BinlogPosition | None = None
+        self._boundary: BinlogPosition | None = None
+        self._boundary_ts: float | None = None
+        self._last_error: str | None = None
+        self._lag_s: float | None = None
+        self._txn_id = 0
+        self._lag_gauge = metrics.BINLOG_LAG_SECONDS.labels(self.source)
+        self._reset_txn_state()
+
+    # ------------------------------------------------------------------ public
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "ready": self.ready.is_set(),
+            "position": str(self._boundary) if self._boundary else None,
+            "checkpoint": str(self._saved) if self._saved else None,
+            "lag_s": self._lag_s, "pending": self._sink.pending if self._sink else 0,
+            "last_error": self._last_error,
+        }
+
+    def run(self, stop: threading.Event) -> None:
+        """Tail until `stop` is set (see the module docstring for the contract)."""
+        delay = 1.0
+        try:
+            while not stop.is_set():
+                try:
+                    self._run_once(stop)
+                    delay = 1.0
+                except TerminalError:
+                    raise
+                except (CdcRepairError, OSError, Exception) as exc:  # transient: log, count, back off, resume
+                    if self.ready.is_set():  # the stream had been running: a new incident, back off from 1 s
+                        delay = 1.0
+                    kind = type(exc).__name__
+                    self._last_error = f"{kind}: {exc}"
+                    metrics.ERRORS.labels("capture", kind).inc()
+                    if isinstance(exc, TransientError):
+                        log.warning("capture %s: %s; retrying in %.0fs from %s", self.source, exc, delay,
+                                    self._boundary or self._saved or "the configured start")
+                    else:
+                        log.exception("capture %s failed; retrying in %.0fs", self.source, delay)
+                    self.ready.clear()
+                    metrics.STAGE_UP.labels("capture").set(0)
+                    if stop.wait(delay):
+                        break
+                    delay = min(delay * 2, 30.0)
+        finally:
+            self.ready.clear()
+            metrics.STAGE_UP.labels("capture").set(0)
+            if self._sink is not None:
+                self._sink.close()
+                self._sink = None
+
+    # ------------------------------------------------------------------ one stream session
+
+    def _run_once(self, stop: threading.Event) -> None:
+        self._preflight()
+        if self._engine is None:
+            from cdc_repair.state.engine import state_engine
+
+            self._engine = state_engine(self.settings.state.dsn)
+        if self._sink is None:
+            sink = KafkaSink(self.kafka)
+            sink.connect(stop)
+            self._sink = sink
+            if self.kafka.topic.mode == "single":
+                self._ensure_topic(self.kafka.topic.name)
+        decision = self._start_decision()
+        server = server_binlog(self.dsn)
+        reader = BinlogReader(self.dsn, self.capture.server_id, decision.position, table_filter=self.matcher,
+                              is_mariadb=server.is_mariadb, only_schemas=self.matcher.only_schemas(),
+                              heartbeat_s=min(self.capture.heartbeat_s, GROUP_MAX_AGE_S),
+                              skip_to_timestamp=decision.skip_to_timestamp)
+        self._boundary = decision.position
+        self._reset_txn_state()
+        log.info("capture %s: streaming %s from %s (%s)", self.source, self.dsn.masked(), decision.position,
+                 decision.origin)
+        try:
+            self._stream(reader, stop)
+        except BaseException:
+            self._abandon_after_error()
+            raise
+        finally:
+            reader.close()
+
+    def _abandon_after_error(self) -> None:
+        """After a failure mid-stream: keep what Kafka acknowledged, resume from the last safe boundary.
+
+        Rows still grouped but unsent may belong to transactions before `_boundary`, so then the boundary is
+        not safe and we fall back to the saved checkpoint (re-reading means duplicates, never losses).
+        """
+        unsent = bool(self._groups)
+        boundary, self._boundary = self._boundary, self._saved  # pessimistic until proven acked
+        self._reset_txn_state()
+        sink = self._sink
+        if sink is None:
+            return
+        try:
+            acked = not unsent and (sink.confirm(None) if sink.pending else True)
+        except CdcRepairError:
+            acked = False
+        if acked and boundary is not None:
+            self._save_checkpoint(boundary)
+            self._boundary = boundary
+        else:  # records after the checkpoint may be lost: re-read them with a fresh producer
+            sink.close()
+            self._sink = None
+
+    def _start_decision(self) -> StartDecision:
+        if self._boundary is not None and self._saved is not None:
+            # resuming inside this process after a transient error: from the last boundary we processed
+            return StartDecision(self._boundary, origin="boundary")
+        api = _state_api()
+        saved_row = api.load_checkpoint(self._engine, self.source)
+        saved = BinlogPosition(saved_row.binlog_file, saved_row.binlog_pos, saved_row.gtid_set) if saved_row else None
+        server = server_binlog(self.dsn)
+        try:
+            decision = resolve_start(saved, self.capture, server.current, server.files)
+        except BinlogPurgedError as exc:
+            metrics.BINLOG_PURGED.labels(self.source).inc()
+            log.error("capture %s: %s", self.source, exc)
+            raise
+        if decision.purged_reason:
+            metrics.BINLOG_PURGED.labels(self.source).inc()
+            log.error("capture %s: %s; resuming at the current position %s and requesting a full validation of "
+                      "every pair (on_purged: resume_and_full_validate)", self.source, decision.purged_reason,
+                      decision.position)
+            api.request_full_scan(self._engine, f"capture {self.source}: {decision.purged_reason}; resumed at "
+                                                f"{decision.position}")
+            self._saved = None
+            self._save_checkpoint(decision.position)
+        elif saved is None:
+            self._save_checkpoint(decision.position)  # a restart before the first commit resumes here too
+        else:
+            self._saved = saved
+        return decision
+
+    def _preflight(self) -> None:
+        conn = mysql.connect(self.dsn.with_database(None), timeout_s=10)
+        try:
+            variables = mysql.fetch_variables(conn, ["log_bin", *REQUIRED_BINLOG, "log_bin_compress",
+                                                     "binlog_row_value_options"])
+            path = f"servers.{self.source}"
+            problems = binlog_problems(path, variables)
+            if variables.get("log_bin_compress", "OFF").upper() in ("ON", "1"):
+                problems.append(f"{path}: log_bin_compress is ON: compressed rows events cannot be captured "
+                                f"(SET GLOBAL log_bin_compress=OFF and put log_bin_compress=OFF in my.cnf)")
+            if "PARTIAL_JSON" in variables.get("binlog_row_value_options", "").upper():
+                problems.append(f"{path}: binlog_row_value_options is PARTIAL_JSON: capture needs full JSON values "
+                                f"(SET GLOBAL binlog_row_value_options='' and remove it from my.cnf)")
+            problems += grant_problems(path, parse_grants(fetch_grants(conn)), capture=True, reads=[], writes=[])
+            mysql.fetch_all(conn, Statement("SELECT 1"))
+        finally:
+            conn.close()
+        if problems:
+            raise ServerSettingsError("; ".join(problems))
+
+    # ------------------------------------------------------------------ the event loop
+
+    def _reset_txn_state(self) -> None:
+        self._in_txn = False
+        self._gtid = ""
+        self._gkey: tuple[RowDecoder, str] | None = None
+        self._groups: dict[int, list[dict[str, str | None]]] = {}
+        self._olds: dict[int, list[dict[str, str | None]]] = {}
+        self._grows = 0
+        self._gbytes = 0
+        self._gts = 0
+        self._gevents = 0
+        self._gstart = 0.0
+
+    def _stream(self, reader: BinlogReader, stop: threading.Event) -> None:
+        last_ckpt = time.monotonic()
+        self.ready.set()
+        metrics.STAGE_UP.labels("capture").set(1)
+        sink = self._sink
+        assert sink is not None
+        for ev in reader.events():
+            if isinstance(ev, RowsData):
+                self._on_rows(ev)
+                if sink.pending > CONFIRM_EVERY_RECORDS:
+                    self._confirm(stop)
+            elif isinstance(ev, Commit):
+                if time.monotonic() - self._gstart >= GROUP_MAX_AGE_S:
+                    self._flush_groups()
+                self._in_txn = False
+                self._boundary = ev.position
+                self._boundary_ts = float(ev.timestamp)
+                self._txn_id += 1
+                if ev.timestamp:
+                    self._lag_s = max(0.0, time.time() - ev.timestamp)
+                    self._lag_gauge.set(self._lag_s)
+                now = time.monotonic()
+                if now - last_ckpt >= self.checkpoint_interval_s:
+                    self._flush_groups()
+                    self._checkpoint(stop)
+                    last_ckpt = now
+            elif isinstance(ev, Gtid):
+                self._in_txn = True
+                self._gtid = ev.gtid
+            elif isinstance(ev, Ddl):
+                self._flush_groups()
+                self._on_ddl(ev)
+                self._in_txn = False
+                self._boundary = ev.position
+                self._boundary_ts = float(ev.timestamp)
+                self._txn_id += 1
+                self._checkpoint(stop)
+                last_ckpt = time.monotonic()
+            elif isinstance(ev, Heartbeat):
+                self._flush_groups()
+                self._lag_s = 0.0  # the server had nothing more to send: we are caught up
+                self._lag_gauge.set(0.0)
+                if not self._in_txn and self._boundary != self._saved and \
+                        time.monotonic() - last_ckpt >= self.checkpoint_interval_s:
+                    self._checkpoint(stop)
+                    last_ckpt = time.monotonic()
+            elif isinstance(ev, Rotate) and not self._in_txn:
+                self._boundary = ev.position
+            if stop.is_set():
+                break
+        self._flush_groups()
+        self._checkpoint(stop)
+
+    def _on_rows(self, ev: RowsData) -> None:
+        decoder = ev.decoder
+        kind = ev.kind
+        key = (decoder, kind)
+        if key != self._gkey or self._grows >= self.capture.max_batch_rows or self._gbytes >= GROUP_BYTES:
+            self._flush_groups()
+            self._gkey = key
+            self._gstart = time.monotonic()
+        self._in_txn = True
+        images = decoder.images(ev.body, ev.start, ev.end)
+        names = decoder.names
+        pk_idx = decoder.pk_indexes
+        nparts = self._partition_count(decoder)
+        groups = self._groups
+        single_pk = pk_idx[0] if len(pk_idx) == 1 else None
+        if kind == "UPDATE":
+            olds = self._olds
+            for j in range(0, len(images), 2):
+                before, after = images[j], images[j + 1]
+                row = dict(zip(names, after, strict=True))
+                old = {n: b for n, b, a in zip(names, before, after, strict=True) if b != a}
+                p = self._partition(after, single_pk, pk_idx, nparts)
+                bucket = groups.get(p)
+                if bucket is None:
+                    groups[p] = [row]
+                    olds[p] = [old]
+                else:
+                    bucket.append(row)
+                    olds[p].append(old)
+            rows = len(images) // 2
+        else:
+            for image in images:
+                p = self._partition(image, single_pk, pk_idx, nparts)
+                bucket = groups.get(p)
+                if bucket is None:
+                    groups[p] = [dict(zip(names, image, strict=True))]
+                else:
+                    bucket.append(dict(zip(names, image, strict=True)))
+            rows = len(images)
+        self._grows += rows
+        self._gbytes += ev.end - ev.start
+        self._gts = ev.timestamp
+        self._gevents += 1
+
+    @staticmethod
+    def _partition(image: tuple[str | None, ...], single_pk: int | None, pk_idx: tuple[int, ...],
+                   nparts: int) -> int:
+        if nparts <= 1:
+            return 0
+        if single_pk is not None:
+            h = java_string_hash(image[single_pk] or "")
+        else:
+            h = 0
+            for i in pk_idx:
+                h ^= java_string_hash(image[i] or "")
+        return abs(h) % nparts
+
+    def _partition_count(self, decoder: RowDecoder) -> int:
+        topic = self._topic(decoder.schema.database, decoder.schema.table)
+        n = self._partitions.get(topic)
+        if n is None:
+            self._ensure_topic(topic)
+            n = self._partitions[topic]
+        return n
+
+    def _topic(self, database: str, table: str) -> str:
+        t = self.kafka.topic
+        return topic_for(t.mode, t.name, t.prefix, database, table)
+
+    def _ensure_topic(self, topic: str) -> None:
+        sink = self._sink
+        assert sink is not None
+        if topic not in self._topics_ready:
+            sink.ensure_topics([topic], self.kafka.partitions, self.kafka.replication_factor)
+            self._topics_ready.add(topic)
+        self._partitions[topic] = sink.partitions(topic)
+
+    def _flush_groups(self) -> None:
+        if not self._groups or self._gkey is None:
+            self._groups = {}
+            self._olds = {}
+            return
+        decoder, kind = self._gkey
+        schema = decoder.schema
+        topic = self._topic(schema.database, schema.table)
+        es = self._gts * 1000
+        ts = int(time.time() * 1000)
+        total = 0
+        for p, rows in self._groups.items():
+            olds = self._olds.get(p) if kind == "UPDATE" else None
+            total += self._send_rows(topic, p, decoder, kind, rows, olds, es, ts)
+        children = self._children(schema.qualified, kind)
+        children[0].inc(self._gevents)
+        children[1].inc(self._grows)
+        children[2].inc(total)
+        if self._gts:
+            self._lag_s = max(0.0, time.time() - self._gts)
+            self._lag_gauge.set(self._lag_s)
+        self._groups = {}
+        self._olds = {}
+        self._grows = 0
+        self._gbytes = 0
+        self._gevents = 0
+        self._gkey = None  # the next rows event starts a new group (and its age)
+
+    def _send_rows(self, topic: str, partition: int, decoder: RowDecoder, kind: str,
+                   rows: list[dict[str, str | None]], olds: list[dict[str, str | None]] | None, es: int,
+                   ts: int) -> int:
+        schema = decoder.schema
+        value = orjson.dumps({
+            "data": rows, "database": schema.database, "es": es, "gtid": self._gtid, "id": self._txn_id,
+            "isDdl": False, "mysqlType": decoder.mysql_type, "old": olds, "pkNames": decoder.pk_names, "sql": "",
+            "sqlType": _sql_type(decoder, rows), "table": schema.table, "ts": ts, "type": kind,
+        })
+        sink = self._sink
+        assert sink is not None
+        if len(value) > self.kafka.producer.max_request_size - 1024 and len(rows) > 1:
+            half = len(rows) // 2
+            return (self._send_rows(topic, partition, decoder, kind, rows[:half], olds[:half] if olds else None,
+                                    es, ts)
+                    + self._send_rows(topic, partition, decoder, kind, rows[half:], olds[half:] if olds else None,
+                                      es, ts))
+        key = key_bytes([rows[0][n] for n in decoder.pk_names]) if len(rows) == 1 and decoder.pk_names else None
+        sink.send(topic, partition, key, value)
+        return len(value)
+
+    def _children(self, table: str, kind: str) -> tuple[Any, Any, Any]:
+        hit = self._metric_children.get((table, kind))
+        if hit is None:
+            hit = (metrics.CAPTURED_EVENTS.labels(table, kind), metrics.CAPTURED_ROWS.labels(table, kind),
+                   metrics.CAPTURED_BYTES.labels(table, kind))
+            self._metric_children[(table, kind)] = hit
+        return hit
+
+    def _on_ddl(self, ev: Ddl) -> None:
+        info = classify_ddl(ev.sql, ev.schema)
+        if info is None:
+            return
+        if info.table:
+            if not self.matcher(info.database, info.table):
+                return
+        elif not self.matcher.schema_included(info.database):
+            return
+        topic = self._topic(info.database, info.table)
+        if topic not in self._partitions:
+            self._ensure_topic(topic)
+        value = orjson.dumps({
+            "data": None, "database": info.database, "es": ev.timestamp * 1000, "gtid": self._gtid, "id": self._txn_id,
+            "isDdl": True, "mysqlType": None, "old": None, "pkNames": None, "sql": ev.sql, "sqlType": None,
+            "table": info.table, "ts": int(time.time() * 1000), "type": info.type,
+        })
+        sink = self._sink
+        assert sink is not None
+        sink.send(topic, 0, None, value)
+        self._children(f"{info.database}.{info.table}" if info.table else info.database, info.type)[0].inc()
+        log.info("capture %s: DDL %s on %s.%s published", self.source, info.type, info.database, info.table or "*")
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _confirm(self, stop: threading.Event) -> bool:
+        sink = self._sink
+        assert sink is not None
+        return sink.confirm(stop)
+
+    def _checkpoint(self, stop: threading.Event) -> None:
+        """Save the last boundary once Kafka acknowledged everything sent before it."""
+        boundary = self._boundary
+        if boundary is None or self._in_txn:
+            return
+        if not self._confirm(stop):
+            log.warning("capture %s: stopping without Kafka acks; checkpoint stays at %s", self.source, self._saved)
+            return
+        if boundary != self._saved:
+            self._save_checkpoint(boundary)
+
+    def _save_checkpoint(self, position: BinlogPosition) -> None:
+        _state_api().save_checkpoint(self._engine, self.source, position.file, position.pos, position.gtid_set,
+                                     self._boundary_ts)
+        self._saved = position
+        metrics.CHECKPOINTS.labels(self.source).inc()
+        metrics.BINLOG_POSITION.labels(self.source).info(
+            {"file": position.file, "pos": str(position.pos), "gtid_set": position.gtid_set or ""})
+
+
+def _sql_type(decoder: RowDecoder, rows: list[dict[str, str | None]]) -> dict[str, int]:
+    """Canal widens an unsigned integer column's sqlType when a value exceeds the signed maximum."""
+    if not decoder.unsigned_ints:
+        return decoder.sql_type
+    widened: dict[str, int] | None = None
+    for _i, name, limit, code in decoder.unsigned_ints:
+        for row in rows:
+            value = row.get(name)
+            if value is not None and int(value) > limit:
+                widened = widened or dict(decoder.sql_type)
+                widened[name] = code
+                break
+    return widened or decoder.sql_type

@@ -1,0 +1,30 @@
+"""The only importer of SQLAlchemy's engine: build the state engine and create the state schema."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, create_engine, text
+
+from cdc_repair.db.dsn import Dsn
+from cdc_repair.db.sql import quote_ident
+from cdc_repair.errors import ConfigError
+from cdc_repair.state.tables import metadata
+
+
+def state_engine(dsn: Dsn, *, create_schema: bool = True) -> Engine:
+    """An engine on the state database; creates the database and tables when asked (idempotent)."""
+    if not dsn.database:
+        raise ConfigError(["state.dsn: the state DSN must name a database (e.g. mysql://user:pw@host:3306/cdc_repair)"])
+    if create_schema:
+        server = create_engine(_url(dsn.with_database(None)), pool_pre_ping=True)
+        with server.begin() as conn:
+            conn.execute(text(f"CREATE DATABASE IF NOT EXISTS {quote_ident(dsn.database)} CHARACTER SET utf8mb4"))
+        server.dispose()
+    engine = create_engine(_url(dsn), pool_pre_ping=True, pool_recycle=3600, pool_size=5, max_overflow=10)
+    if create_schema:
+        metadata.create_all(engine)
+    return engine
+
+
+def _url(dsn: Dsn) -> str:
+    plain = Dsn(dsn.host, dsn.port, dsn.user, dsn.password, dsn.database)  # driver options are ours to set
+    return plain.to_url().replace("mysql://", "mysql+pymysql://", 1) + "?charset=utf8mb4"

@@ -1,0 +1,235 @@
+"""The inconsistency ledger (state table `inconsistency`): one row per (pair, key), idempotent.
+
+Public, stable API (validator writes, repairer reads and updates):
+
+- `record_verdicts(engine, verdicts, detected_by, *, source_events=None, event_ts=None, now=None)
+  -> RecordResult` — in one transaction:
+  * every mismatch verdict (missing_in_target / extra_in_target / different) is upserted: a new key is
+    inserted `open`; a known key gets kind, columns, last_seen, seen_count+1 (and source_event/event_ts when
+    given) updated; a `repaired` or `resolved` entry is **re-opened** (status open, attempts 0,
+    next_retry_at now); `open`, `repairing`, `failed` and `ignored` keep their status.
+  * every `ok` / `not_applicable` verdict **resolves** the key's entry if it is `open` or `failed`: status
+    becomes `resolved` (consistent again without a repair by us; the repairer writes `repaired` for its own
+    fixes). `repairing` entries are left to the repairer.
+  `source_events` / `event_ts` are keyed by canonical pk (`rules.pk_string`).
+- `open_entries(engine, *, pair=None, statuses=("open",), due=True, limit=1000, now=None) -> list[LedgerEntry]`
+  — entries to work on; `due` keeps those whose next_retry_at is NULL or past.
+- `get_entry(engine, pair, pk)`, `set_status(engine, entry_id, status, ...)` — small helpers for the repairer.
+- `counts(engine) -> dict[(pair, kind, status), n]` and `refresh_open_gauge(engine)` for metrics/status.
+
+Statuses: open | repairing | repaired | resolved | failed | ignored. `ACTIVE_STATUSES` are not finished.
+Times are naive UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from cdc_repair.metrics import OPEN_INCONSISTENCIES
+from cdc_repair.state.tables import inconsistency
+from cdc_repair.validate.rules import MISMATCH_KINDS, Verdict, parse_pk
+
+OPEN = "open"
+REPAIRING = "repairing"
+REPAIRED = "repaired"
+RESOLVED = "resolved"
+FAILED = "failed"
+IGNORED = "ignored"
+ACTIVE_STATUSES = (OPEN, REPAIRING, FAILED)
+_REOPENED_FROM = (REPAIRED, RESOLVED)
+_RESOLVABLE = (OPEN, FAILED)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One ledger row. `key` is the pk parsed back to a tuple of strings."""
+
+    id: int
+    pair: str
+    pk: str
+    kind: str
+    columns: tuple[str, ...]
+    detected_by: str
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+    seen_count: int
+    status: str
+    attempts: int
+    next_retry_at: dt.datetime | None
+    last_error: str | None
+    source_event: Any
+    event_ts: float | None
+    repair_id: str | None
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return parse_pk(self.pk)
+
+
+@dataclass
+class RecordResult:
+    """What one `record_verdicts` call changed (pks per outcome)."""
+
+    inserted: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    reopened: list[str] = field(default_factory=list)
+    resolved: list[str] = field(default_factory=list)
+
+
+def record_verdicts(engine: Engine, verdicts: Iterable[Verdict], detected_by: str, *,
+                    source_events: Mapping[str, Any] | None = None,
+                    event_ts: Mapping[str, float] | None = None,
+                    now: dt.datetime | None = None) -> RecordResult:
+    """Upsert mismatches, resolve keys found consistent; one transaction (see module docstring)."""
+    verdicts = list(verdicts)
+    for attempt in range(3):
+        try:
+            return _record(engine, verdicts, detected_by, source_events or {}, event_ts or {}, now or utcnow())
+        except IntegrityError:  # a concurrent validator inserted the same new key first: retry as update
+            if attempt == 2:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _record(engine: Engine, verdicts: list[Verdict], detected_by: str, events: Mapping[str, Any],
+            ts: Mapping[str, float], now: dt.datetime) -> RecordResult:
+    result = RecordResult()
+    bad: dict[tuple[str, str], Verdict] = {}
+    good: dict[str, set[str]] = {}
+    for v in verdicts:
+        if v.kind in MISMATCH_KINDS:
+            bad[(v.pair, v.pk)] = v
+        else:
+            good.setdefault(v.pair, set()).add(v.pk)
+            bad.pop((v.pair, v.pk), None)
+    for pair_name, good_pks in good.items():  # a later verdict for the same key wins
+        good_pks -= {pk for (p, pk) in bad if p == pair_name}
+    t = inconsistency
+    with engine.begin() as conn:
+        by_pair: dict[str, list[str]] = {}
+        for pair_name, pk in bad:
+            by_pair.setdefault(pair_name, []).append(pk)
+        existing: dict[tuple[str, str], Any] = {}
+        for pair_name, pair_pks in by_pair.items():
+            for chunk in _chunks(pair_pks, 500):
+                rows = conn.execute(select(t.c.id, t.c.pk, t.c.status, t.c.seen_count)
+                                    .where(and_(t.c.pair == pair_name, t.c.pk.in_(chunk)))
+                                    .with_for_update()).all()
+                existing.update({(pair_name, r.pk): r for r in rows})
+        inserts: list[dict[str, Any]] = []
+        for (pair_name, pk), v in bad.items():
+            values: dict[str, Any] = {"kind": v.kind, "columns": list(v.columns), "last_seen": now,
+                                      "updated_at": now}
+            if pk in events:
+                values["source_event"] = events[pk]
+            if pk in ts:
+                values["event_ts"] = ts[pk]
+            row = existing.get((pair_name, pk))
+            if row is None:
+                inserts.append({"pair": pair_name, "pk": pk, "detected_by": detected_by, "first_seen": now,
+                                "seen_count": 1, "status": OPEN, "attempts": 0, "next_retry_at": now,
+                                "source_event": events.get(pk), "event_ts": ts.get(pk), **values})
+                result.inserted.append(pk)
+                continue
+            values["seen_count"] = row.seen_count + 1
+            if row.status in _REOPENED_FROM:
+                values.update(status=OPEN, attempts=0, next_retry_at=now, last_error=None, claimed_by=None,
+                              claimed_at=None, detected_by=detected_by, first_seen=now)
+                result.reopened.append(pk)
+            else:
+                result.updated.append(pk)
+            conn.execute(update(t).where(t.c.id == row.id).values(**values))
+        if inserts:
+            conn.execute(t.insert(), inserts)
+        for pair_name, pk_set in good.items():
+            for chunk in _chunks(sorted(pk_set), 500):
+                where = and_(t.c.pair == pair_name, t.c.pk.in_(chunk), t.c.status.in_(_RESOLVABLE))
+                found = conn.execute(select(t.c.pk).where(where)).scalars().all()
+                if found:
+                    conn.execute(update(t).where(where).values(status=RESOLVED, next_retry_at=None,
+                                                               updated_at=now))
+                    result.resolved.extend(found)
+    return result
+
+
+def _chunks(items: Sequence[str], n: int) -> Iterable[list[str]]:
+    for i in range(0, len(items), n):
+        yield list(items[i:i + n])
+
+
+def _entry(row: Any) -> LedgerEntry:
+    return LedgerEntry(id=row.id, pair=row.pair, pk=row.pk, kind=row.kind, columns=tuple(row.columns or ()),
+                       detected_by=row.detected_by, first_seen=row.first_seen, last_seen=row.last_seen,
+                       seen_count=row.seen_count, status=row.status, attempts=row.attempts,
+                       next_retry_at=row.next_retry_at, last_error=row.last_error, source_event=row.source_event,
+                       event_ts=row.event_ts, repair_id=row.repair_id)
+
+
+def open_entries(engine: Engine, *, pair: str | None = None, statuses: Sequence[str] = (OPEN,), due: bool = True,
+                 limit: int = 1000, now: dt.datetime | None = None) -> list[LedgerEntry]:
+    """Ledger entries in `statuses` (oldest retry first); `due`: next_retry_at NULL or ≤ now."""
+    t = inconsistency
+    q = select(t).where(t.c.status.in_(list(statuses)))
+    if pair is not None:
+        q = q.where(t.c.pair == pair)
+    if due:
+        q = q.where((t.c.next_retry_at.is_(None)) | (t.c.next_retry_at <= (now or utcnow())))
+    q = q.order_by(t.c.next_retry_at, t.c.id).limit(limit)
+    with engine.connect() as conn:
+        return [_entry(r) for r in conn.execute(q)]
+
+
+def get_entry(engine: Engine, pair: str, pk: str) -> LedgerEntry | None:
+    t = inconsistency
+    with engine.connect() as conn:
+        row = conn.execute(select(t).where(and_(t.c.pair == pair, t.c.pk == pk))).first()
+    return _entry(row) if row is not None else None
+
+
+def set_status(engine: Engine, entry_id: int, status: str, *, last_error: str | None = None,
+               next_retry_at: dt.datetime | None = None, attempts: int | None = None,
+               repair_id: str | None = None) -> None:
+    """Set an entry's status (and optional fields); the repairer's write path."""
+    values: dict[str, Any] = {"status": status, "updated_at": utcnow(), "next_retry_at": next_retry_at}
+    if last_error is not None:
+        values["last_error"] = last_error
+    if attempts is not None:
+        values["attempts"] = attempts
+    if repair_id is not None:
+        values["repair_id"] = repair_id
+    with engine.begin() as conn:
+        conn.execute(update(inconsistency).where(inconsistency.c.id == entry_id).values(**values))
+
+
+def counts(engine: Engine) -> dict[tuple[str, str, str], int]:
+    """Number of entries by (pair, kind, status)."""
+    t = inconsistency
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.c.pair, t.c.kind, t.c.status, func.count())
+                            .group_by(t.c.pair, t.c.kind, t.c.status)).all()
+    return {(r[0], r[1], r[2]): int(r[3]) for r in rows}
+
+
+_GAUGE_LABELS: set[tuple[str, str, str]] = set()
+
+
+def refresh_open_gauge(engine: Engine) -> None:
+    """Set OPEN_INCONSISTENCIES from the ledger (active statuses only; labels that emptied go to 0)."""
+    now = {k: n for k, n in counts(engine).items() if k[2] in ACTIVE_STATUSES}
+    for labels in _GAUGE_LABELS - set(now):
+        OPEN_INCONSISTENCIES.labels(*labels).set(0)
+    for labels, n in now.items():
+        OPEN_INCONSISTENCIES.labels(*labels).set(n)
+    _GAUGE_LABELS.update(now)

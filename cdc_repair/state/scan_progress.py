@@ -1,0 +1,93 @@
+"""Full-scan progress (state table `scan_progress`), so `validate --full --resume` skips finished chunks.
+
+One row per (scan_id, pair). `last_key` is the canonical pk (JSON array of strings) of the upper bound of the
+last finished chunk: everything at or below it is done. It is saved after every chunk, in its own short
+transaction, after that chunk's confirmed verdicts are in the ledger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, and_, select, text, update
+
+from cdc_repair.state.ledger import utcnow
+from cdc_repair.state.tables import scan_progress
+
+RUNNING = "running"
+DONE = "done"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ScanState:
+    scan_id: str
+    pair: str
+    status: str
+    last_key: str | None
+    chunks: int
+    rows: int
+    diffs: int
+    where_clause: str | None
+
+
+def start(engine: Engine, scan_id: str, pair: str, where_clause: str | None) -> None:
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(scan_progress.insert().values(scan_id=scan_id, pair=pair, status=RUNNING, last_key=None, chunks=0,
+                                                   rows=0, diffs=0, where_clause=where_clause, started_at=now,
+                                                   updated_at=now))
+
+
+def save(engine: Engine, scan_id: str, pair: str, *, last_key: str | None, chunks: int, rows: int,
+         diffs: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(scan_progress)
+                     .where(and_(scan_progress.c.scan_id == scan_id, scan_progress.c.pair == pair))
+                     .values(last_key=last_key, chunks=chunks, rows=rows, diffs=diffs, updated_at=utcnow()))
+
+
+def finish(engine: Engine, scan_id: str, pair: str, status: str) -> None:
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(update(scan_progress)
+                     .where(and_(scan_progress.c.scan_id == scan_id, scan_progress.c.pair == pair))
+                     .values(status=status, updated_at=now, finished_at=now if status == DONE else None))
+
+
+def resumable(engine: Engine, pair: str) -> ScanState | None:
+    """The latest unfinished (running or failed) scan of `pair`, if its newest scan is not done."""
+    t = scan_progress
+    with engine.connect() as conn:
+        row = conn.execute(select(t).where(t.c.pair == pair).order_by(t.c.started_at.desc(), t.c.id.desc())
+                           .limit(1)).first()
+    if row is None or row.status == DONE:
+        return None
+    return ScanState(row.scan_id, row.pair, row.status, row.last_key, row.chunks, row.rows, row.diffs,
+                     row.where_clause)
+
+
+def get(engine: Engine, scan_id: str, pair: str) -> ScanState | None:
+    t = scan_progress
+    with engine.connect() as conn:
+        row = conn.execute(select(t).where(and_(t.c.scan_id == scan_id, t.c.pair == pair))).first()
+    if row is None:
+        return None
+    return ScanState(row.scan_id, row.pair, row.status, row.last_key, row.chunks, row.rows, row.diffs,
+                     row.where_clause)
+
+
+@contextlib.contextmanager
+def scan_lock(engine: Engine, pair: str) -> Iterator[bool]:
+    """Hold the state server's named lock for a full scan of `pair` (True), or yield False when another process
+    holds it. The lock lives as long as this connection: a killed scanner releases it, so `--resume` works at once."""
+    name = f"cdc-repair-scan:{pair}"[:64]
+    with engine.connect() as conn:
+        got = conn.execute(text("SELECT GET_LOCK(:n, 0)"), {"n": name}).scalar() == 1
+        try:
+            yield got
+        finally:
+            if got:
+                conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": name})

@@ -1,0 +1,77 @@
+"""The one check path: read the current source and target rows of a batch of keys, apply the rules.
+
+Public, stable API (the repairer and every validator path call it):
+
+    check(pair, keys, source_conn, target_conn, *, batch_size=500) -> list[Verdict]
+
+- `keys`: an iterable of key tuples (values in the pair's `key` column order; strings from Kafka or typed
+  values from the DB both work: MySQL converts on comparison). Duplicates are checked once.
+- `source_conn` / `target_conn`: connections from `db.mysql.connect` (may be the same connection, or two
+  servers). One `SELECT … WHERE key IN (...)` per side per `batch_size` keys.
+- Returns one `Verdict` per distinct key, in first-seen order, including `ok` and `not_applicable`.
+- Raises what `db.mysql` raises, classified (`TransientError` for lost connections / lock waits).
+
+`select_rows(...)` and `rows_by_pk(...)` are the read half, usable alone (e.g. to fetch rows for a repair).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from cdc_repair.config import PairConfig
+from cdc_repair.db import mysql
+from cdc_repair.db.sql import Statement, placeholders, quote_columns, quote_ident, quote_table
+from cdc_repair.validate.rules import Verdict, evaluate, needed_columns, pk_string
+
+
+def check(pair: PairConfig, keys: Iterable[Sequence[Any]], source_conn: mysql.Connection,
+          target_conn: mysql.Connection, *, batch_size: int = 500) -> list[Verdict]:
+    """Verdicts for `keys` of `pair`, reading both sides now (see module docstring)."""
+    unique: dict[str, tuple[Any, ...]] = {}
+    for key in keys:
+        key = tuple(key)
+        if len(key) != len(pair.key):
+            raise ValueError(f"pair '{pair.name}': key {key!r} has {len(key)} values, "
+                             f"the pair's key has {len(pair.key)} ({', '.join(pair.key)})")
+        unique.setdefault(pk_string(key), key)
+    items = list(unique.items())
+    out: list[Verdict] = []
+    for start in range(0, len(items), batch_size):
+        batch = items[start:start + batch_size]
+        batch_keys = [k for _, k in batch]
+        src = rows_by_pk(pair, source_conn, pair.source.table, batch_keys)
+        tgt = rows_by_pk(pair, target_conn, pair.target.table, batch_keys)
+        for pk, key in batch:
+            out.append(evaluate(pair, src.get(pk), tgt.get(pk), key))
+    return out
+
+
+def rows_by_pk(pair: PairConfig, conn: mysql.Connection, table: str,
+               keys: Sequence[Sequence[Any]]) -> dict[str, dict[str, Any]]:
+    """Rows of `table` for `keys`, by canonical pk string (absent keys are absent from the result)."""
+    if not keys:
+        return {}
+    try:
+        rows = mysql.fetch_dicts(conn, select_rows(table, pair.key, keys, needed_columns(pair)))
+    except Exception as exc:
+        raise mysql.classify(exc, f"pair '{pair.name}': reading {table}") from exc
+    return {pk_string([row[k] for k in pair.key]): row for row in rows}
+
+
+def select_rows(table: str, key_cols: Sequence[str], keys: Sequence[Sequence[Any]],
+                columns: Sequence[str] | None = None) -> Statement:
+    """`SELECT cols FROM table WHERE key IN (...)` (row constructor for composite keys). Pure."""
+    cols = quote_columns(columns) if columns else "*"
+    where, params = key_in(key_cols, keys)
+    return Statement(f"SELECT {cols} FROM {quote_table(table)} WHERE {where}", params)
+
+
+def key_in(key_cols: Sequence[str], keys: Sequence[Sequence[Any]]) -> tuple[str, tuple[Any, ...]]:
+    """A `key IN (...)` predicate and its parameters."""
+    if len(key_cols) == 1:
+        return (f"{quote_ident(key_cols[0])} IN ({placeholders(len(keys))})",
+                tuple(k[0] for k in keys))
+    one = f"({placeholders(len(key_cols))})"
+    params = tuple(v for k in keys for v in k)
+    return f"({quote_columns(key_cols)}) IN ({', '.join([one] * len(keys))})", params

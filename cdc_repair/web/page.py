@@ -1,0 +1,258 @@
+"""The status page as server-rendered HTML (pure: status document in, HTML string out).
+
+Everything a person needs is in the HTML itself, so it reads without JavaScript; the script only adds the
+uPlot charts (fed by `/api/history`) and refreshes the numbers every few seconds. Numbers carry
+`data-value` attributes and stable ids, which the browser test compares with `/api/status`.
+Every value from the document is escaped: ledger keys and error texts come from user data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from html import escape
+from typing import Any
+
+REFRESH_S = 5
+
+
+def _s(value: Any) -> str:
+    return escape("" if value is None else str(value), quote=True)
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(str(value))
+    except ValueError:
+        return None
+
+
+def fmt_number(value: Any, digits: int = 1) -> str:
+    """Integers as 1,234; floats with `digits` decimals; anything else as n/a."""
+    n = _num(value)
+    if n is None:
+        return "n/a"
+    if n == int(n) and abs(n) < 1e15 and not isinstance(value, float):
+        return f"{int(n):,}"
+    return f"{n:,.{digits}f}"
+
+
+def fmt_time(value: Any) -> str:
+    """Epoch seconds or ISO text → 'YYYY-MM-DD HH:MM:SSZ' (UTC); other values as they are."""
+    if value is None or value == "":
+        return "—"
+    n = _num(value)
+    if n is not None and n > 1e8:
+        return datetime.fromtimestamp(n, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return str(value).replace("T", " ")[:20]
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _table(head: Iterable[str], rows: list[str], empty: str, table_id: str) -> str:
+    if not rows:
+        return f'<p class="empty" id="{table_id}-empty">{_s(empty)}</p>'
+    th = "".join(f"<th>{_s(h)}</th>" for h in head)
+    return f'<table id="{table_id}"><thead><tr>{th}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _badge(ok: bool | None, yes: str = "ready", no: str = "not ready") -> str:
+    if ok is None:
+        return '<span class="badge unknown">unknown</span>'
+    return f'<span class="badge {"ok" if ok else "bad"}">{_s(yes if ok else no)}</span>'
+
+
+def max_source_lag(status: Mapping[str, Any]) -> float | None:
+    """The largest binlog lag in seconds over all capture sources (None when unknown)."""
+    lags = [_num(v) for v in _dict(_dict(status.get("lag")).get("source_seconds")).values()]
+    known = [v for v in lags if v is not None]
+    return max(known) if known else None
+
+
+def open_total(status: Mapping[str, Any]) -> int | None:
+    inc = _dict(status.get("inconsistencies"))
+    if isinstance(inc.get("open_total"), int):
+        return int(inc["open_total"])
+    groups = _list(inc.get("by_pair_kind"))
+    return sum(int(_num(_dict(g).get("count")) or 0) for g in groups) if groups else None
+
+
+def repairs_applied(status: Mapping[str, Any]) -> int:
+    """Applied repairs: from `repair_counts` (every repair in the log) when present, else the recent list."""
+    counts = status.get("repair_counts")
+    if isinstance(counts, list) and counts:
+        return sum(int(_num(_dict(c).get("count")) or 0) for c in counts if _dict(c).get("status") == "applied")
+    return sum(1 for r in _list(status.get("recent_repairs")) if _dict(r).get("status") == "applied")
+
+
+def _cards(status: Mapping[str, Any], ready: bool | None) -> str:
+    lag = max_source_lag(status)
+    consumer = _dict(status.get("lag")).get("consumer_messages")
+    total = open_total(status)
+    applied = repairs_applied(status)
+    leader = status.get("leader")
+    cards = [
+        ("ready", "Ready", _badge(ready), None),
+        ("binlog-lag", "Binlog lag (s)", fmt_number(lag, 1), lag),
+        ("consumer-lag", "Consumer lag (msgs)", fmt_number(consumer), consumer),
+        ("open-total", "Open inconsistencies", fmt_number(total), total),
+        ("repairs-applied", "Repairs applied", fmt_number(applied), applied),
+        ("leader", "Leader", _badge(leader if isinstance(leader, bool) else None, "yes", "no"), None),
+    ]
+    out = []
+    for ident, label, shown, value in cards:
+        data = f' data-value="{_s(value)}"' if value is not None else ""
+        warn = " warn" if ident == "open-total" and total else ""
+        out.append(f'<div class="card{warn}"><div class="label">{_s(label)}</div>'
+                   f'<div class="value" id="{ident}"{data}>{shown}</div></div>')
+    return f'<section class="cards">{"".join(out)}</section>'
+
+
+def _stages(status: Mapping[str, Any], readiness: Mapping[str, bool], reasons: Mapping[str, str]) -> str:
+    rows = []
+    for st in _list(status.get("stages")):
+        st = _dict(st)
+        name = str(st.get("name", "?"))
+        ready = st.get("ready") if isinstance(st.get("ready"), bool) else readiness.get(name)
+        err = st.get("last_error")
+        rows.append(f'<tr data-stage="{_s(name)}"><td>{_s(name)}</td><td>{_s(st.get("status", "?"))}</td>'
+                    f"<td>{_badge(ready)}</td><td class=num>{fmt_number(st.get('restarts', 0))}</td>"
+                    f'<td class="err">{_s(err) if err else "—"}</td></tr>')
+    deps = [f'<tr data-dependency="{_s(n)}"><td>{_s(n)}</td><td>{_badge(ok)}</td>'
+            f'<td class="err">{_s(reasons.get(n, "")) if not ok else ""}</td></tr>'
+            for n, ok in sorted(readiness.items()) if not any(_dict(s).get("name") == n
+                                                             for s in _list(status.get("stages")))]
+    stage_table = _table(["stage", "status", "ready", "restarts", "last error"], rows, "no stages reported",
+                         "stages")
+    dep_table = _table(["dependency / check", "state", "why not"], deps, "no dependency checks", "dependencies")
+    return f"<section><h2>Stages</h2>{stage_table}{dep_table}</section>"
+
+
+def _checkpoints(status: Mapping[str, Any]) -> str:
+    lag = _dict(status.get("lag"))
+    secs, byts = _dict(lag.get("source_seconds")), _dict(lag.get("source_bytes"))
+    rows = []
+    cps = _list(status.get("checkpoints"))
+    sources = [str(_dict(c).get("source", "?")) for c in cps] + [s for s in secs if s not in
+                                                                  {_dict(c).get("source") for c in cps}]
+    by_source = {str(_dict(c).get("source", "?")): _dict(c) for c in cps}
+    for source in sources:
+        cp = by_source.get(source, {})
+        lag_s = secs.get(source, cp.get("lag_seconds"))
+        lag_b = byts.get(source, cp.get("lag_bytes"))
+        pos = f"{cp.get('binlog_file', '?')}:{cp.get('binlog_pos', '?')}" if cp else "—"
+        rows.append(f'<tr data-source="{_s(source)}"><td>{_s(source)}</td><td><code>{_s(pos)}</code></td>'
+                    f'<td class="gtid">{_s(cp.get("gtid_set") or "—")}</td>'
+                    f'<td class=num data-value="{_s(lag_s)}">{fmt_number(lag_s, 2)}</td>'
+                    f'<td class=num data-value="{_s(lag_b)}">{fmt_number(lag_b)}</td>'
+                    f"<td>{_s(fmt_time(cp.get('updated_at')))}</td></tr>")
+    table = _table(["source", "checkpoint", "GTID set", "lag (s)", "lag (bytes)", "saved"], rows,
+                   "no checkpoint yet (the tailer has not committed a transaction)", "checkpoints")
+    return f"<section><h2>Capture</h2>{table}</section>"
+
+
+def _inconsistencies(status: Mapping[str, Any]) -> str:
+    rows = []
+    groups = sorted((_dict(g) for g in _list(_dict(status.get("inconsistencies")).get("by_pair_kind"))),
+                    key=lambda g: (str(g.get("pair")), str(g.get("kind")), str(g.get("status"))))
+    for g in groups:
+        rows.append(f'<tr data-pair="{_s(g.get("pair"))}" data-kind="{_s(g.get("kind"))}" '
+                    f'data-status="{_s(g.get("status"))}"><td>{_s(g.get("pair"))}</td><td>{_s(g.get("kind"))}</td>'
+                    f'<td>{_s(g.get("status"))}</td><td class=num data-value="{_s(g.get("count"))}">'
+                    f"{fmt_number(g.get('count'))}</td></tr>")
+    table = _table(["pair", "kind", "status", "count"], rows, "no open inconsistencies", "inconsistencies")
+    return f"<section><h2>Inconsistencies</h2>{table}</section>"
+
+
+def _repairs(status: Mapping[str, Any]) -> str:
+    rows = []
+    for r in _list(status.get("recent_repairs")):
+        r = _dict(r)
+        rid = r.get("repair_id")
+        hint = (f"<code>cdc-repair rollback {_s(rid)}</code>" if rid and r.get("status") == "applied"
+                and r.get("strategy") != "rollback" else "—")
+        err = r.get("error")
+        rows.append(f'<tr data-repair="{_s(rid)}"><td><code>{_s(rid)}</code></td><td>{_s(r.get("pair"))}</td>'
+                    f'<td><code>{_s(r.get("pk"))}</code></td><td>{_s(r.get("strategy"))}</td>'
+                    f'<td>{_s(r.get("action"))}</td><td class="st-{_s(r.get("status"))}">{_s(r.get("status"))}</td>'
+                    f"<td>{_s(fmt_time(r.get('created_at')))}</td><td>{hint}"
+                    f'{f"<div class=err>{_s(err)}</div>" if err else ""}</td></tr>')
+    table = _table(["repair id", "pair", "key", "strategy", "action", "status", "when", "undo"], rows,
+                   "no repairs yet", "repairs")
+    return f"<section><h2>Recent repairs</h2>{table}</section>"
+
+
+def _jobs(status: Mapping[str, Any]) -> str:
+    rows = []
+    for j in _list(status.get("job_runs")):
+        j = _dict(j)
+        detail_cls = "err" if j.get("outcome") == "failed" else "detail"
+        rows.append(f'<tr data-job="{_s(j.get("job"))}"><td>{_s(j.get("job"))}</td>'
+                    f'<td class="st-{_s(j.get("outcome"))}">{_s(j.get("outcome"))}</td>'
+                    f"<td>{_s(fmt_time(j.get('started_at')))}</td><td>{_s(fmt_time(j.get('finished_at')))}</td>"
+                    f'<td>{_s(j.get("host"))}</td><td class="{detail_cls}">{_s(j.get("detail") or "")}</td></tr>')
+    table = _table(["job", "outcome", "started", "finished", "host", "detail"], rows, "no job runs yet", "jobs")
+    return f"<section><h2>Job runs</h2>{table}</section>"
+
+
+_CSS = """
+body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
+header{background:#1d2330;color:#fff;padding:10px 20px;display:flex;gap:20px;align-items:baseline;flex-wrap:wrap}
+header h1{font-size:18px;margin:0}header .meta{opacity:.8;font-size:12px}
+main{padding:12px 20px;max-width:1400px}
+h2{font-size:15px;margin:18px 0 6px}
+.cards{display:flex;gap:10px;flex-wrap:wrap}
+.card{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:8px 14px;min-width:150px}
+.card.warn{border-color:#e0a030;background:#fff8ea}
+.card .label{font-size:12px;color:#5b6475}.card .value{font-size:22px;font-weight:600}
+table{border-collapse:collapse;background:#fff;border:1px solid #dde1e7;margin-bottom:8px;min-width:50%}
+th,td{padding:4px 10px;border-bottom:1px solid #eef0f3;text-align:left;vertical-align:top}
+th{background:#f0f2f5;font-weight:600;font-size:12px}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.badge{padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}
+.badge.ok{background:#d9f2df;color:#1b6b30}.badge.bad{background:#fadcdc;color:#9b1c1c}
+.badge.unknown{background:#e8eaee;color:#555}
+.err{color:#9b1c1c;font-size:12px;max-width:480px;word-break:break-word}
+.st-failed,.st-dirty{color:#9b1c1c;font-weight:600}.st-applied,.st-ok{color:#1b6b30}
+.gtid{font-family:monospace;font-size:12px;max-width:260px;word-break:break-all}
+code{font-size:12px;background:#f0f2f5;padding:1px 4px;border-radius:3px}
+.empty{color:#5b6475;font-style:italic}.detail{color:#5b6475;font-size:12px}
+.charts{display:flex;gap:12px;flex-wrap:wrap}.chart{background:#fff;border:1px solid #dde1e7;padding:6px}
+.problems{background:#fadcdc;border:1px solid #e5a3a3;padding:8px 12px;border-radius:6px}
+"""
+
+
+def render_page(status: Mapping[str, Any], readiness: Mapping[str, bool], *, error: str | None = None,
+                reasons: Mapping[str, str] | None = None) -> str:
+    """The whole status page. `error` (the status provider failed) is shown in place of missing sections;
+    `reasons` says why a dependency check fails (masked DSNs, never passwords)."""
+    ready = all(readiness.values()) if readiness else None
+    problems = [*(_list(status.get("errors"))), *([error] if error else [])]
+    problem_html = ("".join(f"<li>{_s(p)}</li>" for p in problems))
+    banner = f'<div class="problems" id="problems"><ul>{problem_html}</ul></div>' if problems else ""
+    meta = (f'host {_s(status.get("host", "?"))} · version {_s(status.get("version", "?"))} · '
+            f'generated <span id="generated-at">{_s(fmt_time(status.get("generated_at")))}</span>')
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>cdc-repair status</title>
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<link rel="stylesheet" href="/static/uplot.min.css"><style>{_CSS}</style></head>
+<body><header><h1>cdc-repair</h1><span class="meta">{meta}</span>
+<span class="meta"><a style="color:#9cf" href="/api/status">/api/status</a> ·
+<a style="color:#9cf" href="/metrics">/metrics</a> · <a style="color:#9cf" href="/readyz">/readyz</a></span></header>
+<main><div id="numbers">{banner}{_cards(status, ready)}</div>
+<section><h2>Last hour (sampled by this process)</h2><div class="charts" id="charts">
+<noscript>Charts need JavaScript; every number on this page is plain HTML.</noscript></div></section>
+<div id="tables">{_stages(status, readiness, reasons or {})}{_checkpoints(status)}{_inconsistencies(status)}
+{_repairs(status)}{_jobs(status)}</div></main>
+<script src="/static/uplot.iife.min.js"></script><script src="/static/status.js" data-refresh="{REFRESH_S}"></script>
+</body></html>
+"""

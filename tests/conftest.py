@@ -1,0 +1,35 @@
+"""Shared fixtures: the embedded MariaDB and broker (session scope) and a demo-config writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cdc_repair.devservices.broker import Broker
+from cdc_repair.devservices.fixtures import broker, mariadb, services_dir  # noqa: F401 - pytest fixtures
+from cdc_repair.devservices.mariadb import MariaDBServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def demo_config(tmp_path: Path, mariadb: MariaDBServer, broker: Broker) -> Any:  # noqa: F811
+    """Write config/demo.yaml pointed at the session's services (plus overrides) and return its path."""
+
+    def write(overrides: dict[str, Any] | None = None, name: str = "config.yaml") -> Path:
+        raw = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+        dsn = mariadb.dsn().to_url()
+        for server in raw["servers"].values():
+            server["dsn"] = dsn
+        raw["state"]["dsn"] = mariadb.dsn("cdc_repair").to_url()
+        raw["kafka"]["bootstrap_servers"] = [broker.bootstrap]
+        for key, value in (overrides or {}).items():
+            raw[key] = value
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return path
+
+    return write

@@ -1,0 +1,126 @@
+"""AT-style compensation against the real MariaDB: revert the source from the binlog change's before-image."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from test_repair_support import INSERT, Env, article, make_env
+
+from cdc_repair.commands.repair import run_repair
+from cdc_repair.config import settings_from_mapping
+from cdc_repair.devservices.mariadb import MariaDBServer
+from cdc_repair.repair.rollback import rollback
+from cdc_repair.repair.store import StateStore
+from cdc_repair.sink.flat_message import FlatMessage
+from cdc_repair.validate.rules import pk_string
+
+MYSQL_TYPES = {"id": "bigint", "author_id": "bigint", "title": "varchar(4096)", "content": "blob",
+               "status": "tinyint", "ctime": "bigint", "utime": "bigint"}
+
+
+@pytest.fixture
+def env(mariadb: MariaDBServer) -> Iterator[Env]:
+    e = make_env(mariadb)
+    yield e
+    e.drop()
+
+
+def flat(env: Env, kind: str, data: dict[str, Any], old: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the validator stores in ledger.source_event for one row change: the FlatMessage's row slice
+    `{type, database, table, es, data: row, old: changed columns}` (values as strings, binary as latin-1, and
+    no mysqlType: the repairer finds the binary columns from the table)."""
+    def text(v: Any) -> str | None:
+        if v is None:
+            return None
+        return v.decode("latin-1") if isinstance(v, bytes) else str(v)
+
+    msg = FlatMessage(database=env.author, table="articles", type=kind,
+                      data=[{k: text(v) for k, v in data.items()}],
+                      old=[{k: text(v) for k, v in old.items()}] if old is not None else None,
+                      pk_names=["id"], mysql_type=MYSQL_TYPES, es=1, ts=1)
+    doc = msg.to_dict()
+    return {"type": doc["type"], "database": doc["database"], "table": doc["table"], "es": doc["es"],
+            "data": doc["data"][0], "old": doc["old"][0] if doc["old"] else None}
+
+
+def half_done_publish(env: Env, i: int, *, previously_published: bool) -> dict[str, Any]:
+    """The author publishes: the source row is updated to status 2 / new text, the online write fails."""
+    draft = env.row(env.src, i)
+    assert draft is not None
+    published = {**draft, "status": 2, "title": "published title", "content": "ünïcode body".encode(),
+                 "utime": draft["utime"] + 1}
+    env.sql(f"UPDATE {env.src} SET status = 2, title = %s, content = %s, utime = %s WHERE id = %s",
+            (published["title"], published["content"], published["utime"], i))
+    old = {c: draft[c] for c in ("status", "title", "content", "utime") if draft[c] != published[c]}
+    if previously_published:
+        old.pop("status", None)
+    return flat(env, "UPDATE", published, old)
+
+
+def test_compensation_restores_the_pre_publish_source_row(env: Env) -> None:
+    env.many(INSERT.format(t=env.src), [article(10, status=1, title="draft v1", content="brouillon é ñ \x00".encode()),
+                                         article(11, status=2, title="live v1")])
+    env.many(INSERT.format(t=env.tgt), [article(11, status=2, title="live v1")])
+    before = {i: env.row(env.src, i) for i in (10, 11)}
+    events = {pk_string([10]): half_done_publish(env, 10, previously_published=False),
+              pk_string([11]): half_done_publish(env, 11, previously_published=True)}
+    recorded = env.record([10, 11], source_events=events)
+    assert [v.kind for v in recorded] == ["missing_in_target", "different"]
+
+    plan = run_repair(env.settings, strategy="compensate", mode="print")
+    assert all(s.startswith(f"UPDATE `{env.author}`.`articles`") for r in plan.results for s in r.sql)
+
+    report = run_repair(env.settings, strategy="compensate", mode="execute")
+    assert report.exit_code == 0, report.to_json()
+    assert {r.pk: r.status for r in report.results} == {pk_string([10]): "repaired", pk_string([11]): "repaired"}
+    assert {i: env.row(env.src, i) for i in (10, 11)} == before  # exactly the pre-publish rows
+    assert env.row(env.tgt, 10) is None  # the target was not touched
+    assert [v for v in env.verdicts([10, 11]) if v.is_mismatch] == []
+    undo = env.sql(f"SELECT pk, sql_type, strategy FROM {env.author}.undo_log ORDER BY pk")
+    assert undo == [('["10"]', "UPDATE", "compensate"), ('["11"]', "UPDATE", "compensate")]
+
+    # the compensation itself can be rolled back (back to the published source state)
+    store = StateStore(env.settings.state.dsn)
+    try:
+        back = rollback(env.settings, store, report.run_id)
+    finally:
+        store.close()
+    assert [i.outcome for i in back.items] == ["undone", "undone"]
+    assert env.row(env.src, 10)["title"] == "published title"
+
+
+def test_compensation_of_a_source_changed_since_is_dirty_and_parked(env: Env) -> None:
+    env.many(INSERT.format(t=env.src), [article(10, status=1, title="draft v1")])
+    event = half_done_publish(env, 10, previously_published=False)
+    env.record([10], source_events={pk_string([10]): event})
+    env.sql(f"UPDATE {env.src} SET title = 'author edited again' WHERE id = 10")
+    changed = env.row(env.src, 10)
+
+    report = run_repair(env.settings, strategy="compensate", mode="execute")
+    [res] = report.results
+    assert res.status == "dirty" and "title" in res.reason and report.exit_code == 2
+    assert env.row(env.src, 10) == changed  # nothing written
+    led = env.ledger()[pk_string([10])]
+    assert led["status"] == "failed" and led["last_error"].startswith("dirty")  # parked for an operator
+
+
+def test_compensation_without_a_recorded_change_leaves_the_entry_and_says_why(env: Env) -> None:
+    env.many(INSERT.format(t=env.src), [article(12)])
+    env.record([12])
+    report = run_repair(env.settings, strategy="compensate", mode="execute")
+    [res] = report.results
+    assert res.status == "left" and "--strategy forward" in res.reason
+    assert env.ledger()[pk_string([12])]["status"] == "open"
+
+
+def test_pair_strategy_from_config_and_compensating_an_insert(env: Env) -> None:
+    env.many(INSERT.format(t=env.src), [article(13)])  # inserted as published, never reached the target
+    event = flat(env, "INSERT", env.row(env.src, 13) or {})
+    env.record([13], source_events={pk_string([13]): event})
+    raw_pairs = [dict(env.raw["pairs"][0], strategy="compensate")]
+    env2 = settings_from_mapping({**env.raw, "pairs": raw_pairs})
+    report = run_repair(env2, mode="execute")
+    assert [(r.status, r.strategy) for r in report.results] == [("repaired", "compensate")]
+    assert env.row(env.src, 13) is None and env.row(env.tgt, 13) is None
