@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 from sqlalchemy import Engine, create_engine, text
 
 from cdc_repair.db.dsn import Dsn
 from cdc_repair.db.sql import quote_ident
 from cdc_repair.errors import ConfigError
 from cdc_repair.state.tables import metadata
+
+StateEngine: TypeAlias = Engine
+"""The state engine as other stages name it, so only state/ imports SQLAlchemy."""
 
 
 def state_engine(dsn: Dsn, *, create_schema: bool = True) -> Engine:

@@ -36,8 +36,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine
-
 from cdc_repair import metrics
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.db import mysql
@@ -46,7 +44,7 @@ from cdc_repair.sink.flat_message import FlatMessage, parse_flat_message
 from cdc_repair.sink.kafka_consumer import TP, DeadLetters, GroupConsumer, Record
 from cdc_repair.sink.partitioning import topic_for
 from cdc_repair.state import ledger
-from cdc_repair.state.engine import state_engine
+from cdc_repair.state.engine import StateEngine, state_engine
 from cdc_repair.validate.check import check
 from cdc_repair.validate.confirm import Rechecks
 from cdc_repair.validate.rules import Verdict, pk_string
@@ -70,7 +68,7 @@ class _Item:
 
 
 class IncrementalValidator:
-    def __init__(self, settings: Settings, *, group_id: str | None = None, engine: Engine | None = None,
+    def __init__(self, settings: Settings, *, group_id: str | None = None, engine: StateEngine | None = None,
                  consumer_factory: Callable[..., GroupConsumer] | None = None,
                  on_confirmed: Callable[[Verdict, float | None], None] | None = None) -> None:
         """`on_confirmed(verdict, event_ts)` is called after a confirmed verdict is durable (benchmarks, hooks)."""

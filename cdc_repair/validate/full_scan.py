@@ -40,15 +40,13 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine
-
 from cdc_repair import metrics
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.db import mysql
 from cdc_repair.db.sql import Statement
 from cdc_repair.errors import TerminalError, TransientError
 from cdc_repair.state import ledger, scan_progress
-from cdc_repair.state.engine import state_engine
+from cdc_repair.state.engine import StateEngine, state_engine
 from cdc_repair.validate import checksum as cs
 from cdc_repair.validate.check import check
 from cdc_repair.validate.confirm import Rechecks
@@ -125,7 +123,7 @@ class ScanReport:
 
 def run_full_scan(settings: Settings, pair_name: str | None = None, resume: bool = False, *,
                   where: str | None = None, on_progress: Progress | None = None,
-                  stop: threading.Event | None = None, engine: Engine | None = None) -> ScanReport:
+                  stop: threading.Event | None = None, engine: StateEngine | None = None) -> ScanReport:
     """Scan one pair or all pairs (see module docstring)."""
     pairs = [settings.pair(pair_name)] if pair_name else list(settings.pairs)
     own_engine = engine is None
@@ -170,7 +168,7 @@ class _Side:
 
 
 class _PairScan:
-    def __init__(self, settings: Settings, pair: PairConfig, engine: Engine, where: str | None,
+    def __init__(self, settings: Settings, pair: PairConfig, engine: StateEngine, where: str | None,
                  on_progress: Progress | None, stop: threading.Event | None) -> None:
         self.settings = settings
         self.pair = pair

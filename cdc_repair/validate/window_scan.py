@@ -23,14 +23,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import Engine
-
 from cdc_repair import metrics
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.db import mysql
 from cdc_repair.db.sql import Statement, quote_columns, quote_ident, quote_table
 from cdc_repair.state import ledger
-from cdc_repair.state.engine import state_engine
+from cdc_repair.state.engine import StateEngine, state_engine
 from cdc_repair.validate.check import check
 from cdc_repair.validate.checksum import range_predicate
 from cdc_repair.validate.confirm import Rechecks
@@ -76,7 +74,7 @@ class WindowReport:
 
 
 def run_window_scan(settings: Settings, since: dt.datetime, *, pair_name: str | None = None,
-                    engine: Engine | None = None) -> WindowReport:
+                    engine: StateEngine | None = None) -> WindowReport:
     """Check every key changed since `since` on either side of each pair (see module docstring)."""
     if since.tzinfo is not None:
         since = since.astimezone(dt.UTC).replace(tzinfo=None)
@@ -94,7 +92,7 @@ def run_window_scan(settings: Settings, since: dt.datetime, *, pair_name: str | 
     return report
 
 
-def _scan_pair(settings: Settings, engine: Engine, pair: PairConfig, since: dt.datetime) -> WindowPairResult:
+def _scan_pair(settings: Settings, engine: StateEngine, pair: PairConfig, since: dt.datetime) -> WindowPairResult:
     res = WindowPairResult(pair.name)
     if not pair.utime_column:
         res.skipped = "pair has no utime_column"
@@ -156,7 +154,7 @@ class KeyChecker:
 
     `confirmed` keeps at most MAX_REPORTED verdicts (without row images); `diffs` counts all of them."""
 
-    def __init__(self, settings: Settings, engine: Engine, pair: PairConfig, src: mysql.Connection,
+    def __init__(self, settings: Settings, engine: StateEngine, pair: PairConfig, src: mysql.Connection,
                  tgt: mysql.Connection, detected_by: str) -> None:
         self.settings, self.engine, self.pair = settings, engine, pair
         self.src, self.tgt, self.detected_by = src, tgt, detected_by
@@ -202,7 +200,7 @@ class KeyChecker:
 
 
 def check_keys(settings: Settings, pair: PairConfig, keys: Sequence[tuple[Any, ...]], *,
-               engine: Engine | None = None, detected_by: str = "cli") -> tuple[list[Verdict], int]:
+               engine: StateEngine | None = None, detected_by: str = "cli") -> tuple[list[Verdict], int]:
     """Check given keys now (with re-checks) and record: (confirmed mismatches, keys checked)."""
     eng = engine or state_engine(settings.state.dsn)
     src = mysql.connect(settings.server_dsn(pair.source.server))
@@ -216,7 +214,7 @@ def check_keys(settings: Settings, pair: PairConfig, keys: Sequence[tuple[Any, .
             eng.dispose()
 
 
-def check_and_confirm(settings: Settings, engine: Engine, pair: PairConfig, keys: Sequence[tuple[Any, ...]],
+def check_and_confirm(settings: Settings, engine: StateEngine, pair: PairConfig, keys: Sequence[tuple[Any, ...]],
                       src: mysql.Connection, tgt: mysql.Connection, detected_by: str) -> list[Verdict]:
     """Check keys, re-check mismatches until confirmed or consistent (blocking), record; return confirmed."""
     checker = KeyChecker(settings, engine, pair, src, tgt, detected_by)
@@ -231,6 +229,6 @@ def _count(pair: PairConfig, verdicts: list[Verdict], origin: str) -> None:
         metrics.VERDICTS.labels(pair.name, v.kind).inc()
 
 
-def _record(engine: Engine, verdicts: list[Verdict], detected_by: str) -> None:
+def _record(engine: StateEngine, verdicts: list[Verdict], detected_by: str) -> None:
     if verdicts:
         ledger.record_verdicts(engine, verdicts, detected_by)
