@@ -23,8 +23,12 @@ BINLOG_LAG_SECONDS = Gauge("cdc_repair_source_lag_seconds",
 BINLOG_LAG_BYTES = Gauge("cdc_repair_source_lag_bytes",
                          "Bytes between the server's current binlog position and the checkpoint.",
                          ["source"], registry=REGISTRY)
-BINLOG_POSITION = Info("cdc_repair_source_position", "Current binlog file, position and GTID set of the tailer.",
+# The file is an info label (it changes once per rotation); the position is a gauge, because a label that
+# changes every transaction would create a new Prometheus series each time (unbounded cardinality).
+BINLOG_POSITION = Info("cdc_repair_source_position", "Binlog file of the tailer's checkpoint.",
                        ["source"], registry=REGISTRY)
+BINLOG_OFFSET = Gauge("cdc_repair_source_position_bytes",
+                      "Binlog position (byte offset in the file) of the checkpoint.", ["source"], registry=REGISTRY)
 CAPTURED_EVENTS = Counter("cdc_repair_source_events_total", "Binlog row events captured.",
                           ["table", "type"], registry=REGISTRY)
 CAPTURED_ROWS = Counter("cdc_repair_source_rows_total", "Row changes captured.", ["table", "type"],

@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pymysql
 
@@ -161,3 +163,23 @@ class MariaDBServer:
         """A root connection over TCP (autocommit): for fixtures, workloads and benchmarks."""
         return pymysql.connect(host="127.0.0.1", port=self.port, user="root", password=self.password,
                                database=database, autocommit=True, charset="utf8mb4")
+
+    def query(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+        """Run one statement as root on a fresh connection and return its rows (fixtures, workloads, benchmarks)."""
+        conn = self.root_connection()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement, params)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def execute_many(self, statement: str, rows: Sequence[Sequence[Any]], chunk: int = 500) -> None:
+        """`executemany` in chunks, so a large seed stays under max_allowed_packet."""
+        conn = self.root_connection()
+        try:
+            with conn.cursor() as cur:
+                for i in range(0, len(rows), chunk):
+                    cur.executemany(statement, rows[i:i + chunk])
+        finally:
+            conn.close()

@@ -490,8 +490,8 @@ class Tailer:
                                      self._boundary_ts)
         self._saved = position
         metrics.CHECKPOINTS.labels(self.source).inc()
-        metrics.BINLOG_POSITION.labels(self.source).info(
-            {"file": position.file, "pos": str(position.pos), "gtid_set": position.gtid_set or ""})
+        metrics.BINLOG_POSITION.labels(self.source).info({"file": position.file})
+        metrics.BINLOG_OFFSET.labels(self.source).set(position.pos)
 
 
 def _sql_type(decoder: RowDecoder, rows: list[dict[str, str | None]]) -> dict[str, int]:

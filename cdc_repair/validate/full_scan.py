@@ -341,19 +341,24 @@ class _PairScan:
                 dirty_cap = min(float(self.cfg.max_chunk_rows), max(MIN_DIRTY_CAP, DIFFS_PER_CHUNK / density))
             elif not dirty:
                 dirty_cap = min(float(self.cfg.max_chunk_rows), dirty_cap * 1.5)  # no difference seen yet: grow
-            self._work(res, src, tgt)
-            self.last_upper = upper
-            self._save(res, self._frontier(upper))
-            if self.on_progress is not None:
-                self.on_progress(self.pair.name, res.rows, max(estimate, res.rows))
-            if estimate:
-                metrics.SCAN_PROGRESS.labels(self.pair.name).set(min(1.0, res.rows / estimate))
-            if upper is None:
-                metrics.SCAN_PROGRESS.labels(self.pair.name).set(1.0)
+            self._finish_chunk(res, src, tgt, upper, estimate)
             if fut is not None and self._stopped():
                 fut.result()  # let the in-flight read finish; its chunk is not counted
                 fut = None
             lower = upper
+
+    def _finish_chunk(self, res: PairScanResult, src: _Side, tgt: _Side, upper: tuple[Any, ...] | None,
+                      estimate: int) -> None:
+        """After a chunk (either loop): background work, the resume frontier, progress and its metric."""
+        self._work(res, src, tgt)
+        self.last_upper = upper
+        self._save(res, self._frontier(upper))
+        if self.on_progress is not None:
+            self.on_progress(self.pair.name, res.rows, max(estimate, res.rows))
+        if estimate:
+            metrics.SCAN_PROGRESS.labels(self.pair.name).set(min(1.0, res.rows / estimate))
+        if upper is None:
+            metrics.SCAN_PROGRESS.labels(self.pair.name).set(1.0)
 
     def _loop_buckets(self, res: PairScanResult, src: _Side, tgt: _Side, lower: tuple[Any, ...] | None,
                       estimate: int) -> None:
@@ -406,15 +411,7 @@ class _PairScan:
                     totals_t = (nt, sum((v[1] for v in b_tgt.values()), Decimal(0)))
                     keys = self._diff_range(res, src, tgt, lower, upper, totals_s, totals_t)
                 self._check_keys(res, src, tgt, keys, lower)
-            self._work(res, src, tgt)
-            self.last_upper = upper
-            self._save(res, self._frontier(upper))
-            if self.on_progress is not None:
-                self.on_progress(self.pair.name, res.rows, max(estimate, res.rows))
-            if estimate:
-                metrics.SCAN_PROGRESS.labels(self.pair.name).set(min(1.0, res.rows / estimate))
-            if upper is None:
-                metrics.SCAN_PROGRESS.labels(self.pair.name).set(1.0)
+            self._finish_chunk(res, src, tgt, upper, estimate)
             if fut is not None and self._stopped():
                 fut.result()
                 fut = None

@@ -65,8 +65,8 @@ ROWS: list[tuple[str, list[tuple[str, str, str, int, list[tuple[str, str]], str]
           ("sum by (source) (increase(cdc_repair_source_binlog_purged_total[$__range]))", "purged {{source}}")],
          "A purged binlog past the checkpoint forces a full validation."),
         ("Binlog position", "table", "none", 8,
-         [("cdc_repair_source_position_info", "")],
-         "Current file, position and GTID set of each tailer."),
+         [("cdc_repair_source_position_info * on (source) group_left cdc_repair_source_position_bytes", "")],
+         "Binlog file (info label) and position (value) of each tailer's checkpoint."),
     ]),
     ("Validate", [
         ("Consumer lag by partition", "timeseries", "short", 8,

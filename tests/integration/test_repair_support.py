@@ -69,22 +69,10 @@ class Env:
         return path
 
     def sql(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
-        conn = self.server.root_connection()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement, params)
-                return list(cur.fetchall())
-        finally:
-            conn.close()
+        return self.server.query(statement, params)
 
     def many(self, statement: str, rows: Sequence[tuple[Any, ...]]) -> None:
-        conn = self.server.root_connection()
-        try:
-            with conn.cursor() as cur:
-                for i in range(0, len(rows), 500):
-                    cur.executemany(statement, rows[i:i + 500])
-        finally:
-            conn.close()
+        self.server.execute_many(statement, rows)
 
     def row(self, table: str, i: int) -> dict[str, Any] | None:
         got = self.sql(f"SELECT {', '.join(COLS)} FROM {table} WHERE id = %s", (i,))

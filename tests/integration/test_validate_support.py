@@ -44,22 +44,10 @@ class Env:
         return f"{self.prefix}_o"
 
     def sql(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
-        conn = self.server.root_connection()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement, params)
-                return list(cur.fetchall())
-        finally:
-            conn.close()
+        return self.server.query(statement, params)
 
     def many(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
-        conn = self.server.root_connection()
-        try:
-            with conn.cursor() as cur:
-                for i in range(0, len(rows), 500):
-                    cur.executemany(statement, rows[i:i + 500])
-        finally:
-            conn.close()
+        self.server.execute_many(statement, rows)
 
     def drop(self) -> None:
         for db in (self.author, self.online, f"{self.prefix}_state"):
