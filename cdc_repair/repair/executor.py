@@ -30,7 +30,7 @@ from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.actions import Op, RepairAction
 from cdc_repair.repair.guard import guard_holds
 from cdc_repair.repair.undo_log import UNDO_TABLE, UndoRecord, ddl
-from cdc_repair.validate.rules import pk_string
+from cdc_repair.validate.rules import pk_string, rows_by_requested_key
 
 log = logging.getLogger(__name__)
 
@@ -133,16 +133,19 @@ class RowServer:
              for_update: bool = False) -> dict[str, Row]:
         """Rows by canonical pk (SELECT *), optionally locked."""
         out: dict[str, Row] = {}
+
+        def fetch(batch: Sequence[Sequence[Any]]) -> list[Row]:
+            return mysql.fetch_dicts(self.conn, rsql.select_by_keys(table, key_columns, batch, for_update=for_update))
+
         for start in range(0, len(keys), 500):
             chunk = keys[start:start + 500]
-            stmt = rsql.select_by_keys(table, key_columns, chunk, for_update=for_update)
-            rows = mysql.fetch_dicts(self.conn, stmt)
+            rows = fetch(chunk)
             if len(key_columns) == 1 and all(type(r[key_columns[0]]) is int for r in rows):
                 k = key_columns[0]
                 out.update((f'["{r[k]}"]', r) for r in rows)  # pk_string of an int key, without json.dumps
-            else:
-                for row in rows:
-                    out[pk_string([row[k] for k in key_columns])] = row
+            else:  # string keys: the server's collation may answer a key with a row whose key is not byte-equal
+                wanted = {pk_string(key): key for key in chunk}
+                out.update(rows_by_requested_key(key_columns, wanted, rows, fetch))
         return out
 
     def threads_running(self, max_age_s: float = 1.0) -> int:

@@ -41,7 +41,9 @@ inconsistency = Table(
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=True),
     Column("pair", String(64), nullable=False),
-    Column("pk", String(768), nullable=False),  # canonical JSON array of key values as strings
+    # canonical JSON array of key values as strings; binary collation: keys are compared exactly, like the
+    # rest of the pipeline ("Case1" and "case1" are two ledger keys even where the tables' collation folds case)
+    Column("pk", String(768, collation="utf8mb4_bin"), nullable=False),
     Column("kind", String(32), nullable=False),  # missing_in_target | extra_in_target | different
     Column("columns", JSON, nullable=True),  # differing columns
     Column("detected_by", String(32), nullable=False),  # stream | full_scan | window_scan | cli
@@ -70,7 +72,7 @@ repair_log = Table(
     Column("repair_id", String(64), nullable=False, unique=True),
     Column("run_id", String(64), nullable=False),
     Column("pair", String(64), nullable=False),
-    Column("pk", String(768), nullable=False),
+    Column("pk", String(768, collation="utf8mb4_bin"), nullable=False),
     Column("strategy", String(16), nullable=False),  # forward | compensate | rollback
     Column("action", String(32), nullable=False),  # insert | update | delete | set_status | ...
     Column("side", String(16), nullable=False),  # target | source

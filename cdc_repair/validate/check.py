@@ -16,13 +16,13 @@ Public, stable API (the repairer and every validator path call it):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from cdc_repair.config import PairConfig
 from cdc_repair.db import mysql
 from cdc_repair.db.sql import Statement, placeholders, quote_columns, quote_ident, quote_table
-from cdc_repair.validate.rules import Verdict, evaluate, needed_columns, pk_string
+from cdc_repair.validate.rules import Verdict, evaluate, needed_columns, pk_string, rows_by_requested_key
 
 
 def check(pair: PairConfig, keys: Iterable[Sequence[Any]], source_conn: mysql.Connection,
@@ -39,24 +39,29 @@ def check(pair: PairConfig, keys: Iterable[Sequence[Any]], source_conn: mysql.Co
     out: list[Verdict] = []
     for start in range(0, len(items), batch_size):
         batch = items[start:start + batch_size]
-        batch_keys = [k for _, k in batch]
-        src = rows_by_pk(pair, source_conn, pair.source.table, batch_keys)
-        tgt = rows_by_pk(pair, target_conn, pair.target.table, batch_keys)
+        wanted = dict(batch)
+        src = rows_by_pk(pair, source_conn, pair.source.table, wanted)
+        tgt = rows_by_pk(pair, target_conn, pair.target.table, wanted)
         for pk, key in batch:
             out.append(evaluate(pair, src.get(pk), tgt.get(pk), key))
     return out
 
 
 def rows_by_pk(pair: PairConfig, conn: mysql.Connection, table: str,
-               keys: Sequence[Sequence[Any]]) -> dict[str, dict[str, Any]]:
-    """Rows of `table` for `keys`, by canonical pk string (absent keys are absent from the result)."""
-    if not keys:
+               wanted: Mapping[str, Sequence[Any]]) -> dict[str, dict[str, Any]]:
+    """Rows of `table` for the keys of `wanted` (pk_string → key), by the pk string of the requested key they
+    answer (absent keys are absent from the result)."""
+    if not wanted:
         return {}
-    try:
-        rows = mysql.fetch_dicts(conn, select_rows(table, pair.key, keys, needed_columns(pair)))
-    except Exception as exc:
-        raise mysql.classify(exc, f"pair '{pair.name}': reading {table}") from exc
-    return {pk_string([row[k] for k in pair.key]): row for row in rows}
+    columns = needed_columns(pair)
+
+    def fetch(batch: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+        try:
+            return mysql.fetch_dicts(conn, select_rows(table, pair.key, batch, columns))
+        except Exception as exc:
+            raise mysql.classify(exc, f"pair '{pair.name}': reading {table}") from exc
+
+    return rows_by_requested_key(pair.key, wanted, fetch(list(wanted.values())), fetch)
 
 
 def select_rows(table: str, key_cols: Sequence[str], keys: Sequence[Sequence[Any]],

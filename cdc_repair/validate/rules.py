@@ -38,9 +38,11 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
-from collections.abc import Mapping, Sequence
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from cdc_repair.config import NormalizeConfig, PairConfig, RuleConfig, Scalar
@@ -54,6 +56,7 @@ KINDS = (OK, MISSING, EXTRA, DIFFERENT, NOT_APPLICABLE)
 MISMATCH_KINDS = frozenset({MISSING, EXTRA, DIFFERENT})
 
 Row = Mapping[str, Any]
+RowT = TypeVar("RowT", bound=Mapping[str, Any])
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,50 @@ def _key_text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def rows_by_requested_key(key_cols: Sequence[str], wanted: Mapping[str, Sequence[Any]], rows: Iterable[RowT],
+                          fetch: Callable[[Sequence[Sequence[Any]]], Iterable[RowT]]) -> dict[str, RowT]:
+    """`rows` (read with `key IN (...)` for the keys of `wanted`, a pk_string → key map) by the pk of the
+    requested key each one answers.
+
+    Under a case- or accent-insensitive or PAD SPACE collation the server answers 'case1' with the row 'Case1'.
+    Pairing rows by Python equality would then call one row missing on one side and extra on the other (and a
+    repair would delete it). So an unanswered key that loosely resembles a returned row's key (case, accents,
+    trailing spaces) is re-read alone with `fetch([key])`, and the server's own equality decides. Integer keys
+    and plainly absent rows (drafts with no online row) cost nothing extra.
+    """
+    by_pk = {pk_string([row[k] for k in key_cols]): row for row in rows}
+    matched = {pk: row for pk, row in by_pk.items() if pk in wanted}
+    foldable = [key for pk, key in wanted.items() if pk not in matched and any(map(_foldable, key))]
+    if not foldable:
+        return matched
+    returned = {_loose(row[k] for k in key_cols) for row in by_pk.values()}
+    for key in foldable:
+        if _loose(key) in returned:
+            found = list(fetch([key]))
+            if len(found) == 1:
+                matched[pk_string(key)] = found[0]
+    return matched
+
+
+_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+
+
+def _foldable(value: Any) -> bool:
+    """Text a collation could match to a different spelling (numbers as text, e.g. keys from Kafka, cannot)."""
+    if isinstance(value, bytes | bytearray):
+        return True
+    return isinstance(value, str) and _NUMBER.fullmatch(value) is None
+
+
+def _loose(values: Iterable[Any]) -> tuple[str, ...]:
+    """A key folded the way common collations compare (case, accents, trailing spaces): a superset test only."""
+    out = []
+    for value in values:
+        text = unicodedata.normalize("NFKD", _key_text(value).casefold())
+        out.append("".join(c for c in text if not unicodedata.combining(c)).rstrip(" "))
+    return tuple(out)
 
 
 def key_of(pair: PairConfig, row: Row) -> tuple[Any, ...]:

@@ -19,6 +19,7 @@ from cdc_repair.validate.rules import (
     needed_columns,
     parse_pk,
     pk_string,
+    rows_by_requested_key,
     values_equal,
 )
 
@@ -167,3 +168,25 @@ def test_pk_string_is_canonical(key: tuple[Any, ...]) -> None:
 
 def test_pk_string_composite_and_unicode() -> None:
     assert parse_pk(pk_string((1, "é"))) == ("1", "é")
+
+
+def test_rows_by_requested_key_pairs_collation_equal_keys_through_the_server() -> None:
+    asked: list[list[tuple[str, ...]]] = []
+
+    def fetch(keys: Any) -> list[dict[str, Any]]:  # the server under a case-insensitive collation
+        asked.append([tuple(k) for k in keys])
+        return [{"code": "Case1", "v": 1}] if [k[0].lower() for k in keys] == ["case1"] else []
+
+    rows = [{"code": "Case1", "v": 1}, {"code": "b", "v": 2}]
+    wanted = {pk_string(k): k for k in [("case1",), ("b",), ("draft",)]}
+    got = rows_by_requested_key(["code"], wanted, rows, fetch)
+    assert got == {'["case1"]': {"code": "Case1", "v": 1}, '["b"]': {"code": "b", "v": 2}}
+    assert asked == [[("case1",)]]  # only the look-alike is re-read; the plainly absent 'draft' is not
+
+
+def test_rows_by_requested_key_costs_no_query_for_int_keys_or_absent_rows() -> None:
+    def fetch(keys: Any) -> list[dict[str, Any]]:
+        raise AssertionError("no re-read expected")
+
+    wanted = {'["5"]': ("5",), '["6"]': ("6",), '["-7"]': (-7,)}
+    assert rows_by_requested_key(["id"], wanted, [{"id": 5}], fetch) == {'["5"]': {"id": 5}}
