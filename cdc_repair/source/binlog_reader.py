@@ -313,6 +313,25 @@ class GtidTracker:
         return str(self._set).replace("\n", "") if self._set is not None else None
 
 
+def transactions_from(start_ts: float, events: Iterator[SourceEvent]) -> Iterator[SourceEvent]:
+    """`events` without the transactions (and DDL) that began before `start_ts` (a `start: {timestamp}`).
+    A transaction is judged by its first event, so none is cut in half; the first one at or after
+    `start_ts` ends the skipping (binlog order is commit order)."""
+    skipping: bool | None = None  # None: between transactions
+    for ev in events:
+        if isinstance(ev, Heartbeat | Rotate):
+            yield ev
+            continue
+        if skipping is None:
+            skipping = ev.timestamp < start_ts
+            if not skipping:
+                yield ev
+                yield from events
+                return
+        if isinstance(ev, Commit | Ddl):
+            skipping = None
+
+
 class BinlogReader:
     """Replica stream from `start` (a boundary) yielding `SourceEvent`s; `close()` ends it.
 
@@ -327,13 +346,16 @@ class BinlogReader:
         self.schemas = SchemaCache(table_filter)
         self.gtids = GtidTracker(start.gtid_set, is_mariadb)
         self._stream_connects = 0
+        # Not the library's skip_to_timestamp: it also drops heartbeats (their timestamp is 0) for the whole
+        # stream, so an idle tailer would never flush or notice a stop. Whole transactions are skipped here.
+        self._skip_before = skip_to_timestamp
         settings = {"host": dsn.host, "port": dsn.port, "user": dsn.user, "password": dsn.password,
                     "read_timeout": max(10, int(heartbeat_s * 6)), "connect_timeout": 10}
         self._stream = BinLogStreamReader(
             connection_settings=settings, server_id=server_id, resume_stream=True, blocking=True,
             log_file=start.file, log_pos=start.pos, only_events=_EVENTS, only_schemas=only_schemas,
             freeze_schema=True, slave_heartbeat=heartbeat_s, enable_logging=False, is_mariadb=False,
-            skip_to_timestamp=skip_to_timestamp, pymysql_wrapper=self._connect,
+            pymysql_wrapper=self._connect,
         )
 
     def _connect(self, **kwargs: Any) -> Any:
@@ -358,6 +380,11 @@ class BinlogReader:
             log.debug("error closing the binlog stream", exc_info=True)
 
     def events(self) -> Iterator[SourceEvent]:
+        if self._skip_before is None:
+            return self._events()
+        return transactions_from(self._skip_before, self._events())
+
+    def _events(self) -> Iterator[SourceEvent]:
         stream = self._stream
         plan_for = self.schemas.plan
         while True:

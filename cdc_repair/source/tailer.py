@@ -88,6 +88,7 @@ class Tailer:
         self._metric_children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
         self._saved: BinlogPosition | None = None
         self._boundary: BinlogPosition | None = None
+        self._skipping = False  # streaming from a start timestamp, before the first transaction at or after it
         self._boundary_ts: float | None = None
         self._last_error: str | None = None
         self._lag_s: float | None = None
@@ -160,6 +161,9 @@ class Tailer:
                               heartbeat_s=min(self.capture.heartbeat_s, GROUP_MAX_AGE_S),
                               skip_to_timestamp=decision.skip_to_timestamp)
         self._boundary = decision.position
+        # `start: {timestamp}`: no checkpoint until the first transaction at or after it has committed, so a
+        # restart meanwhile resolves the timestamp again instead of resuming amid the skipped transactions
+        self._skipping = decision.skip_to_timestamp is not None
         self._reset_txn_state()
         log.info("capture %s: streaming %s from %s (%s)", self.source, self.dsn.masked(), decision.position,
                  decision.origin)
@@ -217,7 +221,7 @@ class Tailer:
                                                 f"{decision.position}")
             self._saved = None
             self._save_checkpoint(decision.position)
-        elif saved is None:
+        elif saved is None and decision.skip_to_timestamp is None:
             self._save_checkpoint(decision.position)  # a restart before the first commit resumes here too
         else:
             self._saved = saved
@@ -272,6 +276,7 @@ class Tailer:
                 if time.monotonic() - self._gstart >= GROUP_MAX_AGE_S:
                     self._flush_groups()
                 self._in_txn = False
+                self._skipping = False  # the reader passes only transactions at or after a start timestamp
                 self._boundary = ev.position
                 self._boundary_ts = float(ev.timestamp)
                 self._txn_id += 1
@@ -290,6 +295,7 @@ class Tailer:
                 self._flush_groups()
                 self._on_ddl(ev)
                 self._in_txn = False
+                self._skipping = False
                 self._boundary = ev.position
                 self._boundary_ts = float(ev.timestamp)
                 self._txn_id += 1
@@ -477,7 +483,7 @@ class Tailer:
     def _checkpoint(self, stop: threading.Event) -> None:
         """Save the last boundary once Kafka acknowledged everything sent before it."""
         boundary = self._boundary
-        if boundary is None or self._in_txn:
+        if boundary is None or self._in_txn or self._skipping:
             return
         if not self._confirm(stop):
             log.warning("capture %s: stopping without Kafka acks; checkpoint stays at %s", self.source, self._saved)

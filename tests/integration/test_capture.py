@@ -269,3 +269,58 @@ def test_per_table_topics_and_pk_partitions(tmp_path: Path, mariadb: MariaDBServ
             for key in msg.pk_values():  # every row sits in the partition its PK hashes to
                 assert partition == partition_for(list(key), settings.kafka.partitions)
     assert len({p for p, _, _ in one}) > 1  # 30 keys spread over the partitions
+
+
+@pytest.mark.parametrize("how", ["timestamp", "position"])
+def test_first_start_at_a_timestamp_or_position_skips_what_came_before(
+        tmp_path: Path, mariadb: MariaDBServer, broker: Broker, how: str) -> None:
+    """No checkpoint yet, `start: {timestamp}` or `{file, pos}`: changes before it are not produced, later ones are
+    (including changes made before the tailer started, which `start: current` would skip)."""
+    db = unique(f"cap_start_{how[:3]}")
+    conn = mariadb.root_connection()
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {db}")
+        cur.execute(f"CREATE TABLE {db}.t (id INT PRIMARY KEY)")
+        cur.execute(f"INSERT INTO {db}.t VALUES (1)")
+        time.sleep(1.2)  # binlog event times have whole seconds
+        cur.execute("SHOW MASTER STATUS")
+        file, pos = cur.fetchone()[:2]
+        boundary = float(int(time.time()) + 1)
+        time.sleep(max(0.0, boundary - time.time()) + 0.05)
+        cur.execute(f"INSERT INTO {db}.t VALUES (2)")
+    start = {"timestamp": boundary} if how == "timestamp" else {"file": file, "pos": pos}
+    settings = settings_of(write_config(tmp_path, mariadb, broker, db, start=start))
+    with running_tailer(settings), conn.cursor() as cur:
+        cur.execute(f"INSERT INTO {db}.t VALUES (3)")
+        msgs = [m for _, _, m in read_messages(broker, settings.kafka.topic.name,
+                                               lambda ms: {"id": "3"} in rows_of(ms, "INSERT"))]
+    assert sorted(r["id"] or "" for r in rows_of(msgs, "INSERT")) == ["2", "3"]  # 2 and 3: other partitions
+
+
+def test_start_timestamp_saves_no_checkpoint_until_a_transaction_after_it(
+        tmp_path: Path, mariadb: MariaDBServer, broker: Broker) -> None:
+    """Stopped while every transaction is still older than the start timestamp, the tailer must not have saved
+    a checkpoint amid them: the restart resolves the timestamp again and old rows never reach Kafka."""
+    db = unique("cap_start_idle")
+    conn = mariadb.root_connection()
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {db}")
+        cur.execute(f"CREATE TABLE {db}.t (id INT PRIMARY KEY)")
+        cur.execute(f"INSERT INTO {db}.t VALUES (1)")
+    boundary = float(int(time.time()) + 2)
+    settings = settings_of(write_config(tmp_path, mariadb, broker, db, start={"timestamp": boundary}))
+    engine = state_engine(settings.state.dsn)
+    with running_tailer(settings):
+        time.sleep(1.5)  # heartbeats arrive; nothing is at or after the start timestamp yet
+    assert checkpoints.load_checkpoint(engine, "author") is None
+    time.sleep(max(0.0, boundary - time.time()) + 0.05)
+    with conn.cursor() as cur:
+        cur.execute(f"INSERT INTO {db}.t VALUES (2)")
+    with running_tailer(settings):
+        msgs = [m for _, _, m in read_messages(broker, settings.kafka.topic.name,
+                                               lambda ms: {"id": "2"} in rows_of(ms, "INSERT"))]
+        deadline = time.monotonic() + 30
+        while checkpoints.load_checkpoint(engine, "author") is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert rows_of(msgs, "INSERT") == [{"id": "2"}]
+    assert checkpoints.load_checkpoint(engine, "author") is not None

@@ -11,6 +11,7 @@ from cdc_repair.model.position import BinlogPosition, bytes_between
 from cdc_repair.model.schema import ColumnSpec, TableSchema
 from cdc_repair.sink.partitioning import java_string_hash, key_bytes, partition_for, topic_for
 from cdc_repair.source import types as T
+from cdc_repair.source.binlog_reader import transactions_from
 from cdc_repair.source.ddl import classify_ddl
 from cdc_repair.source.decoder import (
     RowDecoder,
@@ -20,6 +21,7 @@ from cdc_repair.source.decoder import (
     float_text,
     time2_text,
 )
+from cdc_repair.source.events import Commit, Ddl, Gtid, Heartbeat, Rotate
 from cdc_repair.source.filters import TableMatcher
 
 # ---------------------------------------------------------------- values
@@ -200,3 +202,16 @@ def test_bytes_between_positions() -> None:
     assert bytes_between(a, b, FILES) == 4000 + 100
     assert bytes_between(b, a, FILES) == 0
     assert bytes_between(a, BinlogPosition("binlog.000003", 1500), FILES) == 500
+
+
+def test_start_at_a_timestamp_skips_whole_transactions_and_keeps_heartbeats() -> None:
+    """A transaction is judged by its first event (never cut in half); heartbeats always pass (they carry
+    timestamp 0, and the tailer needs them to flush and to notice a stop)."""
+    pos = BinlogPosition("binlog.000001", 100)
+    old_txn = [Gtid("0-1-1", 99), Commit(pos, 100)]
+    straddling = [Gtid("0-1-2", 99), Ddl("db", "ALTER TABLE t ADD c INT", pos, 101)]  # began before 100
+    beat = Heartbeat("binlog.000001", 100)
+    new_txn = [Gtid("0-1-3", 100), Commit(pos, 100)]
+    late_old_clock = [Gtid("0-1-4", 98), Commit(pos, 98)]  # after the first kept transaction: kept
+    events = [*old_txn, beat, *straddling, Rotate(pos), *new_txn, beat, *late_old_clock]
+    assert list(transactions_from(100.0, iter(events))) == [beat, Rotate(pos), *new_txn, beat, *late_old_clock]
