@@ -29,6 +29,7 @@ from cdc_repair.errors import TerminalError
 from cdc_repair.runtime.leader import MySQLNamedLock
 from cdc_repair.runtime.reload import LiveSettings
 from cdc_repair.state import runs
+from cdc_repair.state.engine import StateEngine
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class JobSkipped(Exception):
 @dataclass
 class JobContext:
     live: LiveSettings
-    engine: Any  # the state engine (sqlalchemy.Engine; only state/ imports sqlalchemy)
+    engine: StateEngine
     host: str
     stop: threading.Event = field(default_factory=threading.Event)  # set on shutdown: long jobs stop early
 
