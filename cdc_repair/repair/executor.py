@@ -246,7 +246,9 @@ def write_statements(actions: Sequence[RepairAction], table: str, key_cols: Sequ
     updates: dict[tuple[str, ...], list[RepairAction]] = {}
     for a in actions:
         if a.op is Op.UPDATE:
-            cols = tuple(c for c in a.values if c not in key_cols)
+            # a key column in `values` re-spells the key ('KEY10' -> 'key10', same row to the collation): set
+            # last, so every CASE before it still finds the row by the key it had
+            cols = (*(c for c in a.values if c not in key_cols), *(c for c in key_cols if c in a.values))
             if cols:
                 updates.setdefault(cols, []).append(a)
     for cols, group in updates.items():

@@ -49,8 +49,8 @@ from cdc_repair.state import ledger, scan_progress
 from cdc_repair.state.engine import StateEngine, state_engine
 from cdc_repair.validate import checksum as cs
 from cdc_repair.validate.check import check
-from cdc_repair.validate.confirm import Rechecks
-from cdc_repair.validate.rules import MISMATCH_KINDS, Verdict, parse_pk, pk_string
+from cdc_repair.validate.confirm import Rechecks, RespelledOnce
+from cdc_repair.validate.rules import MISMATCH_KINDS, Verdict, parse_pk, pk_string, source_spelled
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,7 @@ class _PairScan:
         self.queue: list[tuple[Any, ...]] = []
         self.bucket: int | None = None
         self._last_work = time.monotonic()
+        self._respelled = RespelledOnce(pair)
 
     # -- setup
 
@@ -208,8 +209,10 @@ class _PairScan:
         tgt = self._connect(self.pair.target.server)
         s_types = self._types(src, self.pair.source.table)
         t_types = self._types(tgt, self.pair.target.table)
-        cols = cs.projection(self.pair, list(s_types))
-        missing = [c for c in [*cols, *self.pair.key] if c not in t_types or c not in s_types]
+        # the key's bytes are hashed too: a row moved to another key, or a key spelled otherwise under a
+        # case-/pad-insensitive collation ('KEY10' for 'key10'), changes its chunk's checksum
+        cols = [*self.pair.key, *cs.projection(self.pair, list(s_types))]
+        missing = [c for c in cols if c not in t_types or c not in s_types]
         if missing:
             raise TerminalError(f"pair '{self.pair.name}': column(s) {', '.join(missing)} missing in "
                                 f"{self.pair.source.table} or {self.pair.target.table} (fix the pair's columns)")
@@ -618,6 +621,7 @@ class _PairScan:
     def _record(self, res: PairScanResult, verdicts: list[Verdict]) -> None:
         if not verdicts:
             return
+        verdicts = self._respelled.once([source_spelled(self.pair, v) for v in verdicts])
         ledger.record_verdicts(self.engine, verdicts, "full_scan")
         for v in verdicts:
             if v.kind in MISMATCH_KINDS:

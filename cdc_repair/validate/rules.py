@@ -41,7 +41,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -204,16 +204,38 @@ def rule_columns(pair: PairConfig, rule: RuleConfig, row_columns: Sequence[str] 
 
 
 def differing_columns(pair: PairConfig, rule: RuleConfig, source_row: Row, target_row: Row) -> list[str]:
-    """Columns that break the rule, in a stable order: compared columns first, then target_values ones."""
+    """Columns that break the rule, in a stable order: key columns spelled differently first (a collation may
+    pair 'KEY10' online with the source's 'key10', or 'k ' with 'k': a mirror's key must be byte-exact, whatever
+    `normalize` says), then compared columns, then target_values ones."""
     norm = pair.normalize
-    out: list[str] = []
+    out = [k for k in pair.key if k in source_row and k in target_row
+           and not key_bytes_equal(source_row[k], target_row[k])]
     for col in rule_columns(pair, rule, list(source_row)):
-        if not values_equal(source_row.get(col), target_row.get(col), norm):
+        if col not in out and not values_equal(source_row.get(col), target_row.get(col), norm):
             out.append(col)
     for col, want in rule.target_values.items():
         if col not in out and not _when_matches(target_row.get(col), want):
             out.append(col)
     return out
+
+
+def key_bytes_equal(a: Any, b: Any) -> bool:
+    """Key values equal byte for byte (text as UTF-8; numbers by value, as their types may differ per side)."""
+    if type(a) is type(b):
+        return bool(a == b)
+    if isinstance(a, str | bytes | bytearray) or isinstance(b, str | bytes | bytearray):
+        return _as_bytes(a if not isinstance(a, bytearray) else bytes(a)) == _as_bytes(
+            b if not isinstance(b, bytearray) else bytes(b))
+    return _text(a) == _text(b)
+
+
+def source_spelled(pair: PairConfig, verdict: Verdict) -> Verdict:
+    """The verdict under the source row's own key spelling (when it has a source row): a key the server's
+    collation answers with a differently spelled row ('KEY10' asked, 'key10' stored) is one row, reported once."""
+    if verdict.source is None:
+        return verdict
+    key = tuple(verdict.source.get(k, v) for k, v in zip(pair.key, verdict.key, strict=True))
+    return verdict if pk_string(key) == verdict.pk else replace(verdict, key=key)
 
 
 def _when_matches(value: Any, want: Scalar | list[Scalar]) -> bool:
