@@ -287,10 +287,19 @@ class _PairScan:
             self.pool.shutdown(wait=True)
             src.close()
             tgt.close()
+        if res.resumed:
+            self._whole_scan(res)
         scan_progress.finish(self.engine, scan_id, self.pair.name,
                              scan_progress.FAILED if res.interrupted else scan_progress.DONE)
         metrics.SCAN_ROWS_PER_SECOND.labels(self.pair.name).set(res.rows_per_s)
         return res
+
+    def _whole_scan(self, res: PairScanResult) -> None:
+        """A resumed scan reports every difference of the whole scan: also those confirmed before the
+        interruption (from `scan_finding`), as long as their ledger entry is still active."""
+        diffs, items = scan_progress.findings(self.engine, res.scan_id, self.pair.name, MAX_REPORTED)
+        res.diffs = diffs
+        res.confirmed = [Verdict(self.pair.name, parse_pk(f.pk), f.kind, f.columns) for f in items]
 
     def _estimate(self, src: _Side, tgt: _Side) -> int:
         est = 0
@@ -623,6 +632,8 @@ class _PairScan:
             return
         verdicts = self._respelled.once([source_spelled(self.pair, v) for v in verdicts])
         ledger.record_verdicts(self.engine, verdicts, "full_scan")
+        scan_progress.add_findings(self.engine, res.scan_id, self.pair.name,
+                                   [v.pk for v in verdicts if v.kind in MISMATCH_KINDS])
         for v in verdicts:
             if v.kind in MISMATCH_KINDS:
                 res.diffs[v.kind] = res.diffs.get(v.kind, 0) + 1

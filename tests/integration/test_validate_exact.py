@@ -195,3 +195,51 @@ def test_window_scan_counts_a_key_changed_on_both_sides_once(env: Env) -> None:
     assert sorted(keys) == [*both, 200, 250]
     assert report.differences == len(both) + 2 and res.diffs == {"different": len(both) + 2}
     assert res.keys_checked == len(both) + 2
+
+
+# ---------------------------------------------------------------- item 8: a resumed scan reports the whole scan
+
+
+def test_resumed_scan_reports_what_it_found_before_a_sigkill(env: Env, tmp_path: Path) -> None:
+    src, tgt = f"{env.author}.articles", f"{env.online}.published_articles"
+    env.many(ART_INSERT.format(t=src), [article(i) for i in range(1, 3001)])
+    online = {i: article(i) for i in range(1, 3001)}
+    del online[10]
+    online[20] = article(20, title="changed")
+    online[35] = article(35, content=b"changed")
+    env.many(ART_INSERT.format(t=tgt), list(online.values()))
+    expected = {10: "missing_in_target", 20: "different", 35: "different"}  # all in the first chunks
+
+    raw = dict(env.raw)
+    raw["validator"] = {**raw["validator"], "full_scan": {"chunk_rows": 100, "max_chunk_rows": 100,
+                                                          "max_rows_per_s": 1000}}
+    config = env.write_config(tmp_path / "c.yaml")
+    Env(env.server, env.prefix, env.settings, raw).write_config(config)
+    argv = [sys.executable, "-m", "cdc_repair", "--config", str(config), "--json", "validate", "--full",
+            "--pair", "articles"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    engine = state_engine(env.settings.state.dsn)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = scan_progress.resumable(engine, "articles")
+            if state is not None and state.chunks >= 8:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        state = scan_progress.resumable(engine, "articles")
+        assert state is not None and 0 < state.rows < 3000
+        assert {int(e.key[0]): e.kind for e in ledger.open_entries(engine, due=False)} == expected
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        engine.dispose()
+
+    done = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    doc = json.loads(done.stdout)
+    assert doc["differences"] == 3
+    (pair,) = doc["pairs"]
+    assert pair["resumed"] and {int(f["key"][0]): f["kind"] for f in pair["found"]} == expected
+    assert pair["diffs"] == {"missing_in_target": 1, "different": 2}
