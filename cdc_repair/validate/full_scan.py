@@ -187,6 +187,7 @@ class _PairScan:
         self._saver = _LatestWriter(self._write)
         self.queue: list[tuple[Any, ...]] = []
         self.bucket: int | None = None
+        self.offset = 0  # buckets are (key - offset) DIV width
         self._last_work = time.monotonic()
         self._respelled = RespelledOnce(pair)
 
@@ -221,15 +222,17 @@ class _PairScan:
         marker = cs.rule_marker(self.pair)
         crc = _has_crc32c(src) and _has_crc32c(tgt)
         self.bucket = self._bucket_width(src, tgt, s_types, t_types)
-        s_hash = cs.row_hash(cols, types, marker, crc_prehash=crc)
-        t_hash = cs.row_hash(cols, types, cs.HashSpec("''") if marker else None, crc_prehash=crc)
+        s_hash = cs.row_hash(cols, types, marker, crc32c=crc)
+        t_hash = cs.row_hash(cols, types, cs.HashSpec("''") if marker else None, crc32c=crc)
         return (_Side(src, self._connect(self.pair.source.server), self.pair.source.table, s_hash),
                 _Side(tgt, self._connect(self.pair.target.server), self.pair.target.table, t_hash))
 
     def _bucket_width(self, src: mysql.Connection, tgt: mysql.Connection, s_types: dict[str, str],
                       t_types: dict[str, str]) -> int | None:
-        """Bucketed checksums need one non-negative integer key column; the first width aims at BUCKET_ROWS
-        rows per bucket from the key span and the row estimate (later widths follow the measured density)."""
+        """Bucketed checksums need one integer key column; the first width aims at BUCKET_ROWS rows per bucket
+        from the key span and the row estimate (later widths follow the measured density). Buckets count from
+        the lowest key of either side (`self.offset`, when negative), so one online row below the source's range
+        (id -5) neither breaks buckets nor moves the chunk boundaries."""
         if len(self.pair.key) != 1:
             return None
         key = self.pair.key[0]
@@ -240,12 +243,13 @@ class _PairScan:
             row = mysql.fetch_one(conn, cs.min_key(table, key))
             if row is None or row[0] is None:
                 continue
-            if int(row[0]) < 0:
-                return None
             spans.append((int(row[0]), int(row[1])))
         if not spans:
             return BUCKET_ROWS
         lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+        if hi - lo >= 2**62:  # (key - offset) must stay a BIGINT
+            return None
+        self.offset = min(0, lo)
         schema, name = self.pair.source.table.split(".", 1)
         est = mysql.fetch_one(src, cs.estimated_rows(schema, name))
         rows = max(1, int(est[0] or 1) if est else 1)
@@ -374,7 +378,7 @@ class _PairScan:
 
     def _loop_buckets(self, res: PairScanResult, src: _Side, tgt: _Side, lower: tuple[Any, ...] | None,
                       estimate: int) -> None:
-        """`_loop` for a non-negative integer key: each chunk statement returns one (COUNT, SUM) per bucket of
+        """`_loop` for an integer key: each chunk statement returns one (COUNT, SUM) per bucket of
         `key DIV width` keys, so a dirty chunk only re-reads its dirty buckets (~BUCKET_ROWS rows each) and
         chunks can follow the time target whatever the difference density."""
         size = self.cfg.chunk_rows
@@ -393,7 +397,7 @@ class _PairScan:
                 avg_n, avg_t = avg_n * 0.75 + ns, avg_t * 0.75 + elapsed
                 size = int(max(10, min(avg_n / avg_t * self.cfg.chunk_time_target_s, self.cfg.max_chunk_rows)))
             if upper is not None and ns:
-                first = int(lower[0]) if lower is not None else min(b * used for b in b_src)
+                first = int(lower[0]) if lower is not None else min(b * used for b in b_src) + self.offset
                 width = max(1, round((int(upper[0]) - first) / ns * BUCKET_ROWS))
             fut = None
             if upper is not None and not self._stopped():
@@ -411,7 +415,7 @@ class _PairScan:
                 res.dirty_chunks += 1
                 ranges = []
                 for b in dirty:
-                    lo, hi = b * used, (b + 1) * used - 1
+                    lo, hi = self.offset + b * used, self.offset + (b + 1) * used - 1
                     if lower is not None:
                         lo = max(lo, int(lower[0]) + 1)
                     if upper is not None:
@@ -434,7 +438,8 @@ class _PairScan:
         t = time.monotonic()
         try:
             rows = mysql.fetch_all(side.scan, cs.bucket_checksums_limit(side.table, self.pair.key[0], side.hash,
-                                                                        lower, size, width, self.where))
+                                                                        lower, size, width, self.where,
+                                                                        self.offset))
         except Exception as exc:
             raise mysql.classify(exc, f"pair '{self.pair.name}': scanning {side.table}") from exc
         buckets = {int(r[0]): (int(r[1]), Decimal(r[2])) for r in rows}
@@ -446,7 +451,7 @@ class _PairScan:
                      width: int) -> tuple[dict[int, tuple[int, Decimal]], int]:
         try:
             rows = mysql.fetch_all(side.scan, cs.bucket_checksums(side.table, self.pair.key[0], side.hash, lower,
-                                                                  upper, width, self.where))
+                                                                  upper, width, self.where, self.offset))
         except Exception as exc:
             raise mysql.classify(exc, f"pair '{self.pair.name}': scanning {side.table}") from exc
         buckets = {int(r[0]): (int(r[1]), Decimal(r[2])) for r in rows}

@@ -217,7 +217,8 @@ def test_resumed_scan_reports_what_it_found_before_a_sigkill(env: Env, tmp_path:
     Env(env.server, env.prefix, env.settings, raw).write_config(config)
     argv = [sys.executable, "-m", "cdc_repair", "--config", str(config), "--json", "validate", "--full",
             "--pair", "articles"]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = (tmp_path / "first.log").open("w")
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
     engine = state_engine(env.settings.state.dsn)
     try:
         deadline = time.monotonic() + 60
@@ -228,8 +229,9 @@ def test_resumed_scan_reports_what_it_found_before_a_sigkill(env: Env, tmp_path:
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+        log.close()
         state = scan_progress.resumable(engine, "articles")
-        assert state is not None and 0 < state.rows < 3000
+        assert state is not None and 0 < state.rows < 3000, (tmp_path / "first.log").read_text()[-3000:]
         assert {int(e.key[0]): e.kind for e in ledger.open_entries(engine, due=False)} == expected
     finally:
         if proc.poll() is None:
@@ -243,3 +245,39 @@ def test_resumed_scan_reports_what_it_found_before_a_sigkill(env: Env, tmp_path:
     (pair,) = doc["pairs"]
     assert pair["resumed"] and {int(f["key"][0]): f["kind"] for f in pair["found"]} == expected
     assert pair["diffs"] == {"missing_in_target": 1, "different": 2}
+
+
+# ---------------------------------------------------------------- every hard kind, one scan (issue 13's list)
+
+HARD_DDL = ("CREATE TABLE {t} (id BIGINT NOT NULL PRIMARY KEY, title VARCHAR(255), note VARCHAR(64), body BLOB, "
+            "mtime DATETIME(6)) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
+
+
+def test_full_scan_finds_every_hard_kind_and_nothing_else(env: Env, mode: str) -> None:
+    raw: dict[str, Any] = {**env.raw, "pairs": [{"name": "hard", "kind": "mirror",
+                                                 "source": {"server": "author", "table": f"{env.author}.hard"},
+                                                 "target": {"server": "online", "table": f"{env.online}.hard"}}]}
+    settings = settings_from_mapping(raw)
+    for t in (f"{env.author}.hard", f"{env.online}.hard"):
+        env.sql(HARD_DDL.format(t=t))
+    env.sql(f"INSERT INTO {env.author}.hard SELECT seq, CONCAT('title ', seq), NULL, REPEAT(MD5(seq), 40), "
+            f"TIMESTAMP'2024-01-01 00:00:00' + INTERVAL seq SECOND + INTERVAL 5 MICROSECOND FROM mysql.seq_1_to_3000")
+    env.sql(f"INSERT INTO {env.online}.hard SELECT * FROM {env.author}.hard")
+    tgt = f"{env.online}.hard"
+    plants = {101: "title = CONCAT(title, ' ')", 202: "title = UPPER(title)", 303: "note = ''",
+              404: "title = CONCAT(LEFT(title, LENGTH(title) - 1), CHAR(0))",
+              505: "mtime = mtime + INTERVAL 1 MICROSECOND",
+              606: "body = CONCAT(LEFT(body, LENGTH(body) - 1), 'Z')"}
+    for i, assignment in plants.items():
+        env.sql(f"UPDATE {tgt} SET {assignment} WHERE id = {i}")
+    env.sql(f"DELETE FROM {tgt} WHERE id = 707")
+    env.sql(f"DELETE FROM {env.author}.hard WHERE id = 808")
+    env.sql(f"INSERT INTO {tgt} SELECT -5, title, note, body, mtime FROM {tgt} WHERE id = 1")
+    expected = {**{i: "different" for i in plants}, 707: "missing_in_target", 808: "extra_in_target",
+                -5: "extra_in_target"}
+    report = run_full_scan(settings, "hard")
+    assert {int(k): v for k, v in found(report, "hard").items()} == expected
+    assert report.differences == len(expected)
+    if mode == "buckets":  # the row below the source's range does not turn the scan into small chunks
+        assert report.pairs[0].rows_compared < 3000
+    assert run_full_scan(settings, "hard").differences == len(expected)  # a second scan: the same, no more
