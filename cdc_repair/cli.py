@@ -12,22 +12,33 @@ from pathlib import Path
 import click
 
 from cdc_repair import __version__
-from cdc_repair.commands import (
-    check_config,
-    demo,
-    dev,
-    repair,
-    rollback,
-    run,
-    status,
-    tail,
-    validate,
-)
 from cdc_repair.commands.common import DEFAULT_CONFIG, CliContext
 from cdc_repair.log import setup_logging
 
+# subcommand → (module, attribute): imported when used, so `validate` does not pay for `repair`'s imports
+_COMMANDS = {"check-config": ("check_config", "command"), "tail": ("tail", "command"),
+             "validate": ("validate", "command"), "repair": ("repair", "command"), "rollback": ("rollback", "command"),
+             "status": ("status", "command"), "run": ("run", "command"), "demo": ("demo", "command"),
+             "dev": ("dev", "group")}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+
+class _LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use (start-up time of every CLI call)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *_COMMANDS]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in _COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        import importlib
+
+        module, attr = _COMMANDS[cmd_name]
+        command: click.Command = getattr(importlib.import_module(f"cdc_repair.commands.{module}"), attr)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="cdc-repair")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), envvar="CDC_REPAIR_CONFIG",
               default=DEFAULT_CONFIG, show_default=True, help="YAML config (or $CDC_REPAIR_CONFIG).")
@@ -44,10 +55,6 @@ def cli(ctx: click.Context, config_path: Path, json_output: bool, log_format: st
     setup_logging(fmt, level)
     ctx.obj = CliContext(config_path=config_path, json_output=json_output, log_format=fmt, log_level=level)
 
-
-for _module in (check_config, tail, validate, repair, rollback, status, run, demo):
-    cli.add_command(_module.command)
-cli.add_command(dev.group)
 
 
 def main() -> None:

@@ -71,8 +71,8 @@ class HashSpec:
 
     def halves(self) -> tuple[str, tuple[Any, ...]]:
         """`A AS _ha, B AS _hb` for a derived table, and its parameters."""
-        if self.b is None:
-            return f"{self.a} AS `_ha`, 0 AS `_hb`", self.params_a
+        if self.b is None:  # one 64-bit expression: its two words
+            return f"({self.a}) >> 32 AS `_ha`, ({self.a}) & 4294967295 AS `_hb`", self.params_a * 2
         return f"{self.a} AS `_ha`, {self.b} AS `_hb`", self.params
 
 

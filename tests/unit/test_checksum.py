@@ -100,9 +100,9 @@ def test_statements_escape_where_percent_only_when_parameters_exist() -> None:
 
 def test_chunk_checksum_limit_reads_count_sum_and_upper_key() -> None:
     st = cs.chunk_checksum_limit("s.t", ["id"], cs.HashSpec("H(%s)", ("p",)), (10,), 500)
-    assert st.sql == (f"SELECT COUNT(*), {cs.MIXED_SUM}, MAX(`id`) FROM (SELECT `id`, H(%s) AS `_ha`, 0 AS `_hb` "
-                      "FROM `s`.`t` WHERE (`id` > %s) ORDER BY `id` LIMIT 500) AS `_c`")
-    assert st.params == ("p", 10)
+    assert st.sql == (f"SELECT COUNT(*), {cs.MIXED_SUM}, MAX(`id`) FROM (SELECT `id`, (H(%s)) >> 32 AS `_ha`, "
+                      "(H(%s)) & 4294967295 AS `_hb` FROM `s`.`t` WHERE (`id` > %s) ORDER BY `id` LIMIT 500) AS `_c`")
+    assert st.params == ("p", "p", 10)
 
 
 def test_buckets_count_from_an_offset_below_every_key() -> None:
