@@ -281,3 +281,32 @@ def test_full_scan_finds_every_hard_kind_and_nothing_else(env: Env, mode: str) -
     if mode == "buckets":  # the row below the source's range does not turn the scan into small chunks
         assert report.pairs[0].rows_compared < 3000
     assert run_full_scan(settings, "hard").differences == len(expected)  # a second scan: the same, no more
+
+
+# ---------------------------------------------------------------- a scan re-finding known entries (issue 13)
+
+
+def test_a_scan_refinding_known_entries_updates_the_ledger_in_bulk(env: Env) -> None:
+    """The second and third scans find the same 600 rows: the ledger takes them in a few bulk statements (not
+    one UPDATE per key), counts them seen twice, and re-opens entries marked repaired."""
+    src, tgt = f"{env.author}.items", f"{env.online}.items"
+    rows = [(i, f"name {i}", None, b"b", 1.0, 1) for i in range(1, 3001)]
+    env.many(ITEM_INSERT.format(t=src), rows)
+    env.many(ITEM_INSERT.format(t=tgt), [(i, n + ("!" if i % 5 == 0 else ""), *r) for i, n, *r in rows])
+
+    def updates() -> int:
+        return int(env.sql("SHOW GLOBAL STATUS LIKE 'Com_update'")[0][1])
+
+    assert run_full_scan(env.settings, "items").differences == 600
+    before = updates()
+    assert run_full_scan(env.settings, "items").differences == 600
+    assert updates() - before < 60  # progress saves only; was 600+ (one per known key)
+    state = f"{env.prefix}_state.inconsistency"
+    assert env.sql(f"SELECT seen_count, status, COUNT(*) FROM {state} GROUP BY seen_count, status") == [
+        (2, "open", 600)]
+    env.sql(f"UPDATE {state} SET status = 'repaired', attempts = 3")
+    before = updates()
+    assert run_full_scan(env.settings, "items").differences == 600
+    assert updates() - before < 60
+    assert env.sql(f"SELECT seen_count, status, attempts, COUNT(*) FROM {state} GROUP BY 1, 2, 3") == [
+        (3, "open", 0, 600)]
