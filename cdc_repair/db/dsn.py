@@ -35,7 +35,7 @@ class TlsMode(Enum):
 class TlsOptions:
     """TLS for one server: the mode plus optional CA bundle and client certificate/key file paths."""
 
-    mode: TlsMode = TlsMode.DISABLED
+    mode: TlsMode = TlsMode.PREFERRED
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
@@ -79,8 +79,8 @@ def parse_tls(options: tuple[tuple[str, str], ...]) -> TlsOptions:
     if values.get("ssl_verify_identity", "").lower() in _TRUE:
         mode = TlsMode.VERIFY_IDENTITY
     ca, cert, key = (values.get(k) or None for k in ("ssl_ca", "ssl_cert", "ssl_key"))
-    if mode is None:  # as the MySQL client: a CA alone asks for a verified server, a client cert for TLS
-        mode = TlsMode.VERIFY_CA if ca else TlsMode.REQUIRED if cert else TlsMode.DISABLED
+    if mode is None:  # as the MySQL client: TLS when the server offers it; a CA asks for a verified server
+        mode = TlsMode.VERIFY_CA if ca else TlsMode.REQUIRED if cert else TlsMode.PREFERRED
     if bool(cert) != bool(key):
         raise ValueError("DSN options ssl_cert and ssl_key go together (the client certificate and its key)")
     if mode is TlsMode.DISABLED and (ca or cert):

@@ -20,6 +20,7 @@ Row = tuple[Any, ...]
 
 # MySQL error numbers worth retrying: lock wait timeout, deadlock, server gone/lost, too many connections,
 # read-only during failover, and client-side "can't connect".
+_CR_SSL_CONNECTION_ERROR = 2026
 _TRANSIENT_ERRNOS = frozenset({1205, 1213, 2006, 2013, 1040, 1290, 2003, 2002, 1927, 1053})
 
 
@@ -44,8 +45,11 @@ def connect(dsn: Dsn, *, autocommit: bool = True, timeout_s: float = 10.0, datab
         code = exc.args[0] if exc.args else 0
         if code in (1045, 1044, 1049):
             reason = exc.args[1] if len(exc.args) > 1 else exc
-            hint = "" if dsn.tls.enabled else " (if the account REQUIREs SSL, add ?ssl_mode=required to the DSN)"
+            hint = "" if dsn.tls.enabled else " (the DSN disables TLS; if the account REQUIREs SSL, drop ssl_mode)"
             raise TerminalError(f"cannot log in to {dsn.masked()}: {reason}{hint}") from None
+        if code == _CR_SSL_CONNECTION_ERROR:
+            verify_tls_session(dsn, None)  # raises the one-line "requires TLS" error
+            raise TerminalError(f"TLS to {dsn.masked()} failed: {exc.args[-1]}") from None
         raise UnreachableError(f"cannot connect to {dsn.masked()}: {exc.args[-1]} (is the server running?)") from None
     if dsn.tls.required:
         try:

@@ -1,6 +1,7 @@
 """TLS for every MySQL connection (queries, the state engine and the replication stream) from a DSN's options.
 
-One builder so the three connection kinds cannot disagree: a DSN that asks for TLS gets it everywhere, or the
+Modes as the MySQL client's `--ssl-mode` (PREFERRED by default, as there and in PyMySQL). One builder so the
+three connection kinds cannot disagree: a DSN that asks for TLS gets it everywhere, or the
 connection is refused with one line. PyMySQL silently falls back to plaintext when the server offers no TLS, so
 `verify_tls_session` checks the session after connecting whenever the mode requires encryption.
 """
@@ -16,9 +17,12 @@ from cdc_repair.errors import TerminalError
 
 
 def ssl_context(dsn: Dsn) -> ssl.SSLContext | None:
-    """The SSLContext a DSN asks for, or None for plaintext; a missing or unreadable file is a TerminalError."""
+    """The SSLContext a DSN asks for, or None for the driver's default (PREFERRED) or plaintext (DISABLED).
+
+    A missing or unreadable file is a TerminalError naming the option.
+    """
     tls = dsn.tls
-    if not tls.enabled:
+    if tls.mode in (TlsMode.DISABLED, TlsMode.PREFERRED):
         return None
     for label, path in (("ssl_ca", tls.ca), ("ssl_cert", tls.cert), ("ssl_key", tls.key)):
         if path is not None and not Path(path).is_file():
@@ -41,7 +45,7 @@ def _build(tls: TlsOptions) -> ssl.SSLContext:
             ctx.load_default_certs()
         ctx.check_hostname = tls.mode is TlsMode.VERIFY_IDENTITY
         ctx.verify_mode = ssl.CERT_REQUIRED
-    else:  # REQUIRED / PREFERRED: encrypted, server not authenticated (the MySQL client's meaning)
+    else:  # REQUIRED: encrypted, server not authenticated (the MySQL client's meaning)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     if tls.cert and tls.key:
@@ -51,7 +55,9 @@ def _build(tls: TlsOptions) -> ssl.SSLContext:
 
 def driver_tls_args(dsn: Dsn) -> dict[str, Any]:
     """Keyword arguments for `pymysql.connect` (and the replication library's connection settings)."""
-    ctx = ssl_context(dsn)
+    if dsn.tls.mode is TlsMode.DISABLED:
+        return {"ssl_disabled": True}
+    ctx = ssl_context(dsn)  # None for PREFERRED: PyMySQL's default already encrypts when the server offers TLS
     return {"ssl": ctx} if ctx is not None else {}
 
 

@@ -368,6 +368,8 @@ class BinlogReader:
         try:
             conn = _pymysql.connect(**kwargs)
         except _pymysql.err.OperationalError as exc:
+            if exc.args and exc.args[0] == 2026:  # CR_SSL_CONNECTION_ERROR: TLS asked for and impossible
+                verify_tls_session(self.dsn, None)
             raise UnreachableError(f"cannot connect to {self.dsn.masked()} for the binlog stream: "
                                    f"{exc.args[-1]}") from None
         if self.dsn.tls.required:
