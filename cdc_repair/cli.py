@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from cdc_repair import __version__
-from cdc_repair.commands.common import DEFAULT_CONFIG, CliContext
+from cdc_repair.commands.common import DEFAULT_CONFIG, CliContext, run_guarded
 from cdc_repair.log import setup_logging
 
 # subcommand → (module, attribute): imported when used, so `validate` does not pay for `repair`'s imports
@@ -58,4 +58,4 @@ def cli(ctx: click.Context, config_path: Path, json_output: bool, log_format: st
 
 
 def main() -> None:
-    cli(prog_name="cdc-repair")
+    run_guarded(lambda: cli(prog_name="cdc-repair"))
