@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DDL = """CREATE TABLE {db}.t (id BIGINT NOT NULL PRIMARY KEY, author_id BIGINT, title VARCHAR(255), note VARCHAR(64),
   content BLOB, status TINYINT, mtime DATETIME(6), ctime BIGINT, utime BIGINT)
   ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci"""
+DETAIL: dict[int, str] = {}  # planted id → the kind of change (for reports of what a tool missed)
 KINDS = ("trailing_space", "case", "null_vs_empty", "nul_byte", "microsecond", "last_blob_byte", "missing",
          "extra")
 
@@ -93,6 +94,9 @@ def plant(conn: pymysql.connections.Connection, rows: int, per_kind: int, seed: 
     sql(conn, f"DELETE FROM bs_a.t WHERE id IN ({marks(by_kind['extra'])})")
     sql(conn, "INSERT INTO bs_o.t SELECT -5, author_id, title, note, content, status, mtime, ctime, utime "
               "FROM bs_o.t WHERE id = (SELECT MIN(id) FROM bs_o.t)")
+    DETAIL.clear()
+    DETAIL.update({i: k for k, ids_ in by_kind.items() for i in ids_})
+    DETAIL[-5] = "key_below_range"
     kinds = {i: "different" for k in changes for i in by_kind[k]}
     kinds.update({i: "missing_in_target" for i in by_kind["missing"]})
     kinds.update({i: "extra_in_target" for i in [*by_kind["extra"], -5]})
@@ -219,7 +223,8 @@ def measure(server: MariaDBServer, config: Path, planted: dict[int, str], skip_p
     bare_md5 = run_bare(server, avg_chunk, md5=True)
     pt = {"skipped": "--skip-pt"} if skip_pt else run_pt(server)
     pt_ids = pt.pop("ids", None)
-    wrong = {k: (planted.get(k), found.get(k)) for k in planted.keys() | found.keys() if planted.get(k) != found.get(k)}
+    wrong = {k: (DETAIL.get(k, planted.get(k)), found.get(k)) for k in planted.keys() | found.keys()
+             if planted.get(k) != found.get(k)}
     out: dict[str, Any] = {
         "planted": len(planted),
         "ours": {"seconds": round(ours["seconds"], 2), "peak_rss_mb": round(ours["peak_rss_mb"], 1),
@@ -234,6 +239,8 @@ def measure(server: MariaDBServer, config: Path, planted: dict[int, str], skip_p
     }
     if pt_ids is not None:
         out["pt_table_sync"]["same_rows"] = set(pt_ids) == set(planted)
+        out["pt_table_sync"]["missed"] = {k: DETAIL.get(k, planted[k]) for k in sorted(set(planted) - set(pt_ids))[:10]}
+        out["pt_table_sync"]["extra"] = sorted(set(pt_ids) - set(planted))[:10]
         out["ratio_pt_vs_ours"] = round(pt["seconds"] / ours["seconds"], 2)
     return out
 
