@@ -1,5 +1,6 @@
-"""Full scan: keyset chunks, server-side COUNT + 64-bit MD5 SUM per chunk on both sides, bisection of dirty
-chunks, per-row hash merge join, `check` of the differing rows, re-checks, ledger. Resumable.
+"""Full scan: keyset chunks, server-side COUNT + exact SUM of mixed 64-bit row hashes (see `checksum`) per chunk
+on both sides, bisection of dirty chunks, per-row hash merge join, `check` of the differing rows, re-checks,
+ledger. Resumable; a resumed scan reports the whole scan's differences (`scan_finding`).
 
 In-process API (the daemon's scheduler and the CLI call it):
 
