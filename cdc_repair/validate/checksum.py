@@ -104,8 +104,10 @@ def row_hash(columns: Sequence[str], types: dict[str, str], marker: HashSpec | N
                 parts.append(q)
                 if kind in STRING_TYPES or not kind:
                     lengths.append(f"LENGTH({q})")
-        bitmap = " | ".join(f"ISNULL({quote_ident(c)}) << {i}" for i, c in enumerate(columns)) or "0"
-        pieces = [*parts, f"({bitmap})", *lengths]
+        # one integer per 60 columns (a shift by 64 or more gives 0)
+        bitmaps = [" | ".join(f"ISNULL({quote_ident(c)}) << {i}" for i, c in enumerate(columns[at:at + 60]))
+                   for at in range(0, len(columns), 60)] or ["0"]
+        pieces = [*parts, *(f"({b})" for b in bitmaps), *lengths]
         if marker is not None:
             pieces.append(marker.sql)
         return "CONCAT_WS('#', " + ", ".join(pieces) + ")"

@@ -28,6 +28,8 @@ def test_row_hash_halves_have_null_bitmap_lengths_and_prehashed_blobs() -> None:
     assert "(ISNULL(`id`) << 0 | ISNULL(`author_id`) << 1 | ISNULL(`title`) << 2 | ISNULL(`content`) << 3)" in h.a
     assert "LENGTH(`title`)" in h.a and "LENGTH(`author_id`)" not in h.a and "LENGTH(`id`)" not in h.a
     assert h.sql == f"(({h.a}) << 32 | ({h.b}))"
+    wide = cs.row_hash([f"c{i}" for i in range(70)], {})
+    assert "ISNULL(`c59`) << 59)" in wide.a and "(ISNULL(`c60`) << 0 | ISNULL(`c61`) << 1" in wide.a
     md5 = cs.row_hash(["content"], TYPES, crc32c=False)
     assert "MD5(`content`)" in md5.a and md5.a.startswith("CONV(LEFT(MD5(") and "SUBSTRING(MD5(" in (md5.b or "")
     marker = cs.HashSpec("IF(`s` = %s, '!', '')", (3,))
