@@ -68,7 +68,7 @@ def add_findings(engine: Engine, scan_id: str, pair: str, pks: Sequence[str]) ->
 
 def findings(engine: Engine, scan_id: str, pair: str, limit: int) -> tuple[dict[str, int], list[Finding]]:
     """The differences a scan found over all its runs that are still active in the ledger: (count by kind,
-    up to `limit` of them in key order). Keys found twice (the part re-read after a resume) count once."""
+    up to `limit` of them in ledger order). Keys found twice (the part re-read after a resume) count once."""
     f, i = scan_finding, inconsistency
     found = (select(f.c.pk).where(and_(f.c.scan_id == scan_id, f.c.pair == pair)).distinct().subquery())
     live = and_(i.c.pair == pair, i.c.pk == found.c.pk, i.c.status.in_(ACTIVE_STATUSES))
