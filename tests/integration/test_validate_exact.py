@@ -176,7 +176,13 @@ def test_window_scan_reports_a_respelled_key_once(codes: Env) -> None:
 # ---------------------------------------------------------------- item 11: window scan counts keys once
 
 
-def test_window_scan_counts_a_key_changed_on_both_sides_once(env: Env) -> None:
+@pytest.mark.parametrize("page", [5000, 4])
+def test_window_scan_counts_a_key_changed_on_both_sides_once(env: Env, page: int,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also with pages of 4 keys: the source's pages bound the target's ranges, no key is lost or doubled."""
+    from cdc_repair.validate import window_scan
+
+    monkeypatch.setattr(window_scan, "PAGE", page)
     src, tgt = f"{env.author}.articles", f"{env.online}.published_articles"
     env.many(ART_INSERT.format(t=src), [article(i) for i in range(1, 301)])
     env.many(ART_INSERT.format(t=tgt), [article(i) for i in range(1, 301)])
@@ -185,16 +191,16 @@ def test_window_scan_counts_a_key_changed_on_both_sides_once(env: Env) -> None:
     env.sql(f"UPDATE {src} SET title = CONCAT('src ', id), utime = %s WHERE id BETWEEN 10 AND 41", (now_ms,))
     env.sql(f"UPDATE {tgt} SET title = CONCAT('tgt ', id), utime = %s WHERE id BETWEEN 10 AND 41", (now_ms,))
     env.sql(f"UPDATE {src} SET title = 'only src', utime = %s WHERE id = 200", (now_ms,))
-    env.sql(f"UPDATE {tgt} SET title = 'only tgt', utime = %s WHERE id = 250", (now_ms,))
+    env.sql(f"UPDATE {tgt} SET title = 'only tgt', utime = %s WHERE id IN (5, 250)", (now_ms,))
     # re-checks due at once: a key's first sighting is confirmed before the target side meets it again
     settings = env.settings.model_copy(update={"validator": env.settings.validator.model_copy(
         update={"recheck_delay_s": 0.0})})
     report = run_window_scan(settings, dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5), pair_name="articles")
     (res,) = report.pairs
     keys = [int(v.key[0]) for v in res.confirmed]
-    assert sorted(keys) == [*both, 200, 250]
-    assert report.differences == len(both) + 2 and res.diffs == {"different": len(both) + 2}
-    assert res.keys_checked == len(both) + 2
+    assert sorted(keys) == [5, *both, 200, 250]
+    assert report.differences == len(both) + 3 and res.diffs == {"different": len(both) + 3}
+    assert res.keys_checked == len(both) + 3
 
 
 # ---------------------------------------------------------------- item 8: a resumed scan reports the whole scan
