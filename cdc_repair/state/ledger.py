@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cdc_repair.metrics import OPEN_INCONSISTENCIES
 from cdc_repair.state.tables import inconsistency
-from cdc_repair.validate.rules import MISMATCH_KINDS, Verdict, parse_pk
+from cdc_repair.validate.rules import MISMATCH_KINDS, Verdict, parse_pk, pk_string
 
 OPEN = "open"
 REPAIRING = "repairing"
@@ -109,12 +109,15 @@ def _record(engine: Engine, verdicts: list[Verdict], detected_by: str, events: M
     result = RecordResult()
     bad: dict[tuple[str, str], Verdict] = {}
     good: dict[str, set[str]] = {}
+    alias: dict[tuple[str, str], str] = {}  # (pair, ledger pk) → the pk asked for (events/ts are keyed by it)
     for v in verdicts:
+        pk = pk_string(v.source_key) if v.source_key is not None else v.pk  # one entry per row, source spelling
+        alias.setdefault((v.pair, pk), v.pk)
         if v.kind in MISMATCH_KINDS:
-            bad[(v.pair, v.pk)] = v
+            bad[(v.pair, pk)] = v
         else:
-            good.setdefault(v.pair, set()).add(v.pk)
-            bad.pop((v.pair, v.pk), None)
+            good.setdefault(v.pair, set()).add(pk)
+            bad.pop((v.pair, pk), None)
     for pair_name, good_pks in good.items():  # a later verdict for the same key wins
         good_pks -= {pk for (p, pk) in bad if p == pair_name}
     t = inconsistency
@@ -134,15 +137,16 @@ def _record(engine: Engine, verdicts: list[Verdict], detected_by: str, events: M
         for (pair_name, pk), v in bad.items():
             values: dict[str, Any] = {"kind": v.kind, "columns": list(v.columns), "last_seen": now,
                                       "updated_at": now}
-            if pk in events:
-                values["source_event"] = events[pk]
-            if pk in ts:
-                values["event_ts"] = ts[pk]
+            asked = alias.get((pair_name, pk), pk)
+            if asked in events:
+                values["source_event"] = events[asked]
+            if asked in ts:
+                values["event_ts"] = ts[asked]
             row = existing.get((pair_name, pk))
             if row is None:
                 inserts.append({"pair": pair_name, "pk": pk, "detected_by": detected_by, "first_seen": now,
                                 "seen_count": 1, "status": OPEN, "attempts": 0, "next_retry_at": now,
-                                "source_event": events.get(pk), "event_ts": ts.get(pk), **values})
+                                "source_event": events.get(asked), "event_ts": ts.get(asked), **values})
                 result.inserted.append(pk)
                 continue
             values["seen_count"] = row.seen_count + 1

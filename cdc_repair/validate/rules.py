@@ -70,6 +70,9 @@ class Verdict:
     source: Row | None = None
     target: Row | None = None
     rule: int | None = None
+    # the source row's key when it spells the requested key otherwise ('key10' answering 'KEY10' under a _ci
+    # collation): the ledger records the row under it, so both spellings make one entry
+    source_key: tuple[Any, ...] | None = None
 
     @property
     def is_mismatch(self) -> bool:
@@ -165,8 +168,14 @@ def evaluate(pair: PairConfig, source_row: Row | None, target_row: Row | None,
         key = key_of(pair, present) if present is not None else ()
     key = tuple(key)
 
+    source_key = None
+    if source_row is not None and all(k in source_row for k in pair.key):
+        spelled = key_of(pair, source_row)
+        if spelled != key and pk_string(spelled) != pk_string(key):
+            source_key = spelled
+
     def verdict(kind: str, columns: Sequence[str] = (), rule: int | None = None) -> Verdict:
-        return Verdict(pair.name, key, kind, tuple(columns), source_row, target_row, rule)
+        return Verdict(pair.name, key, kind, tuple(columns), source_row, target_row, rule, source_key)
 
     if source_row is None:
         if target_row is None:
@@ -232,10 +241,7 @@ def key_bytes_equal(a: Any, b: Any) -> bool:
 def source_spelled(pair: PairConfig, verdict: Verdict) -> Verdict:
     """The verdict under the source row's own key spelling (when it has a source row): a key the server's
     collation answers with a differently spelled row ('KEY10' asked, 'key10' stored) is one row, reported once."""
-    if verdict.source is None:
-        return verdict
-    key = tuple(verdict.source.get(k, v) for k, v in zip(pair.key, verdict.key, strict=True))
-    return verdict if pk_string(key) == verdict.pk else replace(verdict, key=key)
+    return verdict if verdict.source_key is None else replace(verdict, key=verdict.source_key)
 
 
 def _when_matches(value: Any, want: Scalar | list[Scalar]) -> bool:

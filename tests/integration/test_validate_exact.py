@@ -316,3 +316,24 @@ def test_a_scan_refinding_known_entries_updates_the_ledger_in_bulk(env: Env) -> 
     assert updates() - before < 60
     assert env.sql(f"SELECT seen_count, status, attempts, COUNT(*) FROM {state} GROUP BY 1, 2, 3") == [
         (3, "open", 0, 600)]
+
+
+def test_the_ledger_records_a_respelled_row_once_whichever_spelling_was_asked(codes: Env) -> None:
+    """The stream may ask for the online spelling ('KEY10', an event of the online table) and the source's
+    ('key10'): one ledger entry, under the source's spelling; the verdicts keep the key each caller asked for."""
+    pair = codes.settings.pair("codes")
+    src, tgt = mysql.connect(codes.server.dsn()), mysql.connect(codes.server.dsn())
+    try:
+        asked_online = check(pair, [("KEY10",)], src, tgt)
+        asked_source = check(pair, [("key10",)], src, tgt)
+    finally:
+        src.close()
+        tgt.close()
+    assert [v.key for v in asked_online] == [("KEY10",)] and [v.key for v in asked_source] == [("key10",)]
+    engine = state_engine(codes.settings.state.dsn)
+    try:
+        ledger.record_verdicts(engine, asked_online, "stream", source_events={'["KEY10"]': {"type": "UPDATE"}})
+        ledger.record_verdicts(engine, asked_source, "stream")
+    finally:
+        engine.dispose()
+    assert open_pks(codes, "codes") == {'["key10"]': "different"}
