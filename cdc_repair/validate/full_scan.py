@@ -152,18 +152,30 @@ def run_full_scan(settings: Settings, pair_name: str | None = None, resume: bool
 
 class _Side:
     """One table of the pair: `scan` runs the pipelined chunk queries, `conn` everything else (drill-down,
-    check), so a drill-down never waits for the next chunk's query."""
+    check), so a drill-down never waits for the next chunk's query. `conn` opens on first use: a scan of
+    identical tables never needs it (each connection costs a TLS context and a handshake)."""
 
-    def __init__(self, conn: mysql.Connection, scan: mysql.Connection, table: str, h: cs.HashSpec) -> None:
-        self.conn = conn
+    def __init__(self, scan: mysql.Connection, table: str, h: cs.HashSpec,
+                 opener: Callable[[], mysql.Connection]) -> None:
         self.scan = scan
         self.table = table
         self.hash = h
+        self._opener = opener
+        self._conn: mysql.Connection | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def conn(self) -> mysql.Connection:
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._opener()
+            return self._conn
 
     def close(self) -> None:
-        for c in (self.conn, self.scan):
+        for c in (self._conn, self.scan):
             try:
-                c.close()
+                if c is not None:
+                    c.close()
             except Exception:  # already broken: nothing to release
                 log.debug("closing a scan connection failed", exc_info=True)
 
@@ -225,8 +237,8 @@ class _PairScan:
         self.bucket = self._bucket_width(src, tgt, s_types, t_types)
         s_hash = cs.row_hash(cols, types, marker, crc32c=crc)
         t_hash = cs.row_hash(cols, types, cs.HashSpec("''") if marker else None, crc32c=crc)
-        return (_Side(src, self._connect(self.pair.source.server), self.pair.source.table, s_hash),
-                _Side(tgt, self._connect(self.pair.target.server), self.pair.target.table, t_hash))
+        return (_Side(src, self.pair.source.table, s_hash, lambda: self._connect(self.pair.source.server)),
+                _Side(tgt, self.pair.target.table, t_hash, lambda: self._connect(self.pair.target.server)))
 
     def _bucket_width(self, src: mysql.Connection, tgt: mysql.Connection, s_types: dict[str, str],
                       t_types: dict[str, str]) -> int | None:
@@ -310,7 +322,7 @@ class _PairScan:
         est = 0
         for side in (src, tgt):
             schema, name = side.table.split(".", 1)
-            row = mysql.fetch_one(side.conn, cs.estimated_rows(schema, name))
+            row = mysql.fetch_one(side.scan, cs.estimated_rows(schema, name))
             est = max(est, int(row[0] or 0) if row else 0)
         return est
 
