@@ -259,8 +259,9 @@ def test_statement_format_dml_is_detected_not_ready_and_a_full_validation_reques
     engine.dispose()
 
 
+@pytest.mark.parametrize("fmt", ["STATEMENT", "MIXED"])
 def test_global_statement_format_is_reported_and_its_dml_requests_a_full_validation(
-        tmp_path: Path, mariadb: MariaDBServer, broker: Broker, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, mariadb: MariaDBServer, broker: Broker, caplog: pytest.LogCaptureFixture, fmt: str) -> None:
     db = unique("cap_gstmt")
     mariadb.query(f"CREATE DATABASE {db}")
     mariadb.query(f"CREATE TABLE {db}.g (id INT PRIMARY KEY, v INT NOT NULL)")
@@ -268,11 +269,11 @@ def test_global_statement_format_is_reported_and_its_dml_requests_a_full_validat
     engine = state_engine(settings.state.dsn)
     caplog.set_level(logging.WARNING, logger="cdc_repair")
     with running_tailer(settings) as tailer:
-        with _global(mariadb, "binlog_format", "MIXED"):
+        with _global(mariadb, "binlog_format", fmt):
             _wait(lambda: tailer.health()["ready"] is False, "not ready after SET GLOBAL binlog_format")
-            assert any("binlog_format is MIXED" in r.getMessage() for r in caplog.records)
+            assert any(f"binlog_format is {fmt}" in r.getMessage() for r in caplog.records)
             assert not _open_requests(engine)
-            mariadb.query(f"INSERT INTO {db}.g VALUES (1, 1)")  # a new session: MIXED logs it as a statement
+            mariadb.query(f"INSERT INTO {db}.g VALUES (1, 1)")  # a new session: logged as a statement
             _wait(lambda: bool(_open_requests(engine)), "a full validation request")
         mariadb.query(f"INSERT INTO {db}.g VALUES (2, 2)")
         _stream_rows(broker, settings.kafka.topic.name, {("INSERT", "2", "2")})
@@ -336,3 +337,25 @@ def test_minimal_row_image_then_full_again_has_a_documented_way_forward(
     saved = checkpoints.load_checkpoint(engine, "author")
     assert saved is not None
     engine.dispose()
+
+
+def test_a_full_validation_request_is_reused_only_while_no_run_can_have_picked_it_up(mariadb: MariaDBServer) -> None:
+    from cdc_repair.state import scan_requests
+
+    engine = state_engine(mariadb.dsn(unique("st_req")))
+    try:
+        first = scan_requests.request_full_scan_once(engine, "capture a: x", None)
+        assert scan_requests.request_full_scan_once(engine, "capture a: y", first) == first  # not picked up yet
+        run = runs.start_run(engine, scan_requests.ANSWERING_JOB, "h")  # the scheduler starts answering it
+        second = scan_requests.request_full_scan_once(engine, "capture a: z", first)
+        assert second > first  # a change seen now may be missed by the run that has started
+        runs.finish_run(engine, run, "ok")
+        runs.close_full_scan_requests(engine, [first], "answered")
+        assert not scan_requests.request_open(engine, first) and scan_requests.request_open(engine, second)
+        assert scan_requests.request_full_scan_once(engine, "capture a: v", second) == second  # no run since
+        runs.finish_run(engine, runs.start_run(engine, scan_requests.ANSWERING_JOB, "h"), "ok")  # ran after it
+        third = scan_requests.request_full_scan_once(engine, "capture a: w", second)
+        assert third > second and [r["detail"] for r in runs.pending_full_scan_requests(engine)] == [
+            "capture a: z", "capture a: w"]
+    finally:
+        engine.dispose()
