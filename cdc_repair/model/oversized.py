@@ -7,8 +7,8 @@ need the value read the row from the database (the validator always does). The l
 bounded the same way (`LEDGER_IMAGE_MAX_BYTES`), so one big row never exceeds the state server's
 `max_allowed_packet` and never blocks the verdicts written with it.
 
-Key columns are never replaced (they identify the row). A marked image cannot be written back: compensation
-refuses it (`has_marker`).
+Key columns and values of at most 3072 characters (anything an index could hold) are never replaced: they identify
+the row. A marked image cannot be written back: compensation refuses it (`has_marker`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ import orjson
 OVERSIZED_MARKER = "__cdc_repair_oversized__"
 OVERSIZED_FIELD = "oversized"  # extra FlatMessage / source_event key: the replaced column names, sorted
 LEDGER_IMAGE_MAX_BYTES = 1 << 20  # one ledger source_event, as JSON
+# Values this short are never replaced: every indexed value (an InnoDB key is at most 3072 bytes) fits, so the
+# columns of any PRIMARY or UNIQUE key a pair is keyed by always stay intact.
+NEVER_REPLACED_CHARS = 3072
 
 Image = dict[str, str | None]
 
@@ -39,13 +42,14 @@ def _stored_size(value: Any) -> int:
 
 def shrink_images(images: list[Image | None], excess: int, keep: Collection[str],
                   size: Callable[[Any], int] = _json_size) -> tuple[list[Image | None], list[str]]:
-    """Copies of `images` with their largest values (never a `keep` column) replaced by the marker until the
+    """Copies of `images` with their largest values (never a `keep` column, never one of at most
+    NEVER_REPLACED_CHARS characters) replaced by the marker until the
     JSON they take (measured by `size`) has shrunk by at least `excess` bytes; returns (images, replaced column
     names sorted)."""
     candidates: list[tuple[int, int, str]] = []
     for i, image in enumerate(images):
         for col, value in (image or {}).items():
-            if value is not None and col not in keep and value != OVERSIZED_MARKER:
+            if value is not None and len(value) > NEVER_REPLACED_CHARS and col not in keep:
                 candidates.append((size(value), i, col))
     candidates.sort(reverse=True)
     out: list[Image | None] = [dict(image) if image is not None else None for image in images]
@@ -53,7 +57,7 @@ def shrink_images(images: list[Image | None], excess: int, keep: Collection[str]
     saved = 0
     replaced: set[str] = set()
     for value_size, i, col in candidates:
-        if saved >= excess or value_size <= marker_size:
+        if saved >= excess:
             break
         target = out[i]
         assert target is not None
