@@ -58,7 +58,9 @@ class UncapturableGuard:
         self._engine = engine
         self._reasons: dict[str, str] = {}  # "settings" / "events" → one-line reason
         self._request_id: int | None = None
+        self._resumed = False
         self._next_check = 0.0
+        self._detail_prefix = f"capture {source}: uncapturable: "
 
     @property
     def degraded(self) -> str | None:
@@ -92,12 +94,15 @@ class UncapturableGuard:
     def _uncapturable(self, reason: str) -> None:
         """Request a full validation (durably, before the loop moves on) and go not ready; log once per incident."""
         api = _scan_api()
-        self._request_id = api.request_full_scan_once(self._engine(), f"capture {self.source}: {reason}",
+        self._request_id = api.request_full_scan_once(self._engine(), self._detail_prefix + reason,
                                                       self._request_id)
         if "events" not in self._reasons:
             log.warning("capture %s: %s. Requested a full validation of every pair (job_run %d); not ready until "
                         "it has run", self.source, reason, self._request_id)
-        self._reasons["events"] = f"uncapturable change(s), full validation requested (job_run {self._request_id})"
+        self._reasons["events"] = self._waiting()
+
+    def _waiting(self) -> str:
+        return f"uncapturable change(s), full validation requested (job_run {self._request_id}) and not yet run"
 
     def _partial_error(self, ev: PartialRows, table: str, after: object) -> str:
         now = self._settings().get("binlog_row_image", "unknown").upper()
@@ -117,6 +122,12 @@ class UncapturableGuard:
         if now < self._next_check:
             return
         self._next_check = now + CHECK_EVERY_S
+        if not self._resumed:  # a restarted tailer stays not ready while its earlier request is unanswered
+            self._resumed = True
+            self._request_id = self._request_id or _scan_api().newest_open_request(self._engine(),
+                                                                                   self._detail_prefix)
+            if self._request_id is not None:
+                self._reasons["events"] = self._waiting()
         found = self._settings()
         bad = [f"{name} is {found[name].upper()} on the server (capture needs {want}): {FIX[name]}"
                for name, want in REQUIRED.items() if name in found and found[name].upper() != want]

@@ -40,3 +40,13 @@ def request_open(engine: Engine, request_id: int) -> bool:
     with engine.connect() as conn:
         row = conn.execute(select(job_run.c.finished_at).where(job_run.c.id == request_id)).first()
     return row is not None and row[0] is None
+
+
+def newest_open_request(engine: Engine, detail_prefix: str) -> int | None:
+    """The newest unanswered marker whose detail starts with `detail_prefix` (a restarted tailer's own), or None."""
+    pattern = detail_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    with engine.connect() as conn:
+        row = conn.execute(select(job_run.c.id).where(and_(
+            job_run.c.job == FULL_SCAN_REQUESTED, job_run.c.finished_at.is_(None),
+            job_run.c.detail.like(pattern, escape="\\"))).order_by(job_run.c.id.desc()).limit(1)).first()
+    return int(row[0]) if row is not None else None

@@ -332,6 +332,10 @@ def test_minimal_row_image_then_full_again_has_a_documented_way_forward(
         assert tailer.health()["ready"] is False
         mariadb.query(f"INSERT INTO {db}.m VALUES (3, 3, 'c')")
         _stream_rows(broker, settings.kafka.topic.name, {("INSERT", "3", "3")})
+    # restarted (back to on_partial_image: fail, past the partial event): still not ready until the validation ran
+    with running_tailer(settings) as tailer:
+        _wait(lambda: tailer.health()["degraded"] is not None, "the open request noticed after a restart")
+        assert tailer.health()["ready"] is False and len(_open_requests(engine)) == 1
         runs.close_full_scan_requests(engine, [int(r["id"]) for r in requests], "answered")
         _wait(lambda: tailer.health()["ready"] is True, "ready again", timeout_s=30)
     saved = checkpoints.load_checkpoint(engine, "author")
