@@ -16,6 +16,9 @@ Contract for the daemon (runtime/) and `cdc-repair tail`:
   drift) raises a `TerminalError` subclass with a one-line message naming the fix.
 * Binlog purged with `on_purged: resume_and_full_validate`: resumes at the current position, counts
   `metrics.BINLOG_PURGED`, and inserts a `job_run` marker (see `state.checkpoints.full_scan_requested`).
+* Changes without row images (statement DML on an included table; a partial row image with `on_partial_image:
+  skip_and_full_validate`): not published, a full validation requested, `health()["ready"]` False until it has
+  run (source/uncapturable.py). A row too large for one Kafka record is published with a marker (model/oversized.py).
 
 Delivery: every record is produced with acks=all on an explicit PK-hash partition (sink/partitioning.py). The
 checkpoint (file, pos, GTID set) is written only at a transaction boundary (XID/COMMIT/DDL) and only after the
