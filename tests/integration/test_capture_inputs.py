@@ -238,7 +238,8 @@ def test_statement_format_dml_is_detected_not_ready_and_a_full_validation_reques
         with conn.cursor() as cur:
             cur.execute("SET SESSION binlog_format = 'STATEMENT'")
             cur.execute(f"INSERT INTO {db}.other VALUES (1, 1)")  # not an included table: no alarm by itself
-            time.sleep(1.0)
+            mariadb.query(f"INSERT INTO {db}.s VALUES (9, 9)")  # a row change after it (another session: ROW)
+            _stream_rows(broker, settings.kafka.topic.name, {("INSERT", "9", "9")})  # so the statement was read
             assert tailer.health()["ready"] is True and not _open_requests(engine)
             cur.execute(f"INSERT INTO {db}.s VALUES (2, 2)")
             cur.execute(f"UPDATE {db}.s SET v = 3 WHERE id = 1")
