@@ -34,6 +34,7 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.exc import IntegrityError
 
 from cdc_repair.metrics import OPEN_INCONSISTENCIES
+from cdc_repair.model.oversized import bound_event
 from cdc_repair.state.tables import inconsistency
 from cdc_repair.validate.rules import MISMATCH_KINDS, Verdict, parse_pk, pk_string
 
@@ -139,14 +140,14 @@ def _record(engine: Engine, verdicts: list[Verdict], detected_by: str, events: M
                                       "updated_at": now}
             asked = alias.get((pair_name, pk), pk)
             if asked in events:
-                values["source_event"] = events[asked]
+                values["source_event"] = bound_event(events[asked])  # one big row never exceeds max_allowed_packet
             if asked in ts:
                 values["event_ts"] = ts[asked]
             row = existing.get((pair_name, pk))
             if row is None:
                 inserts.append({"pair": pair_name, "pk": pk, "detected_by": detected_by, "first_seen": now,
                                 "seen_count": 1, "status": OPEN, "attempts": 0, "next_retry_at": now,
-                                "source_event": events.get(asked), "event_ts": ts.get(asked), **values})
+                                "source_event": None, "event_ts": ts.get(asked), **values})
                 result.inserted.append(pk)
                 continue
             values["seen_count"] = row.seen_count + 1
