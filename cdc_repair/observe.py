@@ -31,7 +31,7 @@ REPAIR_OUTCOMES: tuple[str, ...] = ("applied", "failed", "parked", "guard_failed
 ROLLBACK_OUTCOMES: tuple[str, ...] = ("undone", "skipped", "dirty", "forced")
 JOB_OUTCOMES: tuple[str, ...] = ("ok", "failed", "skipped", "busy")
 # The scheduler's job names (runtime/jobs.py: JOBS) and the daemon's stage names (app.py: stage_specs).
-JOBS: tuple[str, ...] = ("full_validation", "window_scan", "due_retries", "cleanup", "lag_check", "full_scan_request")
+JOBS: tuple[str, ...] = ("full_validation", "window_scan", "cleanup", "lag_check", "full_scan_request")
 STAGES: tuple[str, ...] = ("validate", "repair", "scheduler")
 
 
