@@ -14,6 +14,7 @@ import click
 from cdc_repair.commands.common import CliContext, emit_json, fail, pass_ctx
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.errors import CdcRepairError
+from cdc_repair.preflight import require_unique_keys
 from cdc_repair.repair.repairer import KeyResult, Repairer, RunReport, WorkItem
 from cdc_repair.repair.store import FAILED, OPEN, REPAIRING, Filters, StateStore, new_id
 from cdc_repair.validate.rules import pk_string
@@ -73,6 +74,7 @@ def run_repair(settings: Settings, *, mode: str = "dry-run", strategy: str | Non
     if keys and len(pairs) > 1:
         raise CdcRepairError("--key needs --pair when several pairs are configured (e.g. --pair articles --key 42)")
     pks = tuple(parse_key(k, pairs[0] if keys else None) for k in keys)
+    require_unique_keys(settings, [p.name for p in pairs])  # every mode: even printed SQL must touch one row a key
     store = StateStore(settings.state.dsn)
     run_id = new_id("run")
     report = RunReport(run_id, mode)
@@ -122,6 +124,7 @@ def _output(ctx: CliContext, report: RunReport) -> None:
         emit_json(report.to_json())
         return
     if report.mode == "print":
+        click.echo("SET NAMES utf8mb4;")  # the client's default charset would mangle or refuse 4-byte UTF-8
         for r in report.results:
             for stmt in r.sql:
                 click.echo(f"-- {r.pair} {r.pk} {r.kind}: {'; '.join(r.actions)}")
