@@ -142,9 +142,12 @@ def pair_key_problems(settings: Settings, pair_names: Iterable[str] | None = Non
                 if ref.server not in conns:
                     conns[ref.server] = mysql.connect(settings.server_dsn(ref.server), timeout_s=5)
                 conn = conns[ref.server]
-                if fetch_columns(conn, ref.table):
-                    problems += key_problems(f"pairs[{i}].{side}.table", ref.table, pair.key,
-                                             fetch_index_parts(conn, ref.table))
+                try:
+                    parts = fetch_index_parts(conn, ref.table) if fetch_columns(conn, ref.table) else None
+                except Exception as exc:  # driver error: one classified line, never a traceback
+                    raise mysql.classify(exc, f"checking the key of {ref.table}") from exc
+                if parts is not None:
+                    problems += key_problems(f"pairs[{i}].{side}.table", ref.table, pair.key, parts)
     finally:
         for conn in conns.values():
             conn.close()
