@@ -60,7 +60,7 @@ def test_non_unique_key_is_refused_by_every_command(env: Env, tmp_path: Path) ->
     runner = CliRunner()
     want = f"pairs[0].target.table: key (id) of {env.tgt} is not a PRIMARY KEY or a UNIQUE key of NOT NULL columns"
     for args in (["repair", "--execute"], ["repair", "--print"], ["repair"], ["validate", "--full"],
-                 ["check-config", "--connect"]):
+                 ["validate", "--key", "1"], ["check-config", "--connect"], ["run"]):
         out = runner.invoke(cli, ["--config", str(cfg), *args])
         assert out.exit_code == 1, (args, out.output)
         assert want in out.output, (args, out.output)
