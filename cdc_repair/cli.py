@@ -25,7 +25,7 @@ from cdc_repair.commands import (
     tail,
     validate,
 )
-from cdc_repair.commands.common import DEFAULT_CONFIG, EXIT_ERROR, CliContext
+from cdc_repair.commands.common import DEFAULT_CONFIG, EXIT_ERROR, CliContext, run_guarded
 from cdc_repair.log import setup_logging
 
 
@@ -96,4 +96,4 @@ accept_json_anywhere(cli)
 
 
 def main() -> None:
-    cli(prog_name="cdc-repair")
+    run_guarded(lambda: cli(prog_name="cdc-repair"))

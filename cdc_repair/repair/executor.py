@@ -129,7 +129,13 @@ class RowServer:
                 "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
                 (schema, UNDO_TABLE)))
             if exists is None:
-                mysql.execute(self.conn, Statement(ddl(schema)))
+                try:
+                    mysql.execute(self.conn, Statement(ddl(schema)))
+                except mysql.DriverError as exc:
+                    raise TerminalError(
+                        f"{mysql.classify(exc, f'cannot create the undo log {schema}.{UNDO_TABLE}')}; GRANT CREATE "
+                        f"ON {schema}.{UNDO_TABLE} to the repair user, or have a DBA create it (docs/repair.md)"
+                    ) from None
             self._undo_ready.add(schema)
 
     def read(self, table: str, key_columns: Sequence[str], keys: Sequence[Sequence[Any]], *,
