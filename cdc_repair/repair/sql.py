@@ -9,8 +9,9 @@ Each affects exactly 1 row, or 0 when the row no longer holds what was observed 
 There is no `LIMIT 1`: a key matching two rows must show as 2 affected rows (the executor then rolls back),
 never silently pick one. The guard is byte-exact like `--execute`'s Python guard: text is compared as its
 utf8mb4 bytes (`CAST(CONVERT(c USING utf8mb4) AS BINARY) <=> CAST('…' AS BINARY)`), never under the column's
-collation, where `'Stale title'` equals `'STALE TITLE   '`; other values compare with `<=>` (binary strings
-byte by byte, numbers and times by value).
+collation, where `'Stale title'` equals `'STALE TITLE   '`; floats by the text the server renders them as (a
+FLOAT never equals its own value as a double literal); other values with `<=>` (binary strings byte by byte,
+integers, decimals and times by value).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def _exact(column: str, value: Any) -> str:
     """`column` holds exactly `value` (one %s): text by its utf8mb4 bytes, whatever the column's collation."""
     if isinstance(value, str):
         return f"CAST(CONVERT({quote_ident(column)} USING utf8mb4) AS BINARY) <=> CAST(%s AS BINARY)"
+    if isinstance(value, float):  # FLOAT 0.1 is 0.100000001 as a double: compare the text the server sent us
+        return f"CONCAT({quote_ident(column)}) <=> CONCAT(%s)"
     return f"{quote_ident(column)} <=> %s"
 
 
