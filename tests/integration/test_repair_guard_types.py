@@ -39,7 +39,8 @@ def env(mariadb: MariaDBServer) -> Iterator[Env]:
     e = make_env(mariadb, validator={"rechecks": 1, "recheck_delay_s": 0.0, "settle_delay_s": 0.0})
     for table in (f"{e.author}.things", f"{e.online}.things"):
         e.sql(DDL.format(t=table))
-    e.raw["pairs"] = [{"name": "things", "kind": "mirror", "source": {"server": "author", "table": f"{e.author}.things"},
+    e.raw["pairs"] = [{"name": "things", "kind": "mirror",
+                       "source": {"server": "author", "table": f"{e.author}.things"},
                        "target": {"server": "online", "table": f"{e.online}.things"}, "key": ["id"]}]
     e.settings = settings_from_mapping(e.raw)
     yield e
@@ -54,8 +55,8 @@ def _plant(env: Env) -> None:
     """Online: every row present but stale in every column (so each guard reads every type), plus an orphan;
     source rows 5 and 6 missing online."""
     src, tgt = f"{env.author}.things", f"{env.online}.things"
-    _insert(env, src, ROWS + [(5, *ROWS[0][1:]), (6, *ROWS[1][1:])])
-    _insert(env, tgt, ROWS + [(9, *ROWS[3][1:])])
+    _insert(env, src, [*ROWS, (5, *ROWS[0][1:]), (6, *ROWS[1][1:])])
+    _insert(env, tgt, [*ROWS, (9, *ROWS[3][1:])])
     env.sql(f"UPDATE {src} SET name = CONCAT(IFNULL(name, ''), '!'), body = 'new body'")
 
 
