@@ -3,12 +3,13 @@
 Per batch (all actions on one table): `SELECT … FOR UPDATE` of the batch's rows with one IN query, and a
 `COUNT(*)` of the same keys (more rows than keys found: a key is not unique); each row is compared in Python
 with what its plan observed (the guard); each row that passes is written by its own guarded statement, the very
-statement `repair --print` shows (`sql.guarded_statement`), and must affect exactly one row (0: it changed or
-the write would change nothing → `guard_failed`, no undo record; more: the key is not unique → the batch rolls
-back); then the written rows are re-read (the after-images, Seata style), their undo records inserted with one
-multi-row INSERT, and COMMIT. Rows whose guard fails are not touched and come back as `guard_failed` (the
-caller re-checks them). If the batch fails, it is rolled back and retried row by row, so one bad row never
-loses the others; a key matching several rows fails alone (terminal: retried with backoff, then parked).
+statement `repair --print` shows (`sql.guarded_statement`; the batch's statements go in one round trip), and
+must affect exactly one row (0: it changed or the write would change nothing → `guard_failed`, no undo record;
+more: the key is not unique → the batch rolls back); then the written rows are re-read (the after-images, Seata
+style), their undo records inserted with one multi-row INSERT, and COMMIT. Rows whose guard fails are not
+touched and come back as `guard_failed` (the caller re-checks them). If the batch fails, it is rolled back and
+retried row by row, so one bad row never loses the others; a key matching several rows fails alone (terminal:
+retried with backoff, then parked).
 
 Test hook: env `CDC_REPAIR_DEV_CRASH_AT=after_row_commit` makes the process `os._exit(86)` right after the row
 transaction commits (before anything is written to the state DB), to prove a re-run neither loses nor
@@ -88,7 +89,7 @@ class RowServer:
     @property
     def conn(self) -> mysql.Connection:
         if self._conn is None:
-            self._conn = mysql.connect(self.dsn)
+            self._conn = mysql.connect(self.dsn, multi_statements=True)  # a batch's writes in one round trip
         return self._conn
 
     def reset(self) -> None:
@@ -220,13 +221,19 @@ def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[st
         _check_unique(conn, table, key_cols, keys, len(current))
         if after_lock is not None:
             after_lock()
-        passed: list[tuple[RepairAction, str]] = []
+        held: list[tuple[RepairAction, str]] = []
         for action, xid in zip(actions, xids, strict=True):
             now = current.get(action.pk)
-            if guard_holds(now, action.observed) and _write(conn, action):
-                passed.append((action, xid))
+            if guard_holds(now, action.observed):
+                held.append((action, xid))
             else:
                 results.append(GuardFailed(action, now))
+        passed: list[tuple[RepairAction, str]] = []
+        for (action, xid), affected in zip(held, _write(conn, [a for a, _ in held]), strict=True):
+            if affected == 1:
+                passed.append((action, xid))
+            else:  # 0: the printed guard refused it too, or the write would change nothing; no undo record
+                results.append(GuardFailed(action, current.get(action.pk)))
         if passed:
             written = [[v for _, v in a.key] for a, _ in passed if a.op is not Op.DELETE]
             after = server.read(table, key_cols, written) if written else {}
@@ -259,11 +266,13 @@ def _check_unique(conn: mysql.Connection, table: str, key_cols: Sequence[str], k
                            f"{', '.join(key_cols)} and remove the duplicates)")
 
 
-def _write(conn: mysql.Connection, action: RepairAction) -> bool:
-    """Run the action's guarded statement (the one `--print` shows); True when it wrote its one row."""
-    affected = mysql.execute(conn, rsql.guarded_statement(action))
-    if affected > 1:
-        raise KeyNotUnique(f"{action.describe()}: the guarded write affected {affected} rows where 1 was expected: "
-                           f"the key is not unique; rolled back (give {action.table} a PRIMARY or NOT NULL UNIQUE "
-                           f"key and remove the duplicates)")
-    return affected == 1
+def _write(conn: mysql.Connection, actions: Sequence[RepairAction]) -> list[int]:
+    """Run the actions' guarded statements (the ones `--print` shows; one round trip); each one's affected rows.
+    More than one row for a key raises (the transaction rolls back, the batch is retried row by row)."""
+    counts = mysql.execute_each(conn, [rsql.guarded_statement(a) for a in actions])
+    for action, affected in zip(actions, counts, strict=True):
+        if affected > 1:
+            raise KeyNotUnique(f"{action.describe()}: the guarded write affected {affected} rows where 1 was "
+                               f"expected: the key is not unique; rolled back (give {action.table} a PRIMARY or NOT "
+                               f"NULL UNIQUE key and remove the duplicates)")
+    return counts

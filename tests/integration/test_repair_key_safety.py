@@ -114,14 +114,23 @@ def test_print_shows_the_statements_execute_runs(env: Env, tmp_path: Path, monke
     assert len(shown) == 6  # 2 missing, 2 different, 1 withdrawn, 1 orphan
 
     ran: list[str] = []
-    real = mysql.execute
+    real_one, real_each = mysql.execute, mysql.execute_each
 
-    def spy(conn: mysql.Connection, stmt: Any) -> int:
+    def record(stmt: Any) -> None:
         if "`published_articles`" in stmt.sql and "undo_log" not in stmt.sql:
             ran.append(rsql.render(stmt))
-        return real(conn, stmt)
 
-    monkeypatch.setattr(executor.mysql, "execute", spy)
+    def spy_one(conn: mysql.Connection, stmt: Any) -> int:
+        record(stmt)
+        return real_one(conn, stmt)
+
+    def spy_each(conn: mysql.Connection, stmts: Any) -> list[int]:
+        for stmt in stmts:
+            record(stmt)
+        return real_each(conn, stmts)
+
+    monkeypatch.setattr(executor.mysql, "execute", spy_one)
+    monkeypatch.setattr(executor.mysql, "execute_each", spy_each)
     done = CliRunner().invoke(cli, ["--config", str(cfg), "--json", "repair", "--execute"])
     assert done.exit_code == 0, done.output
     assert sorted(ran) == shown
