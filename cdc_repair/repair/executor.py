@@ -8,8 +8,8 @@ must affect exactly one row (0: it changed or the write would change nothing →
 more: the key is not unique → the batch rolls back); then the written rows are re-read (the after-images, Seata
 style), their undo records inserted with one multi-row INSERT, and COMMIT. Rows whose guard fails are not
 touched and come back as `guard_failed` (the caller re-checks them). If the batch fails, it is rolled back and
-retried row by row, so one bad row never loses the others; a key matching several rows fails alone (terminal:
-retried with backoff, then parked).
+retried row by row, so one bad row never loses the others; a key matching several rows fails alone and its
+ledger entry is parked at once (`Failed.park`: retrying cannot help).
 
 Test hook: env `CDC_REPAIR_DEV_CRASH_AT=after_row_commit` makes the process `os._exit(86)` right after the row
 transaction commits (before anything is written to the state DB), to prove a re-run neither loses nor
@@ -62,6 +62,7 @@ class Failed:
     error: str
     transient: bool
     xid: str  # the id the write would have had (repair_log keeps the failed attempt under it)
+    park: bool = False  # retrying cannot help (a key matching several rows): park the ledger entry at once
 
 
 Outcome = Applied | GuardFailed | Failed
@@ -178,11 +179,12 @@ def apply_batch(server: RowServer, actions: Sequence[RepairAction], xids: Sequen
         return _apply(server, actions, xids, after_lock)
     except Exception as exc:
         err = mysql.classify(exc, f"repair batch on {actions[0].table}")
+        not_unique = isinstance(exc, KeyNotUnique)
         log.warning("repair batch of %d rows on %s failed (%s); retrying row by row", len(actions),
                     actions[0].table, err)
         server.reset()
     if len(actions) == 1:
-        return [Failed(actions[0], str(err), _transient(err), xids[0])]
+        return [Failed(actions[0], str(err), _transient(err), xids[0], park=not_unique)]
     out: list[Outcome] = []
     for action, xid in zip(actions, xids, strict=True):
         try:
@@ -190,7 +192,7 @@ def apply_batch(server: RowServer, actions: Sequence[RepairAction], xids: Sequen
         except Exception as exc:
             one = mysql.classify(exc, f"repair of {action.table} {action.pk}")
             server.reset()
-            out.append(Failed(action, str(one), _transient(one), xid))
+            out.append(Failed(action, str(one), _transient(one), xid, park=isinstance(exc, KeyNotUnique)))
     return out
 
 

@@ -321,6 +321,7 @@ class Repairer:
                 counts["failed"] += 1
                 logged.append({**self._log_row(out, strategy), "status": "failed", "error": out.error[:4000]})
                 res.status, res.reason = FAILED, out.error  # retried with backoff, parked after max
+                res.transient = res.transient and not out.park  # e.g. a key matching several rows
                 remaining.pop(out.action.pk, None)
         for outcome, count in counts.items():
             if count:

@@ -94,11 +94,31 @@ def test_executor_writes_nothing_when_a_key_matches_two_rows(env: Env, op: Op) -
         server.close()
     failed = [o for o in out if isinstance(o, Failed)]
     assert [o.action.pk for o in failed] == ['["1"]']
-    assert "2 rows" in failed[0].error and not failed[0].transient
+    assert "2 rows" in failed[0].error and not failed[0].transient and failed[0].park
     assert [o.action.pk for o in out if isinstance(o, Applied)] == ['["3"]']  # the other key of the batch is fine
     assert _online(env, 1) == [(1, "title 1", 2), (1, "title 1", 2)]
     assert _online(env, 3) == [(3, "y", 2)]
     assert _undo_count(env) == 1
+
+
+def test_daemon_parks_a_key_that_became_non_unique_after_start(env: Env) -> None:
+    """The repair stage (no start-up check between passes): a duplicate key is parked at once, nothing written."""
+    from cdc_repair.repair.worker import RepairWorker
+
+    _no_unique_key(env)  # e.g. altered after the daemon started: only the write path can notice
+    _plant_duplicates(env)
+    before = _online(env, 1)
+    worker = RepairWorker(env.settings)
+    try:
+        stats = worker.run_due(100)
+    finally:
+        worker.close()
+    assert stats.claimed == 2 and stats.repaired == 1 and stats.parked == 1
+    ledger = env.ledger()
+    assert ledger['["1"]']["status"] == "failed" and "not unique" in ledger['["1"]']["last_error"]
+    assert ledger['["2"]']["status"] == "repaired"
+    assert _online(env, 1) == before
+    assert _undo_count(env) == 1  # key 2 only
 
 
 def test_print_shows_the_statements_execute_runs(env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
