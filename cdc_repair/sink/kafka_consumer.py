@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
@@ -42,21 +42,35 @@ class Record:
         return (self.topic, self.partition)
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, on_revoked: Callable[[list[TP]], None], on_assigned: Callable[[list[TP]], None]) -> None:
+RevokeHandler = Callable[[list[TP]], dict[TP, int] | None]
+
+
+class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+    """Rebalance hooks. kafka-python runs them on its IO thread, where a blocking `commit()` fails ("Cannot block
+    on net.run() from the IO thread itself"); so the listener is the async kind and awaits the commit there,
+    before the partitions go to their new owner (the consumer's caller thread is blocked in `poll()` meanwhile)."""
+
+    def __init__(self, owner: GroupConsumer, on_revoked: RevokeHandler,
+                 on_assigned: Callable[[list[TP]], None]) -> None:
+        self.owner = owner
         self.on_revoked = on_revoked
         self.on_assigned = on_assigned
 
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self.on_revoked([(tp.topic, tp.partition) for tp in revoked])
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        offsets = self.on_revoked([(tp.topic, tp.partition) for tp in revoked]) or {}
+        await self.owner.commit_during_rebalance(offsets)
 
-    def on_partitions_assigned(self, assigned: Any) -> None:
+    async def on_partitions_lost(self, lost: Any) -> None:
+        # The group has moved on already: a commit would be refused, so the state is only dropped.
+        self.on_revoked([(tp.topic, tp.partition) for tp in lost])
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
         self.on_assigned([(tp.topic, tp.partition) for tp in assigned])
 
 
 class GroupConsumer:
     def __init__(self, config: KafkaConfig, topics: Sequence[str], *, group_id: str | None = None,
-                 on_revoked: Callable[[list[TP]], None] | None = None,
+                 on_revoked: RevokeHandler | None = None,
                  on_assigned: Callable[[list[TP]], None] | None = None, client_id: str = "cdc-repair-validate") -> None:
         c = config.consumer
         try:
@@ -70,7 +84,7 @@ class GroupConsumer:
         except (KafkaError, OSError) as exc:
             raise TransientError(f"cannot reach the Kafka broker at {', '.join(config.bootstrap_servers)}: "
                                  f"{type(exc).__name__} (is it running?)") from None
-        listener = _Listener(on_revoked or (lambda tps: None), on_assigned or (lambda tps: None))
+        listener = _Listener(self, on_revoked or (lambda tps: None), on_assigned or (lambda tps: None))
         self._consumer.subscribe(list(topics), listener=listener)
 
     def poll(self, timeout_s: float, max_records: int | None = None) -> list[Record]:
@@ -85,7 +99,20 @@ class GroupConsumer:
         """Commit next-offsets (the first offset not yet durable) per partition."""
         if not offsets:
             return
-        self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()})
+        self._consumer.commit(_kafka_offsets(offsets))
+
+    async def commit_during_rebalance(self, offsets: dict[TP, int]) -> None:
+        """Commit from inside a rebalance listener (on kafka-python's IO thread): awaited, never blocking.
+
+        A failure is one warning line: the new owner then re-reads from the last committed offsets, which is
+        safe (at-least-once) but repeats work."""
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit_async(_kafka_offsets(offsets))
+        except KafkaError as exc:
+            log.warning("offset commit on rebalance failed for %s (%s); the new owner re-checks those messages",
+                        ", ".join(f"{t}:{p}" for t, p in sorted(offsets)), type(exc).__name__)
 
     def pause_all(self) -> None:
         """Stop fetching (group membership is kept by polling): backpressure while keys pile up."""
@@ -102,6 +129,10 @@ class GroupConsumer:
             self._consumer.close(autocommit=False)
         except Exception:  # closing is best effort
             log.debug("consumer close failed", exc_info=True)
+
+
+def _kafka_offsets(offsets: dict[TP, int]) -> dict[Any, Any]:
+    return {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
 
 
 class DeadLetters:

@@ -9,7 +9,8 @@ In-process API (the daemon runs it as a stage):
     v.health() -> dict                           # running, assigned partitions, pending keys, last error, counters
 
 Per key (pair, pk), from its latest event:
-1. due at `es/1000 + validator.settle_delay_s` (the event's commit time plus the settle delay);
+1. due at `es/1000 + validator.settle_delay_s` (the event's commit time plus the settle delay), and at the latest
+   one settle delay after the message was received (a commit time from the future does not hold the key);
 2. checked with `check()` (one `IN (...)` query per side per `batch_max_keys`);
 3. ok / not_applicable → done (and an open ledger entry of the key is resolved);
    a mismatch is re-checked every `recheck_delay_s`; it is **confirmed** when it persists across `rechecks`
@@ -56,6 +57,14 @@ COMMIT_EVERY_S = 0.5
 MAX_BACKOFF_S = 10.0  # below max_poll_interval_ms: a backoff must not cost the group membership
 
 
+def settle_due(es: float | None, received: float, settle_s: float) -> float:
+    """When a key may be checked: `settle_s` after its commit time, but never later than `settle_s` after the
+    message arrived. A commit time from the future (a source clock running ahead, or a bad `es`) would otherwise
+    hold the key, and with it its partition's committed offset, until that time."""
+    start = received if es is None else min(es, received)
+    return start + settle_s
+
+
 @dataclass
 class _Item:
     pair: PairConfig
@@ -70,9 +79,11 @@ class _Item:
 class IncrementalValidator:
     def __init__(self, settings: Settings, *, group_id: str | None = None, engine: StateEngine | None = None,
                  consumer_factory: Callable[..., GroupConsumer] | None = None,
-                 on_confirmed: Callable[[Verdict, float | None], None] | None = None) -> None:
+                 on_confirmed: Callable[[Verdict, float | None], None] | None = None,
+                 commit_interval_s: float = COMMIT_EVERY_S) -> None:
         """`on_confirmed(verdict, event_ts)` is called after a confirmed verdict is durable (benchmarks, hooks)."""
         self.settings = settings
+        self.commit_interval_s = commit_interval_s
         self.on_confirmed = on_confirmed
         self.group_id = group_id or settings.kafka.consumer.group_id
         self._engine = engine
@@ -129,7 +140,7 @@ class IncrementalValidator:
             last_commit = time.monotonic()
             while not stop.is_set():
                 self._step()
-                if time.monotonic() - last_commit >= COMMIT_EVERY_S:
+                if time.monotonic() - last_commit >= self.commit_interval_s:
                     self._commit()
                     last_commit = time.monotonic()
             self._commit()
@@ -197,9 +208,8 @@ class IncrementalValidator:
             self._dead_letter(rec, str(exc))
             return
         now = time.time()
-        settle = self.settings.validator.settle_delay_s
         es = msg.es / 1000.0 if msg.es else None
-        due = (es if es is not None else now) + settle
+        due = settle_due(es, now, self.settings.validator.settle_delay_s)
         for pair, key, event in entries:
             pk = pk_string(key)
             ident = (pair.name, pk)
@@ -370,9 +380,10 @@ class IncrementalValidator:
         self._committed.update(offsets)
         self.stats["commits"] += 1
 
-    def _on_revoked(self, tps: list[TP]) -> None:
-        """Commit what is durable on the lost partitions, then forget their keys (the new owner re-reads them)."""
-        self._commit(tps)
+    def _on_revoked(self, tps: list[TP]) -> dict[TP, int]:
+        """The lost partitions' durable offsets (the consumer commits them before handing the partitions over),
+        then forget their keys (the new owner re-reads from there). Runs inside `poll()`: no I/O here."""
+        offsets = {tp: o for tp, o in self.safe_offsets(tps).items() if self._committed.get(tp) != o}
         lost = set(tps)
         for item in list(self.items.values()):
             if any(tp in lost for tp, _ in item.offsets):
@@ -382,6 +393,7 @@ class IncrementalValidator:
             self.outstanding.pop(tp, None)
             self.high.pop(tp, None)
             self._committed.pop(tp, None)
+        return offsets
 
     def _on_assigned(self, tps: list[TP]) -> None:
         self.assigned.update(tps)
