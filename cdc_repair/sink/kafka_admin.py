@@ -13,7 +13,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 def broker_reachable(bootstrap: Sequence[str], timeout_ms: int = 5000) -> str | None:
     """None when a broker answers a metadata request; else a one-line reason naming the address."""
-    if not any(_tcp_open(addr) for addr in bootstrap):  # fail in ~1 s instead of the client's long timeout
+    if not any(tcp_open(addr) for addr in bootstrap):  # fail in ~1 s instead of the client's long timeout
         return f"no Kafka broker answers at {', '.join(bootstrap)} (connection refused or timed out; is it running?)"
     try:
         admin = KafkaAdminClient(bootstrap_servers=list(bootstrap), request_timeout_ms=timeout_ms)
@@ -41,7 +41,7 @@ def ensure_topics(bootstrap: Sequence[str], names: Sequence[str], partitions: in
         admin.close()
 
 
-def _tcp_open(address: str, timeout_s: float = 2.0) -> bool:
+def tcp_open(address: str, timeout_s: float = 2.0) -> bool:
     host, _, port = address.rpartition(":")
     try:
         with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=timeout_s):

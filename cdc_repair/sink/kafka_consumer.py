@@ -22,6 +22,7 @@ from kafka.structs import OffsetAndMetadata
 
 from cdc_repair.config import KafkaConfig
 from cdc_repair.errors import TransientError
+from cdc_repair.sink.kafka_admin import tcp_open
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,10 @@ class GroupConsumer:
                  on_revoked: RevokeHandler | None = None,
                  on_assigned: Callable[[list[TP]], None] | None = None, client_id: str = "cdc-repair-validate") -> None:
         c = config.consumer
+        if not any(tcp_open(a) for a in config.bootstrap_servers):
+            # Fail at once: the client would wait for its bootstrap timeout and leave its IO thread behind.
+            raise TransientError(f"cannot reach the Kafka broker at {', '.join(config.bootstrap_servers)}: "
+                                 f"connection refused or timed out (is it running?)")
         try:
             self._consumer = KafkaConsumer(
                 bootstrap_servers=list(config.bootstrap_servers), group_id=group_id or c.group_id,

@@ -65,6 +65,43 @@ def settle_due(es: float | None, received: float, settle_s: float) -> float:
     return start + settle_s
 
 
+def open_interruptibly(factory: Callable[[], GroupConsumer], stop: threading.Event) -> GroupConsumer | None:
+    """`factory()` (which blocks until the broker answers, up to the client's bootstrap timeout), given up as
+    soon as `stop` is set: a stop with the broker down must not wait for the client. A consumer that comes up
+    after that is closed in the background. Errors of `factory()` are raised here."""
+    done = threading.Event()
+    lock = threading.Lock()
+    result: dict[str, Any] = {}
+
+    def build() -> None:
+        try:
+            consumer = factory()
+        except BaseException as exc:  # handed to the caller's thread below
+            result["error"] = exc
+            done.set()
+            return
+        with lock:
+            abandoned = result.get("abandoned", False)
+            result["consumer"] = consumer
+        done.set()
+        if abandoned:
+            consumer.close()
+
+    threading.Thread(target=build, name="validate-connect", daemon=True).start()
+    while not done.wait(0.1):
+        if stop.is_set():
+            with lock:
+                if "consumer" not in result:
+                    result["abandoned"] = True
+                    log.info("validate: stopped while connecting to the Kafka broker")
+                    return None
+            break
+    if "error" in result:
+        raise result["error"]
+    consumer: GroupConsumer = result["consumer"]
+    return consumer
+
+
 @dataclass
 class _Item:
     pair: PairConfig
@@ -135,8 +172,11 @@ class IncrementalValidator:
         self._running = True
         metrics.STAGE_UP.labels("validate").set(1)
         try:
-            self._consumer = self._consumer_factory(self.settings.kafka, self.topics(), group_id=self.group_id,
-                                                    on_revoked=self._on_revoked, on_assigned=self._on_assigned)
+            self._consumer = open_interruptibly(
+                lambda: self._consumer_factory(self.settings.kafka, self.topics(), group_id=self.group_id,
+                                               on_revoked=self._on_revoked, on_assigned=self._on_assigned), stop)
+            if self._consumer is None:
+                return  # stopped while the broker did not answer
             last_commit = time.monotonic()
             while not stop.is_set():
                 self._step()
