@@ -82,6 +82,7 @@ class GroupConsumer:
             self._consumer = KafkaConsumer(
                 bootstrap_servers=list(config.bootstrap_servers), group_id=group_id or c.group_id,
                 client_id=client_id, enable_auto_commit=False, auto_offset_reset=c.auto_offset_reset,
+                allow_auto_create_topics=False,  # topics are created with kafka.partitions, never by a subscription
                 session_timeout_ms=c.session_timeout_ms, heartbeat_interval_ms=c.heartbeat_interval_ms,
                 max_poll_interval_ms=c.max_poll_interval_ms, max_poll_records=c.max_poll_records,
                 fetch_max_bytes=max(52428800, config.producer.max_request_size * 2),

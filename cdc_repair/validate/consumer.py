@@ -40,8 +40,9 @@ from typing import Any
 from cdc_repair import metrics
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.db import mysql
-from cdc_repair.errors import MalformedMessageError
+from cdc_repair.errors import MalformedMessageError, TransientError
 from cdc_repair.sink.flat_message import FlatMessage, parse_flat_message
+from cdc_repair.sink.kafka_admin import ensure_topics
 from cdc_repair.sink.kafka_consumer import TP, DeadLetters, GroupConsumer, Record
 from cdc_repair.sink.partitioning import topic_for
 from cdc_repair.state import ledger
@@ -172,9 +173,7 @@ class IncrementalValidator:
         self._running = True
         metrics.STAGE_UP.labels("validate").set(1)
         try:
-            self._consumer = open_interruptibly(
-                lambda: self._consumer_factory(self.settings.kafka, self.topics(), group_id=self.group_id,
-                                               on_revoked=self._on_revoked, on_assigned=self._on_assigned), stop)
+            self._consumer = open_interruptibly(self._subscribe, stop)
             if self._consumer is None:
                 return  # stopped while the broker did not answer
             last_commit = time.monotonic()
@@ -195,6 +194,21 @@ class IncrementalValidator:
             self._conns.clear()
             if self._engine is None:
                 engine.dispose()
+
+    def _subscribe(self) -> GroupConsumer:
+        """Create the topics (data and dead-letter, `kafka.partitions` each) before subscribing, so no
+        subscription auto-creates one with the broker's default count; a count that differs is one warning."""
+        k = self.settings.kafka
+        if self._consumer_factory is GroupConsumer:  # an injected (test) consumer has no broker to prepare
+            try:
+                problems = ensure_topics(k.bootstrap_servers, [*self.topics(), k.dead_letter_topic], k.partitions,
+                                         k.replication_factor)
+            except TransientError as exc:  # e.g. no CREATE permission: the topics may exist anyway
+                problems = [f"{exc}; subscribing anyway"]
+            for line in problems:
+                log.warning("%s", line)
+        return self._consumer_factory(k, self.topics(), group_id=self.group_id, on_revoked=self._on_revoked,
+                                      on_assigned=self._on_assigned)
 
     # ------------------------------------------------------------ loop
 
