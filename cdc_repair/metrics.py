@@ -84,7 +84,10 @@ JOB_RUNS = Counter("cdc_repair_job_runs_total", "Scheduler job runs by outcome."
                    registry=REGISTRY)
 STAGE_RESTARTS = Counter("cdc_repair_stage_restarts_total", "Stage restarts after a failure.", ["stage"],
                          registry=REGISTRY)
-STAGE_UP = Gauge("cdc_repair_stage_up", "1 when the stage is running and ready.", ["stage"], registry=REGISTRY)
+STAGE_UP = Gauge("cdc_repair_stage_up",
+                 "1 when the stage is running; one series per stage on every daemon, labelled with the daemon's role "
+                 "(leader/standby): a leader-only stage is 0 on a standby by design.", ["stage", "role"],
+                 registry=REGISTRY)
 LEADER = Gauge("cdc_repair_leader", "1 when this daemon holds the leader lock.", registry=REGISTRY)
 ERRORS = Counter("cdc_repair_errors_total", "Errors caught at a stage boundary (logged with stack, retried).",
                  ["stage", "kind"], registry=REGISTRY)

@@ -89,6 +89,7 @@ class Daemon:
 
     def _on_elected(self) -> None:
         with self._leader_lock:
+            self.supervisor.set_role("leader")
             if self._stop.is_set():
                 return
             for spec in self.supervisor.specs.values():
@@ -97,6 +98,7 @@ class Daemon:
 
     def _on_lost(self) -> None:
         self.supervisor.stop_where(lambda s: s.leader_only, self.shutdown_timeout_s)
+        self.supervisor.set_role("standby")
 
     @property
     def is_leader(self) -> bool:

@@ -171,7 +171,6 @@ class IncrementalValidator:
         self.engine = engine
         self._dlq = DeadLetters(self.settings.kafka, self.settings.kafka.dead_letter_topic)
         self._running = True
-        metrics.STAGE_UP.labels("validate").set(1)
         try:
             self._consumer = open_interruptibly(self._subscribe, stop)
             if self._consumer is None:
@@ -185,7 +184,6 @@ class IncrementalValidator:
             self._commit()
         finally:
             self._running = False
-            metrics.STAGE_UP.labels("validate").set(0)
             if self._consumer is not None:
                 self._consumer.close()
             self._dlq.close()
