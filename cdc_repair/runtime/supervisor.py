@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cdc_repair import metrics
-from cdc_repair.errors import TerminalError
+from cdc_repair.errors import CdcRepairError, TerminalError
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,10 @@ class _Runner:
             return None
         except Exception as exc:  # the stage boundary: log with stack, count, retry
             kind = "terminal" if isinstance(exc, TerminalError) else type(exc).__name__
-            log.exception("stage %s failed: %s", self.spec.name, exc)
+            if isinstance(exc, CdcRepairError):  # a known condition with its own clear message: one line
+                log.error("stage %s failed: %s", self.spec.name, exc)
+            else:
+                log.exception("stage %s failed: %s", self.spec.name, exc)
             metrics.ERRORS.labels(stage=self.spec.name, kind=kind[:40]).inc()
             self._set(failures=self.state.failures + 1, last_error=f"{type(exc).__name__}: {exc}"[:500],
                       last_error_at=time.time())
