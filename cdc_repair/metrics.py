@@ -46,8 +46,8 @@ CHECKPOINTS = Counter("cdc_repair_source_checkpoints_total", "Checkpoints saved.
 
 # ---- validate
 CONSUMER_LAG = Gauge("cdc_repair_validate_consumer_lag_messages",
-                     "Messages behind the partition end (approximate on tansu).", ["topic", "partition"],
-                     registry=REGISTRY)
+                     "End offset minus committed offset, per partition held by this daemon's validator.",
+                     ["topic", "partition"], registry=REGISTRY)
 KEYS_CHECKED = Counter("cdc_repair_validate_keys_checked_total", "Keys checked.", ["pair", "origin"],
                        registry=REGISTRY)
 VERDICTS = Counter("cdc_repair_validate_verdicts_total", "Verdicts by kind.", ["pair", "kind"], registry=REGISTRY)

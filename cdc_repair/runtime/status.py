@@ -60,6 +60,7 @@ def build_status(settings: Settings, engine: Any, daemon: Any = None) -> dict[st
         dstatus = daemon.status()
         doc["stages"] = [dict(s, ready=s["status"] == "running" and (s.get("health") or {}).get("ready") is not False)
                          for s in dstatus["stages"]]
+        doc["lag"]["consumer_messages"] = _consumer_lag(dstatus["stages"])
         doc["config"] = dstatus["config"]
         doc["started_at"] = dstatus["started_at"]
     doc["errors"] = errors
@@ -90,6 +91,16 @@ def _lag(checkpoints: list[dict[str, Any]]) -> dict[str, Any]:
                                if isinstance(c.get("lag_seconds"), (int, float))},
             "source_bytes": {c["source"]: c["lag_bytes"] for c in checkpoints
                              if isinstance(c.get("lag_bytes"), int)}}
+
+
+def _consumer_lag(stages: list[dict[str, Any]]) -> int | str | None:
+    """This daemon's validator lag (its partitions), "unknown" where the broker's end offsets are wrong
+    (`kafka.end_offsets_exact: false`), None before the first measurement or without a validator."""
+    for stage in stages:
+        if stage.get("name") == "validate":
+            value = (stage.get("health") or {}).get("consumer_lag_messages")
+            return value if isinstance(value, (int, str)) else None
+    return None
 
 
 def _ledger(engine: Any) -> dict[str, Any]:

@@ -120,6 +120,26 @@ class GroupConsumer:
             log.warning("offset commit on rebalance failed for %s (%s); the new owner re-checks those messages",
                         ", ".join(f"{t}:{p}" for t, p in sorted(offsets)), type(exc).__name__)
 
+    def end_offsets(self, tps: list[TP]) -> dict[TP, int]:
+        """The broker's end offset (the next offset to be written) per partition."""
+        found = self._ask(self._consumer.end_offsets, [TopicPartition(t, p) for t, p in tps])
+        return {(tp.topic, tp.partition): int(o) for tp, o in found.items() if o is not None}
+
+    def beginning_offsets(self, tps: list[TP]) -> dict[TP, int]:
+        found = self._ask(self._consumer.beginning_offsets, [TopicPartition(t, p) for t, p in tps])
+        return {(tp.topic, tp.partition): int(o) for tp, o in found.items() if o is not None}
+
+    def committed(self, tps: list[TP]) -> dict[TP, int | None]:
+        """The group's committed offset per partition (None: never committed)."""
+        return {(t, p): self._ask(self._consumer.committed, TopicPartition(t, p)) for t, p in tps}
+
+    @staticmethod
+    def _ask(call: Callable[..., Any], arg: Any) -> Any:
+        try:
+            return call(arg)
+        except KafkaError as exc:
+            raise TransientError(f"Kafka offsets lookup failed: {type(exc).__name__}") from None
+
     def pause_all(self) -> None:
         """Stop fetching (group membership is kept by polling): backpressure while keys pile up."""
         self._consumer.pause(*self._consumer.assignment())

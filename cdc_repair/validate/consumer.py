@@ -30,6 +30,7 @@ kept meanwhile and consumption pauses when more than MAX_PENDING keys wait.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING = 50_000  # × ~2 KB per pending key (its latest source row image) stays well under 200 MB
 COMMIT_EVERY_S = 0.5
+LAG_EVERY_S = 5.0  # consumer lag refresh: two small offset requests per interval
 MAX_BACKOFF_S = 10.0  # below max_poll_interval_ms: a backoff must not cost the group membership
 
 
@@ -64,6 +66,18 @@ def settle_due(es: float | None, received: float, settle_s: float) -> float:
     hold the key, and with it its partition's committed offset, until that time."""
     start = received if es is None else min(es, received)
     return start + settle_s
+
+
+def consumer_lag(ends: dict[TP, int], committed: dict[TP, int | None], beginnings: dict[TP, int]) -> dict[TP, int]:
+    """Messages behind the end per partition: end offset minus committed offset (a partition never committed
+    counts from its first offset); never negative."""
+    out = {}
+    for tp, end in ends.items():
+        base = committed.get(tp)
+        if base is None:
+            base = beginnings.get(tp, 0)
+        out[tp] = max(0, end - base)
+    return out
 
 
 def open_interruptibly(factory: Callable[[], GroupConsumer], stop: threading.Event) -> GroupConsumer | None:
@@ -147,6 +161,7 @@ class IncrementalValidator:
         self.stats = {"messages": 0, "rows": 0, "keys_checked": 0, "confirmed": 0, "dead_letters": 0, "commits": 0}
         self._consumer: GroupConsumer | None = None
         self._dlq: DeadLetters | None = None
+        self._lag: dict[TP, int] | None = None  # None: not measured yet
 
     # ------------------------------------------------------------ public
 
@@ -163,7 +178,12 @@ class IncrementalValidator:
                 "assigned": sorted(f"{t}:{p}" for t, p in self.assigned),
                 "pending_keys": len(self.items), "rechecking": len(self.rechecks), "paused": self._paused,
                 "last_poll_age_s": round(time.monotonic() - self._last_poll, 3) if self._last_poll else None,
-                "last_error": self._last_error, **self.stats}
+                "last_error": self._last_error, "consumer_lag_messages": self._lag_total(), **self.stats}
+
+    def _lag_total(self) -> int | str | None:
+        if not self.settings.kafka.end_offsets_exact:
+            return "unknown"
+        return None if self._lag is None else sum(self._lag.values())
 
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set; then commit what is durable and return."""
@@ -175,12 +195,15 @@ class IncrementalValidator:
             self._consumer = open_interruptibly(self._subscribe, stop)
             if self._consumer is None:
                 return  # stopped while the broker did not answer
-            last_commit = time.monotonic()
+            last_commit = last_lag = time.monotonic()
             while not stop.is_set():
                 self._step()
                 if time.monotonic() - last_commit >= self.commit_interval_s:
                     self._commit()
                     last_commit = time.monotonic()
+                if time.monotonic() - last_lag >= LAG_EVERY_S:
+                    self._refresh_lag()
+                    last_lag = time.monotonic()
             self._commit()
         finally:
             self._running = False
@@ -432,6 +455,27 @@ class IncrementalValidator:
         self._committed.update(offsets)
         self.stats["commits"] += 1
 
+    def _refresh_lag(self) -> None:
+        """Set `cdc_repair_validate_consumer_lag_messages` for this validator's partitions from the broker's end
+        offsets and the committed offsets (none where the broker's end offsets are known to be wrong)."""
+        if self._consumer is None or not self.settings.kafka.end_offsets_exact:
+            return
+        tps = sorted(self.assigned)
+        try:
+            ends = self._consumer.end_offsets(tps) if tps else {}
+            committed: dict[TP, int | None] = {tp: self._committed.get(tp) for tp in tps}
+            unknown = [tp for tp, o in committed.items() if o is None]
+            if unknown:
+                committed.update(self._consumer.committed(unknown))
+            never = [tp for tp, o in committed.items() if o is None]
+            beginnings = self._consumer.beginning_offsets(never) if never else {}
+        except TransientError as exc:  # the next refresh retries; the last numbers stay
+            log.debug("validate: consumer lag not refreshed: %s", exc)
+            return
+        self._lag = consumer_lag(ends, committed, beginnings)
+        for (topic, part), lag in self._lag.items():
+            metrics.CONSUMER_LAG.labels(topic, str(part)).set(lag)
+
     def _on_revoked(self, tps: list[TP]) -> dict[TP, int]:
         """The lost partitions' durable offsets (the consumer commits them before handing the partitions over),
         then forget their keys (the new owner re-reads from there). Runs inside `poll()`: no I/O here."""
@@ -441,6 +485,10 @@ class IncrementalValidator:
             if any(tp in lost for tp, _ in item.offsets):
                 self._release(item)
         for tp in tps:
+            if self._lag is not None:
+                self._lag.pop(tp, None)
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(tp[0], str(tp[1]))
             self.assigned.discard(tp)
             self.outstanding.pop(tp, None)
             self.high.pop(tp, None)

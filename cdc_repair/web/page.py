@@ -104,7 +104,8 @@ def _cards(status: Mapping[str, Any], ready: bool | None) -> str:
     cards = [
         ("ready", "Ready", _badge(ready), None),
         ("binlog-lag", "Binlog lag (s)", fmt_number(lag, 1), lag),
-        ("consumer-lag", "Consumer lag (msgs)", fmt_number(consumer), consumer),
+        ("consumer-lag", "Consumer lag (msgs)", "unknown" if consumer == "unknown" else fmt_number(consumer),
+         consumer),
         ("open-total", "Open inconsistencies", fmt_number(total), total),
         ("repairs-applied", "Repairs applied", fmt_number(applied), applied),
         ("leader", "Leader", _badge(leader if isinstance(leader, bool) else None, "yes", "no"), None),

@@ -24,7 +24,8 @@ class CheckpointDoc(TypedDict, total=False):
 class LagDoc(TypedDict, total=False):
     source_seconds: dict[str, float]  # capture server → binlog lag (s)
     source_bytes: dict[str, int]  # capture server → bytes behind the server's binlog end
-    consumer_messages: int | None  # validator consumer group lag (sum over partitions)
+    # this daemon's validator lag (sum over its partitions); "unknown" when kafka.end_offsets_exact is false
+    consumer_messages: int | str | None
 
 
 class StageDoc(TypedDict, total=False):

@@ -51,7 +51,7 @@ def pair_of_daemons(demo_config: Any, tmp_path: Path) -> Iterator[tuple[DaemonPr
     raw = yaml.safe_load(Path(demo_config({}, name=f"base-{tag}.yaml")).read_text())
     raw = isolated_raw_config(raw, tag, server_id=4600 + int(tag[:3], 16) % 300)
     raw["ha"]["lock_retry_s"] = 0.5
-    # (consumer lag settings come with the lag item)
+    raw["kafka"]["end_offsets_exact"] = True  # tansu's are not (see the broker module): the series, not the number
     raw["kafka"]["consumer"]["session_timeout_ms"] = 6000
     started: list[DaemonProcess] = []
     ports = []
@@ -117,6 +117,16 @@ def test_leader_and_standby_export_one_stage_series_each_with_the_role(
             time.sleep(1)
         assert {i: sorted(s) for i, s in found.items()} == {
             f"127.0.0.1:{lport}": sorted(stages), f"127.0.0.1:{sport}": sorted(stages)}
+        # consumer lag: a series per partition, and this daemon's number in /api/status
+        deadline = time.monotonic() + 60
+        lag: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and len(lag) < 3:
+            lag = query(prom, "cdc_repair_validate_consumer_lag_messages")
+            time.sleep(1)
+        assert sorted(r["metric"]["partition"] for r in lag) == ["0", "1", "2"], lag
+        for port in (lport, sport):
+            doc = json.loads(get(f"http://127.0.0.1:{port}/api/status")[1])
+            assert isinstance(doc["lag"]["consumer_messages"], int), doc["lag"]
     finally:
         proc.terminate()
         proc.wait(10)
