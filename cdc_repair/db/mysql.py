@@ -14,6 +14,7 @@ from cdc_repair.db.sql import Statement
 from cdc_repair.errors import TerminalError, TransientError, UnreachableError
 
 Connection = pymysql.connections.Connection
+DriverError = pymysql.err.MySQLError  # what the statement helpers below raise (callers outside db/ catch this)
 Row = tuple[Any, ...]
 
 # MySQL error numbers worth retrying: lock wait timeout, deadlock, server gone/lost, too many connections,

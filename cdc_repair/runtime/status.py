@@ -20,7 +20,7 @@ from typing import Any
 from cdc_repair import __version__
 from cdc_repair.config import Settings
 from cdc_repair.runtime.daemon import host_id
-from cdc_repair.runtime.leader import lock_holder
+from cdc_repair.runtime.leader import lock_holder_info
 from cdc_repair.state import ledger, runs
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ def build_status(settings: Settings, engine: Any, daemon: Any = None) -> dict[st
     doc: dict[str, Any] = {"generated_at": time.time(), "version": __version__,
                            "host": daemon.host if daemon is not None else host_id(),
                            "leader": daemon.is_leader if daemon is not None else None}
+    if daemon is not None:
+        doc["role"] = "leader" if daemon.is_leader else "standby"
     errors: list[str] = []
     sections: dict[str, Callable[[], Any]] = {
         "checkpoints": lambda: _checkpoints(settings, engine),
@@ -42,8 +44,7 @@ def build_status(settings: Settings, engine: Any, daemon: Any = None) -> dict[st
                                   for (p, a, s), n in sorted(runs.repair_counts(engine).items())],
         "job_runs": lambda: runs.recent_runs(engine, 20),
         "last_job_runs": lambda: runs.last_run_per_job(engine),
-        "leader_lock": lambda: {"name": settings.ha.lock_name,
-                                "holder_connection_id": lock_holder(settings.state.dsn, settings.ha.lock_name)},
+        "leader_lock": lambda: _leader_lock(settings),
     }
     for name, compute in sections.items():
         try:
@@ -91,6 +92,14 @@ def _lag(checkpoints: list[dict[str, Any]]) -> dict[str, Any]:
                                if isinstance(c.get("lag_seconds"), (int, float))},
             "source_bytes": {c["source"]: c["lag_bytes"] for c in checkpoints
                              if isinstance(c.get("lag_bytes"), int)}}
+
+
+def _leader_lock(settings: Settings) -> dict[str, Any]:
+    info = lock_holder_info(settings.state.dsn, settings.ha.lock_name)
+    holder = None
+    if info["connection_id"] is not None:
+        holder = {k: info[k] for k in ("host", "pid", "since")}
+    return {"name": settings.ha.lock_name, "holder_connection_id": info["connection_id"], "holder": holder}
 
 
 def _consumer_lag(stages: list[dict[str, Any]]) -> int | str | None:

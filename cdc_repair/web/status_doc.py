@@ -81,6 +81,8 @@ class StatusDoc(TypedDict, total=False):
     version: str
     host: str
     leader: bool | None  # None: HA not configured / unknown
+    role: str  # leader | standby (a running daemon only)
+    leader_lock: dict[str, Any]  # {name, holder_connection_id, holder: {host, pid, since} | None}
     checkpoints: list[CheckpointDoc]
     lag: LagDoc
     stages: list[StageDoc]

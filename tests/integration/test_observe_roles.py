@@ -130,3 +130,29 @@ def test_leader_and_standby_export_one_stage_series_each_with_the_role(
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_healthy_standby_page_shows_its_role_and_who_leads(
+        pair_of_daemons: tuple[DaemonProcess, int, DaemonProcess, int]) -> None:
+    from test_web import Dom, chromium  # same folder (rootdir mode)
+
+    leader, lport, _standby, sport = pair_of_daemons
+    base = f"http://127.0.0.1:{sport}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and get(f"{base}/readyz")[0] != 200:
+        time.sleep(0.5)
+    assert get(f"{base}/readyz")[0] == 200, get(f"{base}/readyz")[1]
+    doc = json.loads(get(f"{base}/api/status")[1])
+    assert doc["role"] == "standby"
+    holder = doc["leader_lock"]["holder"]
+    assert holder["pid"] == leader.pid and holder["host"] and holder["since"]
+    for html in (get(f"{base}/")[1].decode(), chromium(f"{base}/", "--virtual-time-budget=3000", "--dump-dom")):
+        dom = Dom(html)
+        assert dom.by_id("role")["text"].strip() == "standby"
+        assert 'class="badge bad"' not in html, "a healthy standby shows nothing red"
+        lock = dom.by_id("leader-lock")["text"]
+        assert f"pid {leader.pid}" in lock and holder["host"] in lock
+        stages = {e["data-stage"]: e["text"] for e in dom.having("data-stage")}
+        assert "standby" in stages["capture"] and "standby" in stages["scheduler"]
+    lead = json.loads(get(f"http://127.0.0.1:{lport}/api/status")[1])
+    assert lead["role"] == "leader" and lead["leader_lock"]["holder"]["pid"] == leader.pid
