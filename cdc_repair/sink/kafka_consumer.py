@@ -27,6 +27,8 @@ from cdc_repair.sink.kafka_admin import tcp_open
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]  # (topic, partition)
+COMMIT_TIMEOUT_S = 5.0
+CLOSE_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,7 @@ class GroupConsumer:
                  on_revoked: RevokeHandler | None = None,
                  on_assigned: Callable[[list[TP]], None] | None = None, client_id: str = "cdc-repair-validate") -> None:
         c = config.consumer
+        self._closing = False
         if not any(tcp_open(a) for a in config.bootstrap_servers):
             # Fail at once: the client would wait for its bootstrap timeout and leave its IO thread behind.
             raise TransientError(f"cannot reach the Kafka broker at {', '.join(config.bootstrap_servers)}: "
@@ -101,18 +104,19 @@ class GroupConsumer:
                 out.append(Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp))
         return out
 
-    def commit(self, offsets: dict[TP, int]) -> None:
-        """Commit next-offsets (the first offset not yet durable) per partition."""
+    def commit(self, offsets: dict[TP, int], timeout_s: float = COMMIT_TIMEOUT_S) -> None:
+        """Commit next-offsets (the first offset not yet durable) per partition, waiting at most `timeout_s`
+        (not the client's 30 s request timeout: a caller with the broker down must still see its stop)."""
         if not offsets:
             return
-        self._consumer.commit(_kafka_offsets(offsets))
+        self._consumer.commit(_kafka_offsets(offsets), timeout_ms=int(timeout_s * 1000))
 
     async def commit_during_rebalance(self, offsets: dict[TP, int]) -> None:
         """Commit from inside a rebalance listener (on kafka-python's IO thread): awaited, never blocking.
 
         A failure is one warning line: the new owner then re-reads from the last committed offsets, which is
         safe (at-least-once) but repeats work."""
-        if not offsets:
+        if not offsets or self._closing:  # closing: the caller's last commit already tried; do not wait again
             return
         try:
             await self._consumer.commit_async(_kafka_offsets(offsets))
@@ -150,9 +154,10 @@ class GroupConsumer:
     def assignment(self) -> list[TP]:
         return [(tp.topic, tp.partition) for tp in self._consumer.assignment()]
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        self._closing = True
         try:
-            self._consumer.close(autocommit=False)
+            self._consumer.close(autocommit=False, timeout_ms=int(timeout_s * 1000))
         except Exception:  # closing is best effort
             log.debug("consumer close failed", exc_info=True)
 

@@ -97,3 +97,41 @@ def test_leader_lock_is_released_after_the_leader_stages_stopped(mariadb: MariaD
         assert daemon.stop()
     assert seen == [True]  # still held while the leader stage finished
     assert mariadb.query("SELECT IS_USED_LOCK(%s)", (lock_name,)) == [(None,)]  # released once stopped
+
+
+def test_validator_stops_promptly_when_the_broker_died_with_offsets_to_commit(mariadb: MariaDBServer,
+                                                                               tmp_path: Path) -> None:
+    """Keys checked but not committed yet, then the broker dies: the validator's last commit and its close
+    cannot reach anyone, and must not hold the stop for the client's 30 s request timeouts."""
+    from test_validate_support import ART_INSERT, Publisher, article, make_env, table_rows
+
+    from cdc_repair.devservices.broker import Broker
+    from cdc_repair.sink.kafka_admin import ensure_topics
+    from cdc_repair.validate.consumer import IncrementalValidator
+
+    own = Broker(tmp_path / "broker").start()
+    try:
+        ensure_topics([own.bootstrap], ["rows", "rows.dlq"], partitions=3, replication_factor=1)
+        env = make_env(mariadb, bootstrap=own.bootstrap, topic="rows")
+        src = f"{env.author}.articles"
+        env.many(ART_INSERT.format(t=src), [article(i) for i in range(1, 30)])
+        pub = Publisher(own.bootstrap, "rows")
+        pub.send_rows(env.author, "articles", table_rows(env, src))
+        pub.flush()
+        pub.close()
+        validator = IncrementalValidator(env.settings, commit_interval_s=3600.0)
+        stop = threading.Event()
+        thread = threading.Thread(target=validator.run, args=(stop,), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (validator.stats["rows"] == 29 and not validator.items):
+            time.sleep(0.1)
+        assert validator.stats["rows"] == 29 and not validator.items
+        own.stop()
+        time.sleep(1)
+        stop.set()
+        thread.join(15)  # well within the daemon's default 20 s bound
+        assert not thread.is_alive(), "the validator did not stop with the broker down"
+        env.drop()
+    finally:
+        own.stop()
