@@ -1,7 +1,7 @@
 """Every Prometheus metric of the service, in one place (the only importer of prometheus_client).
 
 Naming: `cdc_repair_<stage>_<what>_<unit>`, base units (seconds, bytes), counters end in `_total`.
-Label sets are bounded: pair, table (configured tables only), kind, type, stage, strategy, job, outcome.
+Label sets are bounded: pair, table (configured tables only), kind, type, stage, role, strategy, job, outcome.
 Stages import the metric objects they need from here; none creates its own.
 """
 
