@@ -91,7 +91,8 @@ def _lag(checkpoints: list[dict[str, Any]]) -> dict[str, Any]:
     return {"source_seconds": {c["source"]: c["lag_seconds"] for c in checkpoints
                                if isinstance(c.get("lag_seconds"), (int, float))},
             "source_bytes": {c["source"]: c["lag_bytes"] for c in checkpoints
-                             if isinstance(c.get("lag_bytes"), int)}}
+                             if isinstance(c.get("lag_bytes"), int)},
+            "consumer_messages": None}  # a running daemon's validator fills it in
 
 
 def _leader_lock(settings: Settings) -> dict[str, Any]:

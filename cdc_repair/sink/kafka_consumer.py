@@ -175,13 +175,15 @@ class DeadLetters:
     def send(self, record: Record, reason: str) -> None:
         """Send the record to the dead-letter topic and wait for the acknowledgement."""
         if self._producer is None:
+            if not any(tcp_open(a) for a in self._config.bootstrap_servers):  # fail fast, do not hang in bootstrap
+                raise TransientError(f"cannot write to dead-letter topic {self.topic}: no Kafka broker answers")
             self._producer = KafkaProducer(bootstrap_servers=list(self._config.bootstrap_servers), acks="all",
                                            max_request_size=self._config.producer.max_request_size)
         headers = [("reason", reason.encode()), ("source_topic", record.topic.encode()),
                    ("source_partition", str(record.partition).encode()),
                    ("source_offset", str(record.offset).encode())]
         try:
-            self._producer.send(self.topic, key=record.key, value=record.value or b"", headers=headers).get(timeout=30)
+            self._producer.send(self.topic, key=record.key, value=record.value or b"", headers=headers).get(timeout=10)
         except KafkaError as exc:
             raise TransientError(f"cannot write to dead-letter topic {self.topic}: {type(exc).__name__}") from None
 

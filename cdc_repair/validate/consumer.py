@@ -162,6 +162,7 @@ class IncrementalValidator:
         self._consumer: GroupConsumer | None = None
         self._dlq: DeadLetters | None = None
         self._lag: dict[TP, int] | None = None  # None: not measured yet
+        self._stop = threading.Event()  # the running stop event (set by run)
 
     # ------------------------------------------------------------ public
 
@@ -187,6 +188,7 @@ class IncrementalValidator:
 
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set; then commit what is durable and return."""
+        self._stop = stop
         engine = self._engine or state_engine(self.settings.state.dsn)
         self.engine = engine
         self._dlq = DeadLetters(self.settings.kafka, self.settings.kafka.dead_letter_topic)
@@ -256,7 +258,7 @@ class IncrementalValidator:
             for conn in self._conns.values():
                 conn.close()
             self._conns.clear()
-            time.sleep(min(MAX_BACKOFF_S, 0.5 * 2 ** min(self._errors_in_row, 6)))
+            self._stop.wait(min(MAX_BACKOFF_S, 0.5 * 2 ** min(self._errors_in_row, 6)))  # a stop ends the wait
 
     def _recheck_due_wall(self, now: float) -> float:
         nxt = self.rechecks.next_due()
@@ -337,9 +339,9 @@ class IncrementalValidator:
                 self._dlq.send(rec, reason)
                 break
             except Exception:
-                if attempt == 4:
+                if attempt == 4 or self._stop.is_set():  # on stop: the message stays uncommitted, re-read later
                     raise
-                time.sleep(0.5 * 2**attempt)
+                self._stop.wait(0.5 * 2**attempt)
         self.stats["dead_letters"] += 1
 
     # ------------------------------------------------------------ checking
