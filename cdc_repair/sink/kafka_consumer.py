@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 TP = tuple[str, int]  # (topic, partition)
 COMMIT_TIMEOUT_S = 5.0
 CLOSE_TIMEOUT_S = 3.0
+LOOKUP_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +140,9 @@ class GroupConsumer:
 
     @staticmethod
     def _ask(call: Callable[..., Any], arg: Any) -> Any:
+        """One offsets lookup, bounded by LOOKUP_TIMEOUT_S (a down broker must not hold the caller's loop)."""
         try:
-            return call(arg)
+            return call(arg, timeout_ms=int(LOOKUP_TIMEOUT_S * 1000))
         except KafkaError as exc:
             raise TransientError(f"Kafka offsets lookup failed: {type(exc).__name__}") from None
 
