@@ -48,6 +48,7 @@ def test_sigterm_with_the_broker_down_stops_cleanly_within_the_bound(demo_config
     d.terminate()
     code = d.wait(30)
     took = time.monotonic() - began
+    print(f"SIGTERM to exit with the broker down: {took:.1f} s")
     assert code == 0, (code, took, d.log_text()[-3000:])
     assert "daemon stopped (clean)" in d.log_text()
 
