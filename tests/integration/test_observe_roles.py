@@ -156,3 +156,8 @@ def test_a_healthy_standby_page_shows_its_role_and_who_leads(
         assert "standby" in stages["capture"] and "standby" in stages["scheduler"]
     lead = json.loads(get(f"http://127.0.0.1:{lport}/api/status")[1])
     assert lead["role"] == "leader" and lead["leader_lock"]["holder"]["pid"] == leader.pid
+    import sys
+
+    text = subprocess.run([sys.executable, "-m", "cdc_repair", "--config", str(leader.config), "status"],
+                          capture_output=True, text=True, timeout=60, check=False).stdout
+    assert f"pid {leader.pid} since" in text, text
