@@ -16,6 +16,7 @@ from cdc_repair.commands import (
     check_config,
     demo,
     dev,
+    diff,
     repair,
     rollback,
     run,
@@ -45,7 +46,7 @@ def cli(ctx: click.Context, config_path: Path, json_output: bool, log_format: st
     ctx.obj = CliContext(config_path=config_path, json_output=json_output, log_format=fmt, log_level=level)
 
 
-for _module in (check_config, tail, validate, repair, rollback, status, run, demo):
+for _module in (check_config, tail, validate, diff, repair, rollback, status, run, demo):
     cli.add_command(_module.command)
 cli.add_command(dev.group)
 

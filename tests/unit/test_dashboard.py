@@ -219,3 +219,11 @@ def test_grafana_provisioning_points_at_the_dashboard() -> None:
     assert mounts["./grafana/dashboards"] == path
     datasource = yaml.safe_load((DOCKER / "grafana/provisioning/datasources/prometheus.yml").read_text())
     assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+
+
+def test_plain_progress_line_has_rate_and_eta() -> None:
+    from cdc_repair.commands.progress import progress_line
+
+    assert progress_line("articles", 1200, 10000, 2.0) == \
+        "articles: 1,200/10,000 rows (12%), 600 rows/s, ETA 15s"
+    assert progress_line("articles", 10, 5, 1.0) == "articles: 10/10 rows (100%), 10 rows/s"
