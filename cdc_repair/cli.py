@@ -24,7 +24,8 @@ class CliUsageError(click.UsageError):
 
 # subcommand → (module, attribute): imported when used, so `validate` does not pay for `repair`'s imports
 _COMMANDS = {"check-config": ("check_config", "command"), "tail": ("tail", "command"),
-             "validate": ("validate", "command"), "repair": ("repair", "command"), "rollback": ("rollback", "command"),
+             "validate": ("validate", "command"), "diff": ("diff", "command"),
+             "repair": ("repair", "command"), "rollback": ("rollback", "command"),
              "status": ("status", "command"), "run": ("run", "command"), "demo": ("demo", "command"),
              "dev": ("dev", "group")}
 

@@ -46,12 +46,13 @@ from cdc_repair.config import PairConfig, Settings
 from cdc_repair.db import mysql
 from cdc_repair.db.sql import Statement
 from cdc_repair.errors import TerminalError, TransientError
-from cdc_repair.state import ledger, scan_progress
+from cdc_repair.state import scan_progress
 from cdc_repair.state.engine import StateEngine, state_engine
 from cdc_repair.validate import checksum as cs
 from cdc_repair.validate.check import check
 from cdc_repair.validate.confirm import Rechecks, RespelledOnce
 from cdc_repair.validate.rules import MISMATCH_KINDS, Verdict, parse_pk, pk_string, source_spelled
+from cdc_repair.validate.scan_store import LedgerScanStore, ScanStore
 
 log = logging.getLogger(__name__)
 
@@ -124,24 +125,29 @@ class ScanReport:
 
 def run_full_scan(settings: Settings, pair_name: str | None = None, resume: bool = False, *,
                   where: str | None = None, on_progress: Progress | None = None,
-                  stop: threading.Event | None = None, engine: StateEngine | None = None) -> ScanReport:
-    """Scan one pair or all pairs (see module docstring)."""
+                  stop: threading.Event | None = None, engine: StateEngine | None = None,
+                  store: ScanStore | None = None) -> ScanReport:
+    """Scan one pair or all pairs (see module docstring). `store` decides where progress and findings go
+    (default: the state database's ledger; `ReadOnlyScanStore` for a compare that writes nothing)."""
     pairs = [settings.pair(pair_name)] if pair_name else list(settings.pairs)
-    own_engine = engine is None
-    eng = engine or state_engine(settings.state.dsn)
+    own_engine = engine is None and store is None
+    eng = engine if engine is not None or store is not None else state_engine(settings.state.dsn)
+    if store is None:
+        assert eng is not None
+        store = LedgerScanStore(eng)
     report = ScanReport()
     t0 = time.monotonic()
     try:
         for pair in pairs:
-            with scan_progress.scan_lock(eng, pair.name) as mine:
+            with store.lock(pair.name) as mine:
                 if not mine:
                     raise TransientError(f"a full scan of pair '{pair.name}' is already running in another process "
                                          f"(it holds the state server's scan lock); wait for it or stop it")
-                report.pairs.append(_PairScan(settings, pair, eng, where, on_progress, stop).run(resume))
+                report.pairs.append(_PairScan(settings, pair, store, where, on_progress, stop).run(resume))
             if stop is not None and stop.is_set():
                 break
     finally:
-        if own_engine:
+        if own_engine and eng is not None:
             eng.dispose()
     report.seconds = time.monotonic() - t0
     return report
@@ -181,11 +187,11 @@ class _Side:
 
 
 class _PairScan:
-    def __init__(self, settings: Settings, pair: PairConfig, engine: StateEngine, where: str | None,
+    def __init__(self, settings: Settings, pair: PairConfig, store: ScanStore, where: str | None,
                  on_progress: Progress | None, stop: threading.Event | None) -> None:
         self.settings = settings
         self.pair = pair
-        self.engine = engine
+        self.store = store
         self.where = where
         self.on_progress = on_progress
         self.stop = stop
@@ -271,7 +277,7 @@ class _PairScan:
     # -- main loop
 
     def run(self, resume: bool) -> PairScanResult:
-        state = scan_progress.resumable(self.engine, self.pair.name) if resume else None
+        state = self.store.resumable(self.pair.name) if resume else None
         scan_id = state.scan_id if state else uuid.uuid4().hex[:16]
         res = PairScanResult(self.pair.name, scan_id, resumed=state is not None)
         where = state.where_clause if state else self.where
@@ -283,7 +289,7 @@ class _PairScan:
             log.info("resuming full scan %s of pair %s after key %s (%d chunks done)", scan_id, self.pair.name,
                      state.last_key, state.chunks)
         else:
-            scan_progress.start(self.engine, scan_id, self.pair.name, where)
+            self.store.start(scan_id, self.pair.name, where)
         src, tgt = self._sides()
         t0 = time.monotonic()
         estimate = self._estimate(src, tgt)
@@ -296,7 +302,7 @@ class _PairScan:
             res.interrupted = self.stop is not None and self.stop.is_set()
             self._save(res, None if not res.interrupted else self._frontier(self.last_upper), final=True)
         except BaseException:
-            scan_progress.finish(self.engine, scan_id, self.pair.name, scan_progress.FAILED)
+            self.store.finish(scan_id, self.pair.name, scan_progress.FAILED)
             raise
         finally:
             res.seconds = time.monotonic() - t0
@@ -306,15 +312,14 @@ class _PairScan:
             tgt.close()
         if res.resumed:
             self._whole_scan(res)
-        scan_progress.finish(self.engine, scan_id, self.pair.name,
-                             scan_progress.FAILED if res.interrupted else scan_progress.DONE)
+        self.store.finish(scan_id, self.pair.name, scan_progress.FAILED if res.interrupted else scan_progress.DONE)
         metrics.SCAN_ROWS_PER_SECOND.labels(self.pair.name).set(res.rows_per_s)
         return res
 
     def _whole_scan(self, res: PairScanResult) -> None:
         """A resumed scan reports every difference of the whole scan: also those confirmed before the
         interruption (from `scan_finding`), as long as their ledger entry is still active."""
-        diffs, items = scan_progress.findings(self.engine, res.scan_id, self.pair.name, MAX_REPORTED)
+        diffs, items = self.store.findings(res.scan_id, self.pair.name, MAX_REPORTED)
         res.diffs = diffs
         res.confirmed = [Verdict(self.pair.name, parse_pk(f.pk), f.kind, f.columns) for f in items]
 
@@ -649,9 +654,7 @@ class _PairScan:
         if not verdicts:
             return
         verdicts = self._respelled.once([source_spelled(self.pair, v) for v in verdicts])
-        ledger.record_verdicts(self.engine, verdicts, "full_scan")
-        scan_progress.add_findings(self.engine, res.scan_id, self.pair.name,
-                                   [v.pk for v in verdicts if v.kind in MISMATCH_KINDS])
+        self.store.record(res.scan_id, self.pair.name, verdicts, [v.pk for v in verdicts if v.kind in MISMATCH_KINDS])
         for v in verdicts:
             if v.kind in MISMATCH_KINDS:
                 res.diffs[v.kind] = res.diffs.get(v.kind, 0) + 1
@@ -684,7 +687,7 @@ class _PairScan:
 
     def _write(self, scan_id: str, state: tuple[str | None, int, int, int]) -> None:
         last_key, chunks, rows, diffs = state
-        scan_progress.save(self.engine, scan_id, self.pair.name, last_key=last_key, chunks=chunks, rows=rows,
+        self.store.save(scan_id, self.pair.name, last_key=last_key, chunks=chunks, rows=rows,
                            diffs=diffs)
 
     def _throttle(self, rows_done: int, started: float) -> float:
