@@ -26,13 +26,13 @@ import yaml
 
 from cdc_repair import metrics
 from cdc_repair.config import Settings, WebConfig, load_settings, settings_from_mapping
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.observe import LedgerGaugeStage, initialise_metric_labels, refresh_ledger_gauges
 from cdc_repair.runtime.supervisor import StageSpec, Supervisor
 from cdc_repair.state import tables
 from cdc_repair.state.engine import state_engine
 from cdc_repair.web import WebServer, start_web
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
