@@ -139,6 +139,19 @@ def insert_undo(records: Sequence[UndoRecord]) -> Statement:
     return Statement(sql, tuple(v for r in records for v in r.to_params()))
 
 
+def set_undo_after_images(records: Sequence[UndoRecord]) -> Statement:
+    """Fill the after-images of undo records inserted before their rows were written (the marker comes first
+    in a repair transaction): one `CASE xid` UPDATE."""
+    schema = records[0].schema
+    arms = " ".join(["WHEN %s THEN %s"] * len(records))
+    params: list[Any] = []
+    for r in records:
+        params += [r.xid, r.to_params()[INSERT_COLUMNS.index("after_image")]]
+    params += [r.xid for r in records]
+    return Statement(f"UPDATE {undo_table(schema)} SET `after_image` = CASE `xid` {arms} END "
+                     f"WHERE `branch_id` = 1 AND `xid` IN ({placeholders(len(records))})", tuple(params))
+
+
 def select_undo(schema: str, xid: str, *, for_update: bool = False) -> Statement:
     lock = " FOR UPDATE" if for_update else ""
     return Statement(f"SELECT {quote_columns(SELECT_COLUMNS)} FROM {undo_table(schema)} WHERE `xid` = %s "

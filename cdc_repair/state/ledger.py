@@ -33,6 +33,7 @@ from sqlalchemy import Engine, and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cdc_repair.metrics import OPEN_INCONSISTENCIES
+from cdc_repair.model.history import merge_source_event
 from cdc_repair.state.tables import inconsistency
 from cdc_repair.validate.rules import MISMATCH_KINDS, Verdict, parse_pk
 
@@ -124,7 +125,7 @@ def _record(engine: Engine, verdicts: list[Verdict], detected_by: str, events: M
         existing: dict[tuple[str, str], Any] = {}
         for pair_name, pair_pks in by_pair.items():
             for chunk in _chunks(pair_pks, 500):
-                rows = conn.execute(select(t.c.id, t.c.pk, t.c.status, t.c.seen_count)
+                rows = conn.execute(select(t.c.id, t.c.pk, t.c.status, t.c.seen_count, t.c.source_event)
                                     .where(and_(t.c.pair == pair_name, t.c.pk.in_(chunk)))
                                     .with_for_update()).all()
                 existing.update({(pair_name, r.pk): r for r in rows})
@@ -132,11 +133,13 @@ def _record(engine: Engine, verdicts: list[Verdict], detected_by: str, events: M
         for (pair_name, pk), v in bad.items():
             values: dict[str, Any] = {"kind": v.kind, "columns": list(v.columns), "last_seen": now,
                                       "updated_at": now}
-            if pk in events:
-                values["source_event"] = events[pk]
+            row = existing.get((pair_name, pk))
+            if pk in events:  # an active entry keeps where its run of changes began (compensation reverts it all)
+                active = row is not None and row.status not in _REOPENED_FROM
+                values["source_event"] = _merged_event(row.source_event if row is not None and active else None,
+                                                       events[pk])
             if pk in ts:
                 values["event_ts"] = ts[pk]
-            row = existing.get((pair_name, pk))
             if row is None:
                 inserts.append({"pair": pair_name, "pk": pk, "detected_by": detected_by, "first_seen": now,
                                 "seen_count": 1, "status": OPEN, "attempts": 0, "next_retry_at": now,
@@ -162,6 +165,12 @@ def _record(engine: Engine, verdicts: list[Verdict], detected_by: str, events: M
                                                                updated_at=now))
                     result.resolved.extend(found)
     return result
+
+
+def _merged_event(previous: Any, latest: Any) -> Any:
+    if not isinstance(latest, Mapping):
+        return latest
+    return merge_source_event(previous, latest)
 
 
 def _chunks(items: Sequence[str], n: int) -> Iterable[list[str]]:
