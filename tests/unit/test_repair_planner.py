@@ -9,10 +9,10 @@ import pytest
 
 from cdc_repair.config import BackoffConfig, PairConfig, TableRef
 from cdc_repair.db.sql import Statement
-from cdc_repair.repair import sql as rsql
-from cdc_repair.repair.actions import Op, Side, Strategy
 from cdc_repair.model.history import KeyChange
 from cdc_repair.model.position import BinlogPosition
+from cdc_repair.repair import sql as rsql
+from cdc_repair.repair.actions import Op, Side, Strategy
 from cdc_repair.repair.compensate import REFUSED, Unavailable, plan_compensate
 from cdc_repair.repair.planner import DIRTY, plan_forward
 from cdc_repair.repair.store import backoff_s
