@@ -20,6 +20,9 @@ from cdc_repair.model.change import RowValues
 from cdc_repair.model.position import BinlogPosition
 
 MARKER_TABLE = "undo_log"  # the table a repair writes first in its transaction (repair/undo_log.py)
+# Columns only our undo_log has (a Seata AT `undo_log`, written in the same transaction as an application's own
+# writes, has xid but none of the others): a table of that name without them is not the marker.
+MARKER_COLUMNS = frozenset({"xid", "strategy", "before_image", "after_image", "table_name"})
 ORIGIN_HEADER = "cdc-repair-origin"  # Kafka record header on messages of the service's own writes
 ORIGIN_REPAIR = b"repair"
 BINLOG_HEADER = "cdc-repair-binlog"  # Kafka record header: `file:pos` where the message's first transaction starts
@@ -59,6 +62,11 @@ class ChangeHistory(Protocol):
 
 
 # ---------------------------------------------------------------- headers and ledger coordinates
+
+
+def is_marker(table: str, columns: Collection[str]) -> bool:
+    """True for rows of the service's own undo_log (the repair mark), by name and column signature."""
+    return table == MARKER_TABLE and set(columns) >= MARKER_COLUMNS
 
 
 def origin_headers(repair: bool) -> list[tuple[str, bytes]]:

@@ -76,8 +76,9 @@ def plan_compensate(pair: PairConfig, key: Sequence[Any], source_row: Row | None
     if matched is None:
         return refused(_disagreement(pk, message, own, [c for c in changes if not own.is_after(c.position)]))
     last = changes.index(matched)
-    if last + 1 < len(changes):
-        later = changes[last + 1]
+    later_changes = [c for c in changes[last + 1:] if not c.by_repair]  # our own revert is not "changed again"
+    if later_changes:
+        later = later_changes[0]
         return Plan(pair.name, pk, DIRTY, None,
                     f"dirty: the source changed again after the recorded change (binlog {later.position}, "
                     f"{later.type} of {', '.join(later.changed_columns()) or 'the row'}); an operator decides "

@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Sequence
 
 from cdc_repair.config import Settings
 from cdc_repair.errors import BinlogPurgedError, BinlogUnavailableError
-from cdc_repair.model.history import MARKER_TABLE, KeyChange
+from cdc_repair.model.history import MARKER_TABLE, KeyChange, is_marker
 from cdc_repair.model.position import BinlogPosition, file_index
 from cdc_repair.source.binlog_reader import BinlogReader, server_binlog
 from cdc_repair.source.events import Commit, Ddl, Gtid, Heartbeat, Rotate, RowsData
@@ -71,7 +71,7 @@ def _collect(reader: BinlogReader, start: BinlogPosition, end: BinlogPosition, k
     idle = 0
     for ev in reader.events():
         if isinstance(ev, RowsData):
-            if ev.decoder.schema.table == MARKER_TABLE and ev.decoder.schema.table != table:
+            if ev.decoder.schema.table != table and is_marker(ev.decoder.schema.table, ev.decoder.names):
                 marked = True
             else:
                 txn.extend(_changes(ev, key_columns, keys, boundary))

@@ -13,9 +13,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from cdc_repair.model.history import MARKER_TABLE, binlog_header, origin_headers
+from cdc_repair.model.history import MARKER_TABLE, binlog_header, is_marker, origin_headers
 from cdc_repair.model.position import BinlogPosition
 
 TableFilter = Callable[[str, str], bool]
@@ -36,10 +36,11 @@ class TxnOrigin:
         included = self.included
         return lambda schema, table: table == MARKER_TABLE or included(schema, table)
 
-    def rows(self, database: str, table: str) -> tuple[bool, bool]:
-        """(skip this rows event, flush the groups first). A marker row skips; the first one of a transaction
-        flushes what earlier transactions left grouped, so they are not tagged as the repair's."""
-        if table == MARKER_TABLE and not self.included(database, table):
+    def rows(self, table: str, columns: Sequence[str]) -> tuple[bool, bool]:
+        """(skip this rows event, flush the groups first). A marker row skips (never published, even when the
+        include patterns match it); the first one of a transaction flushes what earlier transactions left
+        grouped, so they are not tagged as the repair's."""
+        if table == MARKER_TABLE and is_marker(table, columns):
             newly = not self.marked
             self.marked = True
             return True, newly

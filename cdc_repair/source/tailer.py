@@ -324,7 +324,7 @@ class Tailer:
 
     def _on_rows(self, ev: RowsData) -> None:
         decoder = ev.decoder
-        skip, flush = self._origin.rows(decoder.schema.database, decoder.schema.table)
+        skip, flush = self._origin.rows(decoder.schema.table, decoder.names)
         if skip:  # a repair's marker row: not published, it tags the transaction's other rows
             if flush:
                 self._flush_groups()
