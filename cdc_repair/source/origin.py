@@ -36,15 +36,16 @@ class TxnOrigin:
         included = self.included
         return lambda schema, table: table == MARKER_TABLE or included(schema, table)
 
-    def rows(self, table: str, columns: Sequence[str]) -> tuple[bool, bool]:
-        """(skip this rows event, flush the groups first). A marker row skips (never published, even when the
-        include patterns match it); the first one of a transaction flushes what earlier transactions left
-        grouped, so they are not tagged as the repair's."""
-        if table == MARKER_TABLE and is_marker(table, columns):
-            newly = not self.marked
+    def rows(self, table: str, columns: Sequence[str], flush: Callable[[], None]) -> bool:
+        """True when this rows event is the marker (skip it: never published, even when the include patterns
+        match it). The first marker row of a transaction first `flush`es what earlier transactions left
+        grouped, untagged, and only then marks the transaction."""
+        if table != MARKER_TABLE or not is_marker(table, columns):
+            return False
+        if not self.marked:
+            flush()
             self.marked = True
-            return True, newly
-        return False, False
+        return True
 
     def grouped(self, txn_start: BinlogPosition | None) -> None:
         """Rows joined the pending groups; `txn_start` is where their transaction began."""

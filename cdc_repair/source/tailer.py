@@ -324,11 +324,8 @@ class Tailer:
 
     def _on_rows(self, ev: RowsData) -> None:
         decoder = ev.decoder
-        skip, flush = self._origin.rows(decoder.schema.table, decoder.names)
-        if skip:  # a repair's marker row: not published, it tags the transaction's other rows
-            if flush:
-                self._flush_groups()
-            self._in_txn = True
+        if self._origin.rows(decoder.schema.table, decoder.names, self._flush_groups):
+            self._in_txn = True  # a repair's marker row: not published, it tags the transaction's other rows
             return
         kind = ev.kind
         key = (decoder, kind)

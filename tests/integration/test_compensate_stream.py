@@ -289,3 +289,39 @@ def test_daemon_compensates_repeated_half_done_publishes_once_without_ping_pong(
     assert [c.by_repair for c in changes] == [False, False, True]
     assert mariadb.query(f"SELECT * FROM {src} WHERE id = 7") == original
     assert entries(settings)[pk_string([7])].status == "repaired"
+
+
+def test_an_authors_transaction_just_before_a_repair_is_never_tagged_as_the_repairs(env: Env) -> None:
+    """Rows of consecutive transactions share a message; when a repair transaction (undo_log row first)
+    follows an author's within the grouping window, the author's rows must go out untagged, or the validator
+    would skip a real source change."""
+    from cdc_repair.repair.undo_log import ddl
+
+    src = f"{env.author}.articles"
+    env.sql(ddl(env.author))
+    env.many(ART_INSERT.format(t=src), [article(i, title=f"t{i}") for i in range(70, 80)])
+    marker = (f"INSERT INTO {env.author}.undo_log (branch_id, xid, context, table_name, pk, sql_type, strategy, "
+              f"columns, before_image, after_image, log_status, log_created, log_modified) VALUES (1, %s, 'c', "
+              f"'t', '[]', 'UPDATE', 'compensate', '{{}}', '{{}}', '{{}}', 0, NOW(6), NOW(6))")
+    tailer = Tailer(env.settings, env.settings.capture[0])
+    capture = Background(tailer.run)
+    try:
+        wait_for(tailer.ready.is_set, what="tailer ready")
+        conn = env.server.root_connection()
+        try:
+            with conn.cursor() as cur:
+                for n, i in enumerate(range(70, 80, 2)):  # author write, then at once a repair transaction
+                    cur.execute(f"UPDATE {src} SET title = 'by the author' WHERE id = %s", (i,))
+                    conn.begin()
+                    cur.execute(marker, (f"rp-{n}",))
+                    cur.execute(f"UPDATE {src} SET title = 'by a repair' WHERE id = %s", (i + 1,))
+                    conn.commit()
+        finally:
+            conn.close()
+        records = topic_records(env.settings, lambda rs: all(of_key(rs, "articles", i) for i in range(70, 80)))
+    finally:
+        capture.close()
+    for i in range(70, 80):
+        tagged = [h.get("cdc-repair-origin") == b"repair" for h, m in of_key(records, "articles", i)
+                  if m.type == "UPDATE"]
+        assert tagged == [i % 2 == 1], (i, tagged)

@@ -26,13 +26,18 @@ def test_only_our_undo_log_marks_a_transaction_not_an_applications_seata_undo_lo
 def test_a_marked_transaction_tags_its_messages_and_flushes_at_its_edges() -> None:
     origin = TxnOrigin(lambda schema, table: table == "articles")
     start = BinlogPosition("binlog.000003", 1200)
-    assert origin.rows("articles", ("id", "title")) == (False, False)  # an author's row: grouped
+    sent: list[list[tuple[str, bytes]]] = []
+
+    def flush() -> None:  # what the tailer's _flush_groups does: send with the headers of now
+        sent.append(origin.headers())
+        origin.flushed()
+
+    assert not origin.rows("articles", ("id", "title"), flush)  # an author's row: grouped
     origin.grouped(start)
-    assert origin.headers() == [("cdc-repair-binlog", b"binlog.000003:1200")]
-    assert origin.rows("undo_log", OURS) == (True, True)  # first marker row: flush the author's rows first
-    origin.flushed()
-    assert origin.rows("undo_log", OURS) == (True, False)
-    assert origin.rows("articles", ("id", "title")) == (False, False)
+    assert origin.rows("undo_log", OURS, flush)  # the repair's marker: the author's rows go first, untagged
+    assert sent == [[("cdc-repair-binlog", b"binlog.000003:1200")]]
+    assert origin.rows("undo_log", OURS, flush) and len(sent) == 1
+    assert not origin.rows("articles", ("id", "title"), flush)
     origin.grouped(BinlogPosition("binlog.000003", 1500))
     assert is_own_write(origin.headers())
     assert origin.headers()[1] == ("cdc-repair-binlog", b"binlog.000003:1500")
