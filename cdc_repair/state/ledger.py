@@ -7,8 +7,8 @@ Public, stable API (validator writes, repairer reads and updates):
   * every mismatch verdict (missing_in_target / extra_in_target / different) is upserted: a new key is
     inserted `open`; a known key gets kind, columns, last_seen, seen_count+1 (and source_event/event_ts when
     given; an active entry's source_event keeps `first_binlog`, where the key's run of changes began, so
-    compensation can revert them all) updated; a `repaired` or `resolved` entry is **re-opened** (status open, attempts 0,
-    next_retry_at now); `open`, `repairing`, `failed` and `ignored` keep their status.
+    compensation can revert them all) updated; a `repaired` or `resolved` entry is **re-opened** (status
+    open, attempts 0, next_retry_at now); `open`, `repairing`, `failed` and `ignored` keep their status.
   * every `ok` / `not_applicable` verdict **resolves** the key's entry if it is `open` or `failed`: status
     becomes `resolved` (consistent again without a repair by us; the repairer writes `repaired` for its own
     fixes). `repairing` entries are left to the repairer.
