@@ -24,6 +24,7 @@ from typing import Any
 
 from cdc_repair.config import PairConfig
 from cdc_repair.model.history import KeyChange, position_of
+from cdc_repair.model.oversized import OVERSIZED_MARKER
 from cdc_repair.model.position import BinlogPosition
 from cdc_repair.repair.actions import Op, Plan, RepairAction, Side, Strategy
 from cdc_repair.repair.planner import DIRTY, RowEvent, key_pairs, row_event
@@ -102,12 +103,16 @@ def _differences(message: RowEvent, change: KeyChange) -> list[str]:
     image = change.before if change.type == "DELETE" else change.after
     out = []
     for col in sorted(set(message.data) | set(image or {})):
+        if message.data.get(col) == OVERSIZED_MARKER:
+            continue  # too large for the message (model/oversized.py): the binlog's value is the one written
         if (image or {}).get(col) != message.data.get(col):
             out.append(f"{col}: message {_short(message.data.get(col))}, binlog {_short((image or {}).get(col))}")
     if change.type == "UPDATE":
         old = message.old or {}
         binlog_old = {c: (change.before or {}).get(c) for c in change.changed_columns()}
         for col in sorted(set(old) | set(binlog_old)):
+            if old.get(col) == OVERSIZED_MARKER and col in binlog_old:
+                continue
             if old.get(col, _ABSENT) != binlog_old.get(col, _ABSENT):
                 out.append(f"old {col}: message {_short(old.get(col, _ABSENT))}, "
                            f"binlog {_short(binlog_old.get(col, _ABSENT))}")

@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cdc_repair.metrics import OPEN_INCONSISTENCIES
 from cdc_repair.model.history import merge_source_event
+from cdc_repair.model.oversized import bound_event
 from cdc_repair.state.tables import inconsistency
 from cdc_repair.validate.rules import MISMATCH_KINDS, Verdict, parse_pk
 
@@ -137,14 +138,14 @@ def _record(engine: Engine, verdicts: list[Verdict], detected_by: str, events: M
             row = existing.get((pair_name, pk))
             if pk in events:  # an active entry keeps where its run of changes began (compensation reverts it all)
                 active = row is not None and row.status not in _REOPENED_FROM
-                values["source_event"] = _merged_event(row.source_event if row is not None and active else None,
-                                                       events[pk])
+                merged = _merged_event(row.source_event if row is not None and active else None, events[pk])
+                values["source_event"] = bound_event(merged)  # one big row never exceeds max_allowed_packet
             if pk in ts:
                 values["event_ts"] = ts[pk]
             if row is None:
                 inserts.append({"pair": pair_name, "pk": pk, "detected_by": detected_by, "first_seen": now,
                                 "seen_count": 1, "status": OPEN, "attempts": 0, "next_retry_at": now,
-                                "source_event": events.get(pk), "event_ts": ts.get(pk), **values})
+                                "source_event": None, "event_ts": ts.get(pk), **values})
                 result.inserted.append(pk)
                 continue
             values["seen_count"] = row.seen_count + 1
