@@ -91,8 +91,9 @@ def plan_compensate(pair: PairConfig, key: Sequence[Any], source_row: Row | None
 
 
 def _matching(message: RowEvent, changes: Sequence[KeyChange]) -> KeyChange | None:
-    """The first change whose images are the message's (type, row, before-values of the changed columns)."""
-    for change in changes:
+    """The last change whose images are the message's (type, row, before-values of the changed columns): when
+    the row went through the same change twice, the later one (an earlier twin would look "changed again")."""
+    for change in reversed(changes):
         if change.type == message.type and not _differences(message, change):
             return change
     return None
