@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -58,8 +59,13 @@ KNOWN_UPWARD: set[tuple[str, str]] = {
     ("repair/planner.py", "validate"),  # rules.pk_string / rows_by_requested_key: belong in model/
     ("repair/repairer.py", "validate"),
     ("repair/executor.py", "validate"),
+    ("repair/compensate.py", "validate"),  # rules.evaluate / pk_string: the re-check, shared with validate
     ("repair/sql.py", "validate"),  # rules.key_bytes_equal: a key comparison, belongs in model/
+    ("repair/repairer.py", "source"),  # source.history.BinlogHistory (compensation's re-read), loaded by name
 }
+
+
+_BY_NAME = re.compile(r"^cdc_repair\.[a-z_]+(\.[a-z_]+)*\.?$")
 
 
 def _modules() -> list[tuple[str, ast.Module]]:
@@ -68,10 +74,14 @@ def _modules() -> list[tuple[str, ast.Module]]:
 
 
 def _imported(tree: ast.Module) -> set[str]:
-    """Absolute dotted names imported anywhere in the module (also inside functions and TYPE_CHECKING)."""
+    """Absolute dotted names imported anywhere in the module (also inside functions and TYPE_CHECKING), and
+    `"cdc_repair.x.y"` strings, which importlib loads by name: a by-name load is an import all the same."""
     names: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and _BY_NAME.match(node.value):
+            if _is_module(node.value.split(".")[1]):
+                names.add(node.value.rstrip("."))
+        elif isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             if node.module == "cdc_repair":  # `from cdc_repair import metrics` names a module, `__version__` not
@@ -164,3 +174,9 @@ def test_the_known_upward_imports_only_shrink() -> None:
 ])
 def test_a_library_reached_through_another_counts_as_imported(source: str, expected: set[str]) -> None:
     assert _reached_through(ast.parse(source)) == expected
+
+
+def test_a_module_loaded_by_name_counts_as_imported() -> None:
+    tree = ast.parse('HISTORY = ("cdc_repair.source.history", "X")\nm = f"cdc_repair.commands.{n}"\n'
+                     'log = "cdc_repair.run"\n')
+    assert _imported(tree) == {"cdc_repair.source.history", "cdc_repair.commands"}
