@@ -16,6 +16,8 @@ from cdc_repair.errors import TerminalError, TransientError, UnreachableError
 Connection = pymysql.connections.Connection
 Row = tuple[Any, ...]
 
+DriverError = pymysql.err.MySQLError  # for callers outside db/ that must catch driver errors
+
 # MySQL error numbers worth retrying: lock wait timeout, deadlock, server gone/lost, too many connections,
 # read-only during failover, and client-side "can't connect".
 _TRANSIENT_ERRNOS = frozenset({1205, 1213, 2006, 2013, 1040, 1290, 2003, 2002, 1927, 1053})

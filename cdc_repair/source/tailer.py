@@ -21,8 +21,10 @@ Delivery: every record is produced with acks=all on an explicit PK-hash partitio
 checkpoint (file, pos, GTID set) is written only at a transaction boundary (XID/COMMIT/DDL) and only after the
 broker acknowledged every record before it. A restart resumes there: duplicates possible, losses not.
 
-Grouping: consecutive rows of one table and type inside a transaction are grouped per partition into one
-FlatMessage (`data` holds several rows, in binlog order), up to `capture.max_batch_rows` rows and ~1 MB.
+Grouping (sink/grouping.py, Canal's event buffer): consecutive rows of one table and type inside a transaction are
+grouped per partition into one FlatMessage (`data` holds several rows, in binlog order), up to
+`capture.max_batch_rows` rows and ~1 MB; a message never holds rows of two transactions unless
+`capture.group_across_transactions` is on. Encoding: sink/flat_message.py; partitions: sink/partitioning.py.
 """
 
 from __future__ import annotations
@@ -31,8 +33,6 @@ import logging
 import threading
 import time
 from typing import Any
-
-import orjson
 
 from cdc_repair import metrics
 from cdc_repair.checkpoint.resume import StartDecision, resolve_start
@@ -48,10 +48,13 @@ from cdc_repair.errors import (
 )
 from cdc_repair.model.position import BinlogPosition
 from cdc_repair.preflight import REQUIRED_BINLOG, binlog_problems, fetch_grants, grant_problems, parse_grants
+from cdc_repair.sink.flat_message import encode_ddl, encode_dml, image_rows, update_rows
+from cdc_repair.sink.grouping import Group, Part, TransactionGrouper
 from cdc_repair.sink.kafka_producer import KafkaSink
-from cdc_repair.sink.partitioning import java_string_hash, key_bytes, topic_for
+from cdc_repair.sink.partitioning import hash_seed, key_bytes, partitions_of, topic_for
 from cdc_repair.source.binlog_reader import BinlogReader, server_binlog
 from cdc_repair.source.ddl import classify_ddl
+from cdc_repair.source.declared_types import DeclaredTypes
 from cdc_repair.source.decoder import RowDecoder
 from cdc_repair.source.events import Commit, Ddl, Gtid, Heartbeat, Rotate, RowsData
 from cdc_repair.source.filters import TableMatcher
@@ -92,8 +95,12 @@ class Tailer:
         self._boundary_ts: float | None = None
         self._last_error: str | None = None
         self._lag_s: float | None = None
-        self._txn_id = 0
         self._lag_gauge = metrics.BINLOG_LAG_SECONDS.labels(self.source)
+        self._grouper = TransactionGrouper(across_transactions=capture.group_across_transactions,
+                                           max_rows=capture.max_batch_rows, max_bytes=GROUP_BYTES,
+                                           max_age_s=GROUP_MAX_AGE_S)
+        self._declared = DeclaredTypes(self.dsn)
+        self._seeds: dict[str, int] = {}
         self._reset_txn_state()
 
     # ------------------------------------------------------------------ public
@@ -159,7 +166,8 @@ class Tailer:
         reader = BinlogReader(self.dsn, self.capture.server_id, decision.position, table_filter=self.matcher,
                               is_mariadb=server.is_mariadb, only_schemas=self.matcher.only_schemas(),
                               heartbeat_s=min(self.capture.heartbeat_s, GROUP_MAX_AGE_S),
-                              skip_to_timestamp=decision.skip_to_timestamp)
+                              skip_to_timestamp=decision.skip_to_timestamp,
+                              enum_labels=self.capture.enum_set == "label")
         self._boundary = decision.position
         # `start: {timestamp}`: no checkpoint until the first transaction at or after it has committed, so a
         # restart meanwhile resolves the timestamp again instead of resuming amid the skipped transactions
@@ -174,6 +182,7 @@ class Tailer:
             raise
         finally:
             reader.close()
+            self._declared.close()
 
     def _abandon_after_error(self) -> None:
         """After a failure mid-stream: keep what Kafka acknowledged, resume from the last safe boundary.
@@ -181,7 +190,7 @@ class Tailer:
         Rows still grouped but unsent may belong to transactions before `_boundary`, so then the boundary is
         not safe and we fall back to the saved checkpoint (re-reading means duplicates, never losses).
         """
-        unsent = bool(self._groups)
+        unsent = self._grouper.pending
         boundary, self._boundary = self._boundary, self._saved  # pessimistic until proven acked
         self._reset_txn_state()
         sink = self._sink
@@ -251,15 +260,7 @@ class Tailer:
 
     def _reset_txn_state(self) -> None:
         self._in_txn = False
-        self._gtid = ""
-        self._gkey: tuple[RowDecoder, str] | None = None
-        self._groups: dict[int, list[dict[str, str | None]]] = {}
-        self._olds: dict[int, list[dict[str, str | None]]] = {}
-        self._grows = 0
-        self._gbytes = 0
-        self._gts = 0
-        self._gevents = 0
-        self._gstart = 0.0
+        self._grouper.discard()
 
     def _stream(self, reader: BinlogReader, stop: threading.Event) -> None:
         last_ckpt = time.monotonic()
@@ -273,13 +274,11 @@ class Tailer:
                 if sink.pending > CONFIRM_EVERY_RECORDS:
                     self._confirm(stop)
             elif isinstance(ev, Commit):
-                if time.monotonic() - self._gstart >= GROUP_MAX_AGE_S:
-                    self._flush_groups()
+                self._send_groups(self._grouper.commit())
                 self._in_txn = False
                 self._skipping = False  # the reader passes only transactions at or after a start timestamp
                 self._boundary = ev.position
                 self._boundary_ts = float(ev.timestamp)
-                self._txn_id += 1
                 if ev.timestamp:
                     self._lag_s = max(0.0, time.time() - ev.timestamp)
                     self._lag_gauge.set(self._lag_s)
@@ -290,15 +289,15 @@ class Tailer:
                     last_ckpt = now
             elif isinstance(ev, Gtid):
                 self._in_txn = True
-                self._gtid = ev.gtid
+                self._grouper.begin(ev.gtid)
             elif isinstance(ev, Ddl):
                 self._flush_groups()
                 self._on_ddl(ev)
+                self._grouper.commit()
                 self._in_txn = False
                 self._skipping = False
                 self._boundary = ev.position
                 self._boundary_ts = float(ev.timestamp)
-                self._txn_id += 1
                 self._checkpoint(stop)
                 last_ckpt = time.monotonic()
             elif isinstance(ev, Heartbeat):
@@ -318,60 +317,20 @@ class Tailer:
 
     def _on_rows(self, ev: RowsData) -> None:
         decoder = ev.decoder
-        kind = ev.kind
-        key = (decoder, kind)
-        if key != self._gkey or self._grows >= self.capture.max_batch_rows or self._gbytes >= GROUP_BYTES:
-            self._flush_groups()
-            self._gkey = key
-            self._gstart = time.monotonic()
         self._in_txn = True
         images = decoder.images(ev.body, ev.start, ev.end)
-        names = decoder.names
-        pk_idx = decoder.pk_indexes
-        nparts = self._partition_count(decoder)
-        groups = self._groups
-        single_pk = pk_idx[0] if len(pk_idx) == 1 else None
-        if kind == "UPDATE":
-            olds = self._olds
-            for j in range(0, len(images), 2):
-                before, after = images[j], images[j + 1]
-                row = dict(zip(names, after, strict=True))
-                old = {n: b for n, b, a in zip(names, before, after, strict=True) if b != a}
-                p = self._partition(after, single_pk, pk_idx, nparts)
-                bucket = groups.get(p)
-                if bucket is None:
-                    groups[p] = [row]
-                    olds[p] = [old]
-                else:
-                    bucket.append(row)
-                    olds[p].append(old)
-            rows = len(images) // 2
+        if ev.kind == "UPDATE":
+            rows, olds = update_rows(decoder.names, images)
+            keyed = images[1::2]  # Canal hashes the after-image
         else:
-            for image in images:
-                p = self._partition(image, single_pk, pk_idx, nparts)
-                bucket = groups.get(p)
-                if bucket is None:
-                    groups[p] = [dict(zip(names, image, strict=True))]
-                else:
-                    bucket.append(dict(zip(names, image, strict=True)))
-            rows = len(images)
-        self._grows += rows
-        self._gbytes += ev.end - ev.start
-        self._gts = ev.timestamp
-        self._gevents += 1
-
-    @staticmethod
-    def _partition(image: tuple[str | None, ...], single_pk: int | None, pk_idx: tuple[int, ...],
-                   nparts: int) -> int:
-        if nparts <= 1:
-            return 0
-        if single_pk is not None:
-            h = java_string_hash(image[single_pk] or "")
-        else:
-            h = 0
-            for i in pk_idx:
-                h ^= java_string_hash(image[i] or "")
-        return abs(h) % nparts
+            rows, olds, keyed = image_rows(decoder.names, images), None, images
+        database = decoder.schema.database
+        seed = self._seeds.get(database)
+        if seed is None:
+            seed = self._seeds[database] = hash_seed(database, self.capture.partition_hash)
+        partitions = partitions_of(keyed, decoder.pk_indexes, self._partition_count(decoder), seed)
+        self._send_groups(self._grouper.add(decoder, ev.kind, rows, olds, partitions, ev.timestamp * 1000,
+                                            ev.end - ev.start))
 
     def _partition_count(self, decoder: RowDecoder) -> int:
         topic = self._topic(decoder.schema.database, decoder.schema.table)
@@ -394,50 +353,45 @@ class Tailer:
         self._partitions[topic] = sink.partitions(topic)
 
     def _flush_groups(self) -> None:
-        if not self._groups or self._gkey is None:
-            self._groups = {}
-            self._olds = {}
-            return
-        decoder, kind = self._gkey
+        """Send every row held by the grouper (before waiting for acks, a DDL, or on a pause)."""
+        self._send_groups(self._grouper.flush())
+
+    def _send_groups(self, groups: list[Group]) -> None:
+        for group in groups:
+            self._send_group(group)
+
+    def _send_group(self, group: Group) -> None:
+        decoder: RowDecoder = group.table  # type: ignore[assignment]  # the tailer keys groups by table plan
         schema = decoder.schema
         topic = self._topic(schema.database, schema.table)
-        es = self._gts * 1000
+        mysql_type = self._declared.mysql_type(decoder)
         ts = int(time.time() * 1000)
         total = 0
-        for p, rows in self._groups.items():
-            olds = self._olds.get(p) if kind == "UPDATE" else None
-            total += self._send_rows(topic, p, decoder, kind, rows, olds, es, ts)
-        children = self._children(schema.qualified, kind)
-        children[0].inc(self._gevents)
-        children[1].inc(self._grows)
+        for p, part in group.parts.items():
+            total += self._send_rows(topic, p, decoder, group.kind, part, part.rows, part.olds, mysql_type, ts)
+        children = self._children(schema.qualified, group.kind)
+        children[0].inc(group.events)
+        children[1].inc(group.rows)
         children[2].inc(total)
-        if self._gts:
-            self._lag_s = max(0.0, time.time() - self._gts)
+        if group.es:
+            self._lag_s = max(0.0, time.time() - group.es / 1000)
             self._lag_gauge.set(self._lag_s)
-        self._groups = {}
-        self._olds = {}
-        self._grows = 0
-        self._gbytes = 0
-        self._gevents = 0
-        self._gkey = None  # the next rows event starts a new group (and its age)
 
-    def _send_rows(self, topic: str, partition: int, decoder: RowDecoder, kind: str,
-                   rows: list[dict[str, str | None]], olds: list[dict[str, str | None]] | None, es: int,
-                   ts: int) -> int:
+    def _send_rows(self, topic: str, partition: int, decoder: RowDecoder, kind: str, part: Part,
+                   rows: list[dict[str, str | None]], olds: list[dict[str, str | None]] | None,
+                   mysql_type: dict[str, str], ts: int) -> int:
         schema = decoder.schema
-        value = orjson.dumps({
-            "data": rows, "database": schema.database, "es": es, "gtid": self._gtid, "id": self._txn_id,
-            "isDdl": False, "mysqlType": decoder.mysql_type, "old": olds, "pkNames": decoder.pk_names, "sql": "",
-            "sqlType": _sql_type(decoder, rows), "table": schema.table, "ts": ts, "type": kind,
-        })
+        value = encode_dml(database=schema.database, table=schema.table, kind=kind, rows=rows, olds=olds,
+                           pk_names=decoder.pk_names, mysql_type=mysql_type, sql_type=_sql_type(decoder, rows),
+                           es=part.es, ts=ts, id=part.txn_id, gtid=part.gtid)
         sink = self._sink
         assert sink is not None
         if len(value) > self.kafka.producer.max_request_size - 1024 and len(rows) > 1:
             half = len(rows) // 2
-            return (self._send_rows(topic, partition, decoder, kind, rows[:half], olds[:half] if olds else None,
-                                    es, ts)
-                    + self._send_rows(topic, partition, decoder, kind, rows[half:], olds[half:] if olds else None,
-                                      es, ts))
+            return (self._send_rows(topic, partition, decoder, kind, part, rows[:half],
+                                    olds[:half] if olds else None, mysql_type, ts)
+                    + self._send_rows(topic, partition, decoder, kind, part, rows[half:],
+                                      olds[half:] if olds else None, mysql_type, ts))
         key = key_bytes([rows[0][n] for n in decoder.pk_names]) if len(rows) == 1 and decoder.pk_names else None
         sink.send(topic, partition, key, value)
         return len(value)
@@ -462,11 +416,11 @@ class Tailer:
         topic = self._topic(info.database, info.table)
         if topic not in self._partitions:
             self._ensure_topic(topic)
-        value = orjson.dumps({
-            "data": None, "database": info.database, "es": ev.timestamp * 1000, "gtid": self._gtid, "id": self._txn_id,
-            "isDdl": True, "mysqlType": None, "old": None, "pkNames": None, "sql": ev.sql, "sqlType": None,
-            "table": info.table, "ts": int(time.time() * 1000), "type": info.type,
-        })
+        if not self._grouper.in_txn:  # no GTID event before it (GTIDs off): the DDL is a transaction of its own
+            self._grouper.begin("")
+        value = encode_ddl(database=info.database, table=info.table, kind=info.type, sql=ev.sql,
+                           es=ev.timestamp * 1000, ts=int(time.time() * 1000), id=self._grouper.txn_id,
+                           gtid=self._grouper.gtid)
         sink = self._sink
         assert sink is not None
         sink.send(topic, 0, None, value)
