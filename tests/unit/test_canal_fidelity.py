@@ -7,6 +7,7 @@ import struct
 import orjson
 import pytest
 
+from cdc_repair.model.canal_values import enum_set_members, label_value
 from cdc_repair.model.schema import ColumnSpec, TableSchema
 from cdc_repair.sink.flat_message import encode_ddl, encode_dml, image_rows, parse_flat_message, update_rows
 from cdc_repair.sink.grouping import Group, TransactionGrouper
@@ -241,3 +242,32 @@ def test_dml_and_ddl_encoding_is_canal_field_for_field() -> None:
     ddl = parse_flat_message(encode_ddl(database="d", table="t", kind="ALTER", sql="alter table t", es=1, ts=2,
                                         id=4, gtid="0-1-10"))
     assert (ddl.is_ddl, ddl.data, ddl.mysql_type, ddl.gtid, ddl.id) == (True, None, None, "0-1-10", 4)
+
+
+# ---------------------------------------------------------------- compensation reads Canal's ENUM/SET text back
+
+def test_enum_set_members_and_labels() -> None:
+    assert enum_set_members("enum('a','it''s','c,d')") == ("enum", ("a", "it's", "c,d"))
+    assert enum_set_members("set('x','y')") == ("set", ("x", "y"))
+    assert enum_set_members("varchar(10)") is None
+    assert label_value("enum('r','g')", 4, "2") == "g"
+    assert label_value("enum('r','g')", 4, "0") == ""
+    assert label_value("set('a','b','c')", -7, "5") == "a,c"
+    assert label_value("set('a','b','c')", -7, "0") == ""
+    assert label_value("enum('1','2')", 12, "2") == "2"  # labels mode: already the name
+    assert label_value("int(11)", 4, "2") == "2"
+
+
+def test_compensation_before_image_has_enum_and_set_names_not_canal_numbers() -> None:
+    from cdc_repair.config import PairConfig, TableRef
+    from cdc_repair.repair.planner import row_event
+
+    pair = PairConfig(name="p", kind="publish", source=TableRef(server="a", table="d.t"),
+                      target=TableRef(server="a", table="d.u"), key=["id"])
+    event = {"type": "UPDATE", "data": [{"id": "1", "e": "3", "s": "6"}], "old": [{"e": "1", "s": "1"}],
+             "mysqlType": {"id": "int(11)", "e": "enum('r','g','b')", "s": "set('a','b','c')"},
+             "sqlType": {"id": 4, "e": 4, "s": -7}}
+    found = row_event(event, pair, '["1"]')
+    assert found is not None
+    assert (found.data, found.old) == ({"id": "1", "e": "b", "s": "b,c"}, {"e": "r", "s": "a"})
+    assert found.db_value("e", found.data["e"]) == "b"
