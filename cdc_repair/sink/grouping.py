@@ -115,7 +115,8 @@ class TransactionGrouper:
 
     def add(self, table: Hashable, kind: str, rows: list[Row], olds: list[Row] | None, partitions: list[int],
             es: int, nbytes: int) -> list[Group]:
-        """One rows event: `rows[i]` (and `olds[i]` for UPDATE) go to `partitions[i]`. Returns closed groups."""
+        """One rows event: `rows[i]` (and `olds[i]` for UPDATE) go to `partitions[i]`. Returns closed groups.
+        The grouper takes ownership of the `rows`/`olds` lists (it may keep and extend them)."""
         if not self.in_txn:  # rows without a GTID event (GTIDs off): a transaction starts here
             self.begin("")
         closed: list[Group] = []
@@ -127,7 +128,18 @@ class TransactionGrouper:
         if group is None:
             group = self._open = Group(table, kind, self.clock())
         parts = group.parts
-        if olds is None:
+        gtid, txn_id = self.gtid, self.txn_id
+        if len(rows) == 1:  # the common single-row event: no loops
+            p = partitions[0]
+            part = parts.get(p)
+            if part is None:
+                part = parts[p] = Part(rows, olds)
+            else:
+                part.rows.append(rows[0])
+                if olds is not None:
+                    part.olds.append(olds[0])  # type: ignore[union-attr]  # UPDATE parts always have olds
+            part.es, part.gtid, part.txn_id = es, gtid, txn_id
+        elif olds is None:
             for row, p in zip(rows, partitions, strict=True):
                 part = parts.get(p)
                 if part is None:
@@ -142,10 +154,10 @@ class TransactionGrouper:
                 else:
                     part.rows.append(row)
                     part.olds.append(old)  # type: ignore[union-attr]  # UPDATE parts always have olds
-        gtid, txn_id = self.gtid, self.txn_id
-        for p in (partitions[:1] if len(set(partitions)) == 1 else set(partitions)):
-            part = parts[p]
-            part.es, part.gtid, part.txn_id = es, gtid, txn_id
+        if len(rows) != 1:
+            for p in set(partitions):
+                part = parts[p]
+                part.es, part.gtid, part.txn_id = es, gtid, txn_id
         group.rows += len(rows)
         group.nbytes += nbytes
         group.events += 1

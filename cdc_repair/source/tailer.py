@@ -66,6 +66,9 @@ GROUP_BYTES = 1 << 20  # raw row bytes per pending group before it is sent
 # server is asked for heartbeats this often when it has nothing to send, so a pause flushes within ~2x this.
 GROUP_MAX_AGE_S = 0.05
 CONFIRM_EVERY_RECORDS = 20000  # bound the futures kept inside one huge transaction
+# Encoded messages are handed to the producer in bursts (each stays its own record): one kafka-python send per
+# record is cheap, but waking its sender thread for every new batch costs a GIL hand-off per small transaction.
+OUTBOX_RECORDS = 1000
 
 
 def _state_api() -> Any:
@@ -100,6 +103,7 @@ class Tailer:
                                            max_rows=capture.max_batch_rows, max_bytes=GROUP_BYTES,
                                            max_age_s=GROUP_MAX_AGE_S)
         self._declared = DeclaredTypes(self.dsn)
+        self._max_message = self.kafka.producer.max_request_size - 1024  # a larger group is split in halves
         self._seeds: dict[str, int] = {}
         self._reset_txn_state()
 
@@ -190,7 +194,7 @@ class Tailer:
         Rows still grouped but unsent may belong to transactions before `_boundary`, so then the boundary is
         not safe and we fall back to the saved checkpoint (re-reading means duplicates, never losses).
         """
-        unsent = self._grouper.pending
+        unsent = self._grouper.pending or bool(self._outbox)
         boundary, self._boundary = self._boundary, self._saved  # pessimistic until proven acked
         self._reset_txn_state()
         sink = self._sink
@@ -261,6 +265,10 @@ class Tailer:
     def _reset_txn_state(self) -> None:
         self._in_txn = False
         self._grouper.discard()
+        self._outbox: list[tuple[str, int, bytes | None, bytes]] = []
+        self._outbox_since = 0.0
+        self._outbox_counts: dict[tuple[str, str], list[int]] = {}  # metrics, counted when the outbox drains
+        self._outbox_es = 0
 
     def _stream(self, reader: BinlogReader, stop: threading.Event) -> None:
         last_ckpt = time.monotonic()
@@ -275,6 +283,8 @@ class Tailer:
                     self._confirm(stop)
             elif isinstance(ev, Commit):
                 self._send_groups(self._grouper.commit())
+                if self._outbox and time.monotonic() - self._outbox_since >= GROUP_MAX_AGE_S:
+                    self._drain_outbox()
                 self._in_txn = False
                 self._skipping = False  # the reader passes only transactions at or after a start timestamp
                 self._boundary = ev.position
@@ -353,8 +363,27 @@ class Tailer:
         self._partitions[topic] = sink.partitions(topic)
 
     def _flush_groups(self) -> None:
-        """Send every row held by the grouper (before waiting for acks, a DDL, or on a pause)."""
+        """Send every row held by the grouper and the outbox (before waiting for acks, a DDL, or on a pause)."""
         self._send_groups(self._grouper.flush())
+        self._drain_outbox()
+
+    def _drain_outbox(self) -> None:
+        outbox = self._outbox
+        if outbox:
+            send = self._sink.send  # type: ignore[union-attr]  # set while streaming
+            for topic, partition, key, value in outbox:
+                send(topic, partition, key, value)
+            self._outbox = []
+        for (table, kind), (events, rows, nbytes) in self._outbox_counts.items():
+            children = self._children(table, kind)
+            children[0].inc(events)
+            children[1].inc(rows)
+            children[2].inc(nbytes)
+        self._outbox_counts = {}
+        if self._outbox_es:  # lag of the last row event handed to Kafka
+            self._lag_s = max(0.0, time.time() - self._outbox_es / 1000)
+            self._lag_gauge.set(self._lag_s)
+            self._outbox_es = 0
 
     def _send_groups(self, groups: list[Group]) -> None:
         for group in groups:
@@ -369,13 +398,17 @@ class Tailer:
         total = 0
         for p, part in group.parts.items():
             total += self._send_rows(topic, p, decoder, group.kind, part, part.rows, part.olds, mysql_type, ts)
-        children = self._children(schema.qualified, group.kind)
-        children[0].inc(group.events)
-        children[1].inc(group.rows)
-        children[2].inc(total)
+        counts = self._outbox_counts.get((schema.qualified, group.kind))
+        if counts is None:
+            self._outbox_counts[(schema.qualified, group.kind)] = [group.events, group.rows, total]
+        else:
+            counts[0] += group.events
+            counts[1] += group.rows
+            counts[2] += total
         if group.es:
-            self._lag_s = max(0.0, time.time() - group.es / 1000)
-            self._lag_gauge.set(self._lag_s)
+            self._outbox_es = group.es
+        if len(self._outbox) >= OUTBOX_RECORDS:
+            self._drain_outbox()
 
     def _send_rows(self, topic: str, partition: int, decoder: RowDecoder, kind: str, part: Part,
                    rows: list[dict[str, str | None]], olds: list[dict[str, str | None]] | None,
@@ -384,16 +417,16 @@ class Tailer:
         value = encode_dml(database=schema.database, table=schema.table, kind=kind, rows=rows, olds=olds,
                            pk_names=decoder.pk_names, mysql_type=mysql_type, sql_type=_sql_type(decoder, rows),
                            es=part.es, ts=ts, id=part.txn_id, gtid=part.gtid)
-        sink = self._sink
-        assert sink is not None
-        if len(value) > self.kafka.producer.max_request_size - 1024 and len(rows) > 1:
+        if len(rows) > 1 and len(value) > self._max_message:
             half = len(rows) // 2
             return (self._send_rows(topic, partition, decoder, kind, part, rows[:half],
                                     olds[:half] if olds else None, mysql_type, ts)
                     + self._send_rows(topic, partition, decoder, kind, part, rows[half:],
                                       olds[half:] if olds else None, mysql_type, ts))
         key = key_bytes([rows[0][n] for n in decoder.pk_names]) if len(rows) == 1 and decoder.pk_names else None
-        sink.send(topic, partition, key, value)
+        if not self._outbox:
+            self._outbox_since = time.monotonic()
+        self._outbox.append((topic, partition, key, value))
         return len(value)
 
     def _children(self, table: str, kind: str) -> tuple[Any, Any, Any]:
