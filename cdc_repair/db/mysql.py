@@ -17,8 +17,7 @@ from cdc_repair.errors import TerminalError, TransientError, UnreachableError
 Connection = pymysql.connections.Connection
 DriverError = pymysql.err.MySQLError
 Row = tuple[Any, ...]
-
-DriverError = pymysql.err.MySQLError  # for callers outside db/ that must catch driver errors
+Error = pymysql.err.MySQLError  # the driver's base error, for adapters that tolerate a failed query
 
 # MySQL error numbers worth retrying: lock wait timeout, deadlock, server gone/lost, too many connections,
 # read-only during failover, and client-side "can't connect".
