@@ -74,6 +74,7 @@ class CaptureConfig(_Model):
     exclude: list[str] = Field(default_factory=list)
     start: Literal["current", "earliest"] | StartPosition = "current"
     on_purged: Literal["fail", "resume_and_full_validate"] = "fail"
+    on_partial_image: Literal["fail", "skip_and_full_validate"] = "fail"
     heartbeat_s: float = Field(1.0, gt=0)
     max_batch_rows: int = Field(2000, ge=1)
     # Canal never mixes transactions in one FlatMessage; true groups rows of consecutive transactions (throughput)
@@ -94,7 +95,7 @@ class ProducerConfig(_Model):
     batch_size: int = Field(262144, ge=1)
     compression_type: Literal["none", "gzip", "lz4", "snappy", "zstd"] = "none"
     request_timeout_ms: int = Field(30000, ge=1)
-    max_request_size: int = Field(16 * 1024 * 1024, ge=1024)
+    max_request_size: int = Field(1024 * 1024, ge=1024)  # Apache Kafka's default message.max.bytes, ~1 MB
 
 
 class ConsumerConfig(_Model):

@@ -43,6 +43,13 @@ PRODUCE_LATENCY = Histogram("cdc_repair_sink_produce_latency_seconds",
 PRODUCE_ERRORS = Counter("cdc_repair_sink_produce_errors_total", "Failed produce attempts (retried).",
                          ["reason"], registry=REGISTRY)
 CHECKPOINTS = Counter("cdc_repair_source_checkpoints_total", "Checkpoints saved.", ["source"], registry=REGISTRY)
+CAPTURE_OVERSIZED = Counter("cdc_repair_source_oversized_rows_total",
+                            "Row changes published with oversized values replaced by the marker.", ["table"],
+                            registry=REGISTRY)
+CAPTURE_UNCAPTURABLE = Counter("cdc_repair_source_uncapturable_events_total",
+                               "Changes of included tables the binlog holds without full row images (statement "
+                               "DML, partial row image); each requests a full validation.", ["source", "reason"],
+                               registry=REGISTRY)
 
 # ---- validate
 CONSUMER_LAG = Gauge("cdc_repair_validate_consumer_lag_messages",

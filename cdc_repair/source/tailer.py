@@ -16,6 +16,9 @@ Contract for the daemon (runtime/) and `cdc-repair tail`:
   drift) raises a `TerminalError` subclass with a one-line message naming the fix.
 * Binlog purged with `on_purged: resume_and_full_validate`: resumes at the current position, counts
   `metrics.BINLOG_PURGED`, and inserts a `job_run` marker (see `state.checkpoints.full_scan_requested`).
+* Changes without row images (statement DML on an included table; a partial row image with `on_partial_image:
+  skip_and_full_validate`): not published, a full validation requested, `health()["ready"]` False until it has
+  run (source/uncapturable.py). A row too large for one Kafka record is published with a marker (model/oversized.py).
 
 Delivery: every record is produced with acks=all on an explicit PK-hash partition (sink/partitioning.py). The
 checkpoint (file, pos, GTID set) is written only at a transaction boundary (XID/COMMIT/DDL) and only after the
@@ -46,9 +49,10 @@ from cdc_repair.errors import (
     TerminalError,
     TransientError,
 )
+from cdc_repair.model.oversized import OVERSIZED_FIELD, OVERSIZED_MARKER, shrink_images
 from cdc_repair.model.position import BinlogPosition
 from cdc_repair.preflight import REQUIRED_BINLOG, binlog_problems, fetch_grants, grant_problems, parse_grants
-from cdc_repair.sink.flat_message import encode_ddl, encode_dml, image_rows, update_rows
+from cdc_repair.sink.flat_message import dml_fields, encode_ddl, encode_fields, image_rows, update_rows
 from cdc_repair.sink.grouping import Group, Part, TransactionGrouper
 from cdc_repair.sink.kafka_producer import KafkaSink
 from cdc_repair.sink.partitioning import hash_seed, key_bytes, partitions_of, topic_for
@@ -56,8 +60,9 @@ from cdc_repair.source.binlog_reader import BinlogReader, server_binlog
 from cdc_repair.source.ddl import classify_ddl
 from cdc_repair.source.declared_types import DeclaredTypes
 from cdc_repair.source.decoder import RowDecoder
-from cdc_repair.source.events import Commit, Ddl, Gtid, Heartbeat, Rotate, RowsData
+from cdc_repair.source.events import Commit, Ddl, Gtid, Heartbeat, PartialRows, Rotate, RowsData, StatementRows
 from cdc_repair.source.filters import TableMatcher
+from cdc_repair.source.uncapturable import UncapturableGuard
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +110,16 @@ class Tailer:
         self._declared = DeclaredTypes(self.dsn)
         self._max_message = self.kafka.producer.max_request_size - 1024  # a larger group is split in halves
         self._seeds: dict[str, int] = {}
+        self._guard = UncapturableGuard(self.source, self.dsn, self.matcher, capture.on_partial_image,
+                                        lambda: self._engine)
         self._reset_txn_state()
 
     # ------------------------------------------------------------------ public
 
     def health(self) -> dict[str, Any]:
+        degraded = self._guard.degraded  # statement DML / partial images / server settings (uncapturable.py)
         return {
-            "source": self.source, "ready": self.ready.is_set(),
+            "source": self.source, "ready": self.ready.is_set() and degraded is None, "degraded": degraded,
             "position": str(self._boundary) if self._boundary else None,
             "checkpoint": str(self._saved) if self._saved else None,
             "lag_s": self._lag_s, "pending": self._sink.pending if self._sink else 0,
@@ -297,6 +305,7 @@ class Tailer:
                     self._flush_groups()
                     self._checkpoint(stop)
                     last_ckpt = now
+                self._guard.tick()
             elif isinstance(ev, Gtid):
                 self._in_txn = True
                 self._grouper.begin(ev.gtid)
@@ -311,6 +320,7 @@ class Tailer:
                 self._checkpoint(stop)
                 last_ckpt = time.monotonic()
             elif isinstance(ev, Heartbeat):
+                self._guard.tick()
                 self._flush_groups()
                 self._lag_s = 0.0  # the server had nothing more to send: we are caught up
                 self._lag_gauge.set(0.0)
@@ -320,6 +330,10 @@ class Tailer:
                     last_ckpt = time.monotonic()
             elif isinstance(ev, Rotate) and not self._in_txn:
                 self._boundary = ev.position
+            elif isinstance(ev, StatementRows):  # not publishable: requests a full validation (durably, now)
+                self._guard.on_statement(ev, self._boundary)
+            elif isinstance(ev, PartialRows):  # fails, or is skipped with a full validation requested
+                self._guard.on_partial(ev, self._boundary)
             if stop.is_set():
                 break
         self._flush_groups()
@@ -414,10 +428,14 @@ class Tailer:
                    rows: list[dict[str, str | None]], olds: list[dict[str, str | None]] | None,
                    mysql_type: dict[str, str], ts: int) -> int:
         schema = decoder.schema
-        value = encode_dml(database=schema.database, table=schema.table, kind=kind, rows=rows, olds=olds,
-                           pk_names=decoder.pk_names, mysql_type=mysql_type, sql_type=_sql_type(decoder, rows),
-                           es=part.es, ts=ts, id=part.txn_id, gtid=part.gtid)
-        if len(rows) > 1 and len(value) > self._max_message:
+        fields = dml_fields(database=schema.database, table=schema.table, kind=kind, rows=rows, olds=olds,
+                            pk_names=decoder.pk_names, mysql_type=mysql_type, sql_type=_sql_type(decoder, rows),
+                            es=part.es, ts=ts, id=part.txn_id, gtid=part.gtid)
+        value = encode_fields(fields)
+        limit = self._max_message
+        if len(value) > limit and len(rows) == 1:
+            value = self._mark_oversized(fields, decoder, len(value), limit)
+        if len(rows) > 1 and len(value) > limit:
             half = len(rows) // 2
             return (self._send_rows(topic, partition, decoder, kind, part, rows[:half],
                                     olds[:half] if olds else None, mysql_type, ts)
@@ -428,6 +446,26 @@ class Tailer:
             self._outbox_since = time.monotonic()
         self._outbox.append((topic, partition, key, value))
         return len(value)
+
+    def _mark_oversized(self, fields: dict[str, Any], decoder: RowDecoder, size: int, limit: int) -> bytes:
+        """One row too large for a Kafka record: publish it with its largest values replaced by the marker
+        (model/oversized.py), counted and logged; the validator reads the real row from the database."""
+        olds = fields["old"]
+        keys = decoder.pk_names or []
+        images, replaced = shrink_images([fields["data"][0], olds[0] if olds else None], size - limit, keep=keys)
+        fields["data"] = [images[0]]
+        if olds:
+            fields["old"] = [images[1]]
+        fields[OVERSIZED_FIELD] = replaced
+        value = encode_fields(fields)
+        table = decoder.schema.qualified
+        metrics.CAPTURE_OVERSIZED.labels(table).inc()
+        key = ", ".join(f"{n}={images[0].get(n) if images[0] else None}" for n in keys) or "without a key"
+        log.warning("capture %s: %s of %s row %s (gtid %s) is %d bytes as a FlatMessage, over "
+                    "kafka.producer.max_request_size (%d): published with %s replaced by %r; validation reads the "
+                    "row from the database", self.source, fields["type"], table, key, fields["gtid"] or "-", size,
+                    self.kafka.producer.max_request_size, ", ".join(replaced), OVERSIZED_MARKER)
+        return value
 
     def _children(self, table: str, kind: str) -> tuple[Any, Any, Any]:
         hit = self._metric_children.get((table, kind))
