@@ -115,6 +115,9 @@ class KafkaConfig(_Model):
     producer: ProducerConfig = ProducerConfig()
     consumer: ConsumerConfig = ConsumerConfig()
     dead_letter_topic: str = "cdc-repair.dlq"
+    # False for a broker whose reported end offsets are wrong (the embedded tansu reports the last batch's first
+    # offset + 1): consumer lag is then shown as "unknown" instead of a wrong number.
+    end_offsets_exact: bool = True
 
 
 class TableRef(_Model):
@@ -149,6 +152,9 @@ class NormalizeConfig(_Model):
     time_zone: str | None = None
 
 
+PUBLISH_COLUMNS: tuple[str, ...] = ("author_id", "title", "content", "status")
+"""What a published article must equal online (DESIGN "publish contract"); ctime/utime are stamped separately."""
+
 PUBLISH_RULES: tuple[RuleConfig, ...] = (
     RuleConfig(when={"status": 2}, expect="equal"),
     RuleConfig(when={"status": 3}, expect="if_exists", columns=[], target_values={"status": 3}),
@@ -182,12 +188,23 @@ class PairConfig(_Model):
         return [RuleConfig(expect="equal")]
 
     def compare_columns(self, table_columns: list[str] | None = None) -> list[str]:
-        """Columns compared by default: `compare`, else all columns but key and ignored ones."""
+        """Columns compared by default: `compare`; else, for `kind: publish`, the publish contract's columns
+        (`PUBLISH_COLUMNS`, never ctime/utime); else all columns but key and ignored ones."""
         if self.compare is not None:
             return list(self.compare)
-        cols = table_columns or self.columns or []
         skip = set(self.key) | set(self.ignore)
+        cols = list(PUBLISH_COLUMNS) if self.kind == "publish" else (table_columns or self.columns or [])
         return [c for c in cols if c not in skip]
+
+    def compare_summary(self) -> dict[str, Any]:
+        """The effective compared columns, for `check-config`: `compare` is the list, or None when it is every
+        column of the table but `not_compared` (known only once the table is read)."""
+        cols = self.compare_columns()
+        if cols or self.compare is not None or self.kind == "publish" or self.columns:
+            return {"name": self.name, "kind": self.kind, "key": list(self.key), "compare": cols,
+                    "not_compared": None}
+        return {"name": self.name, "kind": self.kind, "key": list(self.key), "compare": None,
+                "not_compared": list(dict.fromkeys([*self.key, *self.ignore]))}
 
 
 class FullScanConfig(_Model):

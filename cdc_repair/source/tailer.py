@@ -148,13 +148,11 @@ class Tailer:
                     else:
                         log.exception("capture %s failed; retrying in %.0fs", self.source, delay)
                     self.ready.clear()
-                    metrics.STAGE_UP.labels("capture").set(0)
                     if stop.wait(delay):
                         break
                     delay = min(delay * 2, 30.0)
         finally:
             self.ready.clear()
-            metrics.STAGE_UP.labels("capture").set(0)
             if self._sink is not None:
                 self._sink.close()
                 self._sink = None
@@ -281,7 +279,6 @@ class Tailer:
     def _stream(self, reader: BinlogReader, stop: threading.Event) -> None:
         last_ckpt = time.monotonic()
         self.ready.set()
-        metrics.STAGE_UP.labels("capture").set(1)
         sink = self._sink
         assert sink is not None
         for ev in reader.events():
