@@ -50,6 +50,7 @@ class Group:
     es: int = 0  # epoch ms of the last rows event in it (Canal: the event header's execute time)
     gtid: str = ""  # GTID of the (last) transaction whose rows it holds; "" without GTIDs
     txn_id: int = 0  # sequence number of that transaction in this stream (`Part` says the same of its own rows)
+    txn_start: object = None  # opaque: where the transaction of its first row starts (the tailer's binlog position)
 
 
 class TransactionGrouper:
@@ -114,7 +115,7 @@ class TransactionGrouper:
     # ------------------------------------------------------------------ rows
 
     def add(self, table: Hashable, kind: str, rows: list[Row], olds: list[Row] | None, partitions: list[int],
-            es: int, nbytes: int) -> list[Group]:
+            es: int, nbytes: int, txn_start: object = None) -> list[Group]:
         """One rows event: `rows[i]` (and `olds[i]` for UPDATE) go to `partitions[i]`. Returns closed groups.
         The grouper takes ownership of the `rows`/`olds` lists (it may keep and extend them)."""
         if not self.in_txn:  # rows without a GTID event (GTIDs off): a transaction starts here
@@ -126,7 +127,7 @@ class TransactionGrouper:
             closed.append(group)
             group = None
         if group is None:
-            group = self._open = Group(table, kind, self.clock())
+            group = self._open = Group(table, kind, self.clock(), txn_start=txn_start)
         parts = group.parts
         gtid, txn_id = self.gtid, self.txn_id
         if len(rows) == 1:  # the common single-row event: no loops

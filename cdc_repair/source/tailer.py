@@ -62,6 +62,7 @@ from cdc_repair.source.declared_types import DeclaredTypes
 from cdc_repair.source.decoder import RowDecoder
 from cdc_repair.source.events import Commit, Ddl, Gtid, Heartbeat, PartialRows, Rotate, RowsData, StatementRows
 from cdc_repair.source.filters import TableMatcher
+from cdc_repair.source.origin import TxnOrigin
 from cdc_repair.source.uncapturable import UncapturableGuard
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class Tailer:
         self._declared = DeclaredTypes(self.dsn)
         self._max_message = self.kafka.producer.max_request_size - 1024  # a larger group is split in halves
         self._seeds: dict[str, int] = {}
+        self._origin = TxnOrigin(self.matcher)  # own-write marks and binlog coordinates (source/origin.py)
         self._guard = UncapturableGuard(self.source, self.dsn, self.matcher, capture.on_partial_image,
                                         lambda: self._engine)
         self._reset_txn_state()
@@ -173,7 +175,8 @@ class Tailer:
                 self._ensure_topic(self.kafka.topic.name)
         decision = self._start_decision()
         server = server_binlog(self.dsn)
-        reader = BinlogReader(self.dsn, self.capture.server_id, decision.position, table_filter=self.matcher,
+        reader = BinlogReader(self.dsn, self.capture.server_id, decision.position,
+                              table_filter=self._origin.table_filter(),
                               is_mariadb=server.is_mariadb, only_schemas=self.matcher.only_schemas(),
                               heartbeat_s=min(self.capture.heartbeat_s, GROUP_MAX_AGE_S),
                               skip_to_timestamp=decision.skip_to_timestamp,
@@ -269,9 +272,10 @@ class Tailer:
     # ------------------------------------------------------------------ the event loop
 
     def _reset_txn_state(self) -> None:
+        self._origin.reset()
         self._in_txn = False
         self._grouper.discard()
-        self._outbox: list[tuple[str, int, bytes | None, bytes]] = []
+        self._outbox: list[tuple[str, int, bytes | None, bytes, list[tuple[str, bytes]]]] = []
         self._outbox_since = 0.0
         self._outbox_counts: dict[tuple[str, str], list[int]] = {}  # metrics, counted when the outbox drains
         self._outbox_es = 0
@@ -288,8 +292,11 @@ class Tailer:
                     self._confirm(stop)
             elif isinstance(ev, Commit):
                 self._send_groups(self._grouper.commit())
-                if self._outbox and time.monotonic() - self._outbox_since >= GROUP_MAX_AGE_S:
+                if self._origin.marked:
+                    self._flush_groups()  # a repair's rows never share a message with the next transaction's
+                elif self._outbox and time.monotonic() - self._outbox_since >= GROUP_MAX_AGE_S:
                     self._drain_outbox()
+                self._origin.end_txn()
                 self._in_txn = False
                 self._skipping = False  # the reader passes only transactions at or after a start timestamp
                 self._boundary = ev.position
@@ -310,6 +317,7 @@ class Tailer:
                 self._flush_groups()
                 self._on_ddl(ev)
                 self._grouper.commit()
+                self._origin.end_txn()
                 self._in_txn = False
                 self._skipping = False
                 self._boundary = ev.position
@@ -339,6 +347,8 @@ class Tailer:
     def _on_rows(self, ev: RowsData) -> None:
         decoder = ev.decoder
         self._in_txn = True
+        if self._origin.rows(decoder.schema.table, decoder.names, self._flush_groups):
+            return  # a repair's marker row: not published, it tags the transaction's other rows
         images = decoder.images(ev.body, ev.start, ev.end)
         if ev.kind == "UPDATE":
             rows, olds = update_rows(decoder.names, images)
@@ -351,7 +361,7 @@ class Tailer:
             seed = self._seeds[database] = hash_seed(database, self.capture.partition_hash)
         partitions = partitions_of(keyed, decoder.pk_indexes, self._partition_count(decoder), seed)
         self._send_groups(self._grouper.add(decoder, ev.kind, rows, olds, partitions, ev.timestamp * 1000,
-                                            ev.end - ev.start))
+                                            ev.end - ev.start, txn_start=self._boundary))
 
     def _partition_count(self, decoder: RowDecoder) -> int:
         topic = self._topic(decoder.schema.database, decoder.schema.table)
@@ -382,8 +392,8 @@ class Tailer:
         outbox = self._outbox
         if outbox:
             send = self._sink.send  # type: ignore[union-attr]  # set while streaming
-            for topic, partition, key, value in outbox:
-                send(topic, partition, key, value)
+            for topic, partition, key, value, headers in outbox:
+                send(topic, partition, key, value, headers)
             self._outbox = []
         for (table, kind), (events, rows, nbytes) in self._outbox_counts.items():
             children = self._children(table, kind)
@@ -406,9 +416,13 @@ class Tailer:
         topic = self._topic(schema.database, schema.table)
         mysql_type = self._declared.mysql_type(decoder)
         ts = int(time.time() * 1000)
+        self._origin.grouped(group.txn_start)  # type: ignore[arg-type]  # the tailer passes BinlogPosition | None
+        headers = self._origin.headers()  # repair mark, and where the group's first transaction starts
+        self._origin.flushed()
         total = 0
         for p, part in group.parts.items():
-            total += self._send_rows(topic, p, decoder, group.kind, part, part.rows, part.olds, mysql_type, ts)
+            total += self._send_rows(topic, p, decoder, group.kind, part, part.rows, part.olds, mysql_type, ts,
+                                     headers)
         counts = self._outbox_counts.get((schema.qualified, group.kind))
         if counts is None:
             self._outbox_counts[(schema.qualified, group.kind)] = [group.events, group.rows, total]
@@ -423,7 +437,7 @@ class Tailer:
 
     def _send_rows(self, topic: str, partition: int, decoder: RowDecoder, kind: str, part: Part,
                    rows: list[dict[str, str | None]], olds: list[dict[str, str | None]] | None,
-                   mysql_type: dict[str, str], ts: int) -> int:
+                   mysql_type: dict[str, str], ts: int, headers: list[tuple[str, bytes]]) -> int:
         schema = decoder.schema
         fields = dml_fields(database=schema.database, table=schema.table, kind=kind, rows=rows, olds=olds,
                             pk_names=decoder.pk_names, mysql_type=mysql_type, sql_type=_sql_type(decoder, rows),
@@ -435,13 +449,13 @@ class Tailer:
         if len(rows) > 1 and len(value) > limit:
             half = len(rows) // 2
             return (self._send_rows(topic, partition, decoder, kind, part, rows[:half],
-                                    olds[:half] if olds else None, mysql_type, ts)
+                                    olds[:half] if olds else None, mysql_type, ts, headers)
                     + self._send_rows(topic, partition, decoder, kind, part, rows[half:],
-                                      olds[half:] if olds else None, mysql_type, ts))
+                                      olds[half:] if olds else None, mysql_type, ts, headers))
         key = key_bytes([rows[0][n] for n in decoder.pk_names]) if len(rows) == 1 and decoder.pk_names else None
         if not self._outbox:
             self._outbox_since = time.monotonic()
-        self._outbox.append((topic, partition, key, value))
+        self._outbox.append((topic, partition, key, value, headers))
         return len(value)
 
     def _mark_oversized(self, fields: dict[str, Any], decoder: RowDecoder, size: int, limit: int) -> bytes:
