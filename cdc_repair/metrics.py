@@ -105,6 +105,9 @@ BUILD_INFO.info({"version": __version__})
 LEDGER_OLDEST_OPEN_SECONDS = Gauge("cdc_repair_ledger_oldest_open_age_seconds",
                                    "Age of the oldest ledger entry not yet repaired (0 when none).", ["pair"],
                                    registry=REGISTRY)
+LEDGER_UP = Gauge("cdc_repair_ledger_up",
+                  "1 when the last read of the ledger (state database) succeeded; 0 while it fails, and then the "
+                  "ledger gauges are absent rather than 0.", registry=REGISTRY)
 JOB_LAST_SUCCESS = Gauge("cdc_repair_job_last_success_timestamp_seconds",
                          "End time (epoch s) of the job's last successful run, from the job_run table.", ["job"],
                          registry=REGISTRY)

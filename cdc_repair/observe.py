@@ -91,7 +91,7 @@ def _jobs_sql() -> str:
             f"WHERE `outcome` = 'ok' AND `finished_at` IS NOT NULL GROUP BY `job`")
 
 
-def _epoch(value: datetime) -> float:
+def epoch(value: datetime) -> float:
     """State tables store naive UTC datetimes."""
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
 
@@ -102,7 +102,7 @@ def read_ledger(engine: StateEngine) -> LedgerSnapshot:
         rows = conn.exec_driver_sql(_ledger_sql(), tuple(OPEN_STATUSES)).fetchall()
         jobs = conn.exec_driver_sql(_jobs_sql()).fetchall()
     counts = tuple(LedgerCount(str(r[0]), str(r[1]), str(r[2]), int(r[3]), r[4]) for r in rows)
-    last_ok = {str(j[0]): _epoch(j[1]) for j in jobs if isinstance(j[1], datetime)}
+    last_ok = {str(j[0]): epoch(j[1]) for j in jobs if isinstance(j[1], datetime)}
     return LedgerSnapshot(counts=counts, job_last_success=last_ok, taken_at=time.time())
 
 
@@ -113,7 +113,7 @@ def apply_ledger_gauges(snapshot: LedgerSnapshot) -> None:
     oldest: dict[str, float] = {}
     for c in snapshot.counts:
         if c.oldest_first_seen is not None:
-            age = max(0.0, now - _epoch(c.oldest_first_seen))
+            age = max(0.0, now - epoch(c.oldest_first_seen))
             oldest[c.pair] = max(oldest.get(c.pair, 0.0), age)
     with _seen_lock:
         for labels in _seen_labels - current.keys():
@@ -126,6 +126,16 @@ def apply_ledger_gauges(snapshot: LedgerSnapshot) -> None:
             metrics.LEDGER_OLDEST_OPEN_SECONDS.labels(pair=pair).set(oldest.get(pair, 0.0))
     for job, ts in snapshot.job_last_success.items():
         metrics.JOB_LAST_SUCCESS.labels(job=job).set(ts)
+    metrics.LEDGER_UP.set(1)
+
+
+def withdraw_ledger_gauges() -> None:
+    """The ledger could not be read: drop its series (Prometheus shows no data, the page n/a) instead of
+    exporting zeros or stale counts that read as "all consistent", and set `cdc_repair_ledger_up` to 0."""
+    with _seen_lock:
+        metrics.OPEN_INCONSISTENCIES.clear()
+        metrics.LEDGER_OLDEST_OPEN_SECONDS.clear()
+    metrics.LEDGER_UP.set(0)
 
 
 def refresh_ledger_gauges(engine: StateEngine) -> LedgerSnapshot:
@@ -155,6 +165,7 @@ class LedgerGaugeStage:
                     log.info("ledger gauges refreshed again")
                 failing = False
             except Exception as exc:  # a loop boundary: never let one bad refresh end the stage
+                withdraw_ledger_gauges()
                 metrics.ERRORS.labels(stage="observe", kind=type(exc).__name__[:40]).inc()
                 if not failing:  # the stack once per outage, not every interval
                     log.exception("refreshing ledger gauges failed (retrying every %.0fs): %s", self.interval_s, exc)
@@ -191,8 +202,7 @@ def initialise_metric_labels(pairs: Iterable[str], sources: Iterable[str] = (), 
         for strategy in strategies:
             for outcome in REPAIR_OUTCOMES:
                 metrics.REPAIRS.labels(pair=pair, strategy=strategy, outcome=outcome)
-        metrics.LEDGER_OLDEST_OPEN_SECONDS.labels(pair=pair)
-        with _seen_lock:
+        with _seen_lock:  # its ledger series appear (at 0 when nothing is open) with the first ledger read
             _seen_pairs.add(pair)
     for outcome in ROLLBACK_OUTCOMES:
         metrics.ROLLBACKS.labels(outcome=outcome)

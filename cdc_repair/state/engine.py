@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, TypeAlias
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateColumn
 
 from cdc_repair.db.dsn import Dsn
 from cdc_repair.db.mysql import classify, session_cipher
@@ -38,7 +39,21 @@ def _open(dsn: Dsn, database: str, create_schema: bool) -> Engine:
     engine = _engine(dsn, pool_pre_ping=True, pool_recycle=3600, pool_size=5, max_overflow=10)
     if create_schema:
         metadata.create_all(engine)
+        _add_new_columns(engine)
     return engine
+
+
+def _add_new_columns(engine: Engine) -> None:
+    """Add nullable columns introduced after a state database was created (`create_all` creates only missing
+    tables). Only nullable columns are ever added this way, so existing rows stay valid."""
+    found = inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            have = {c["name"] for c in found.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have and column.nullable:
+                    ddl = CreateColumn(column).compile(dialect=engine.dialect)
+                    conn.execute(text(f"ALTER TABLE {quote_ident(table.name)} ADD COLUMN {ddl}"))
 
 
 def _engine(dsn: Dsn, **options: Any) -> Engine:

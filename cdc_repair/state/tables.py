@@ -97,6 +97,7 @@ scan_progress = Table(
     Column("rows", BigInteger, nullable=False, default=0),
     Column("diffs", Integer, nullable=False, default=0),
     Column("where_clause", Text, nullable=True),
+    Column("rows_total", BigInteger, nullable=True),  # the row estimate at the start (status: done of total)
     Column("started_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
     Column("finished_at", DateTime, nullable=True),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import http.client
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -125,11 +126,27 @@ def test_status_cache_serves_the_previous_document_while_a_refresh_hangs() -> No
 
 
 def test_history_points_are_rates_between_samples() -> None:
-    a = Totals(at=100.0, lag_s=1.0, rows=1000, keys=10, open=3, repairs_applied=5)
-    b = Totals(at=110.0, lag_s=2.0, rows=1500, keys=60, open=1, repairs_applied=7)
+    a = Totals(at=100.0, lag_s=1.0, rows=1000, keys=10, open=3, repairs_applied=5, found=4)
+    b = Totals(at=110.0, lag_s=2.0, rows=1500, keys=60, open=1, repairs_applied=7, found=6)
     assert point(None, a) == {"lag_s": 1.0, "open": 3, "rows_per_s": None, "keys_per_s": None,
-                              "repairs_per_min": None}
-    assert point(a, b) == {"lag_s": 2.0, "open": 1, "rows_per_s": 50.0, "keys_per_s": 5.0, "repairs_per_min": 12.0}
+                              "repairs_per_min": None, "found_per_min": None}
+    assert point(a, b) == {"lag_s": 2.0, "open": 1, "rows_per_s": 50.0, "keys_per_s": 5.0, "repairs_per_min": 12.0,
+                           "found_per_min": 12.0}
+    # the ledger unreadable: the chart has a gap, not a 0
+    assert point(b, Totals(at=120.0, lag_s=2.0, rows=1500, keys=60, open=None, repairs_applied=7))["open"] is None
+
+
+def test_a_state_database_outage_reads_n_a_with_the_reason_never_zero() -> None:
+    why = "state database mysql://cdc:***@127.0.0.1:3306/cdc_state: MySQL error 2003: Can't connect"
+    doc = {"inconsistencies": {"open_total": None, "by_pair_kind": [], "unavailable": why},
+           "repair_counts": None, "recent_repairs": None,
+           "unavailable": {"ledger": why, "repair_counts": why, "recent_repairs": why, "scans": why}}
+    html = render_page(doc, {"db:state": False})
+    for card in ("open-total", "repairs-applied", "oldest-open"):
+        assert re.search(f'id="{card}">n/a', html), card  # no data-value: nothing to read as a number
+    escaped = why.replace("'", "&#x27;")
+    assert f'id="open-total-why">{escaped}<' in html and f'id="repairs-applied-why">{escaped}<' in html
+    assert html.count(f"n/a: {escaped}") >= 3  # the inconsistency, repair and scan tables say why too
 
 
 # ------------------------------------------------------------------ the server
