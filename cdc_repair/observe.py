@@ -235,6 +235,30 @@ def mysql_check(dsn: Dsn, timeout_s: float = 2.0) -> Check:
     return check
 
 
+def tables_check(pair: Any, settings: Any, timeout_s: float = 2.0) -> Check:
+    """A check that the pair's source and target tables exist (a missing table is not ready, with the table,
+    the server and the fix named), run on the pair's own servers; a failed login is `db:<server>`'s to report."""
+    from cdc_repair.db import mysql
+    from cdc_repair.db.sql import Statement
+
+    def check() -> str | None:
+        missing = []
+        for side, ref in (("source", pair.source), ("target", pair.target)):
+            conn = mysql.connect(settings.server_dsn(ref.server).with_database(None), timeout_s=timeout_s)
+            try:
+                row = mysql.fetch_one(conn, Statement(
+                    "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                    (ref.schema_name, ref.table_name)))
+            finally:
+                conn.close()
+            if not row or not row[0]:
+                missing.append(f"{side} table {ref.table} does not exist on server {ref.server} (create it, or "
+                               f"fix pairs[{pair.name}].{side}.table)")
+        return "; ".join(missing) or None
+
+    return check
+
+
 def broker_check(bootstrap: Sequence[str], timeout_ms: int = 2000) -> Check:
     from cdc_repair.sink.kafka_admin import broker_reachable
 
@@ -242,11 +266,14 @@ def broker_check(bootstrap: Sequence[str], timeout_ms: int = 2000) -> Check:
 
 
 def dependency_checks(settings: Any) -> dict[str, Check]:
-    """Checks for the broker, the state database and every configured server (a `config.Settings`)."""
+    """Checks for the broker, the state database, every configured server (a `config.Settings`) and every pair's
+    tables (`tables:<pair>`)."""
     checks: dict[str, Check] = {"broker": broker_check(settings.kafka.bootstrap_servers),
                                 "db:state": mysql_check(settings.state.dsn)}
     for name, server in settings.servers.items():
         checks[f"db:{name}"] = mysql_check(server.dsn)
+    for pair in settings.pairs:
+        checks[f"tables:{pair.name}"] = tables_check(pair, settings)
     return checks
 
 

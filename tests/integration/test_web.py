@@ -104,7 +104,10 @@ def own_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mar
 
 def test_healthz_and_readyz_follow_broker_database_and_stages(own_services: tuple[MariaDBServer, Broker]) -> None:
     db, broker = own_services
+    from cdc_repair.devservices.demo_schema import apply_sql, webook_sql
+
     db.root_connection().cursor().execute("CREATE DATABASE IF NOT EXISTS cdc_state_web")
+    apply_sql(db.dsn(), webook_sql())  # the pair's tables (`tables:articles` checks they exist)
     settings = settings_for(db, broker, "cdc_state_web")
     stages = [{"name": "validate", "status": "running", "leader_only": False},
               {"name": "capture:author", "status": "stopped", "leader_only": True}]
@@ -113,7 +116,7 @@ def test_healthz_and_readyz_follow_broker_database_and_stages(own_services: tupl
     try:
         # a follower's stopped leader-only stage does not make it unready
         body = wait_readyz(web, 200, [])
-        assert set(body["checks"]) == {"validate", "broker", "db:author", "db:online", "db:state"}
+        assert set(body["checks"]) == {"validate", "broker", "db:author", "db:online", "db:state", "tables:articles"}
 
         broker.freeze()  # hung broker: connections open, no answers
         body = wait_readyz(web, 503, ["broker"])
@@ -131,7 +134,7 @@ def test_healthz_and_readyz_follow_broker_database_and_stages(own_services: tupl
         wait_readyz(web, 200, [])
 
         db.stop()  # every database (all three are on this server) down
-        body = wait_readyz(web, 503, ["db:author", "db:online", "db:state"])
+        body = wait_readyz(web, 503, ["db:author", "db:online", "db:state", "tables:articles"])
         assert f"127.0.0.1:{db.port}" in body["reasons"]["db:state"] and db.password not in json.dumps(body)
         page = fetch(f"{web.url}/")[1].decode()
         assert "not ready" in page and body["reasons"]["db:author"] in page and db.password not in page
