@@ -81,7 +81,9 @@ SCAN_THROTTLED = Counter("cdc_repair_scan_throttle_seconds_total", "Seconds a sc
 # ---- repair
 REPAIRS = Counter("cdc_repair_repair_actions_total", "Repair actions by outcome (applied/failed/parked/guard_failed).",
                   ["pair", "strategy", "outcome"], registry=REGISTRY)
-REPAIR_LATENCY = Histogram("cdc_repair_repair_latency_seconds", "Time to apply one repair (guarded write + undo).",
+REPAIR_LATENCY = Histogram("cdc_repair_repair_latency_seconds",
+                           "Time to apply one repair (guarded write + undo record), one sample per applied repair: "
+                           "its batch's transaction time divided by the batch's statements.",
                            ["strategy"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 ROLLBACKS = Counter("cdc_repair_repair_rollbacks_total", "Rollbacks by outcome (undone/skipped/dirty/forced).",
                     ["outcome"], registry=REGISTRY)

@@ -326,8 +326,9 @@ class Repairer:
         for outcome, count in counts.items():
             if count:
                 REPAIRS.labels(pair.name, strategy.value, outcome).inc(count)
-        if counts["applied"]:
-            REPAIR_LATENCY.labels(strategy.value).observe(elapsed / n)  # one sample per batch: time per row
+        latency = REPAIR_LATENCY.labels(strategy.value)
+        for _ in range(counts["applied"]):  # one sample per applied repair: its share of the batch's round trip
+            latency.observe(elapsed / n)
         self._pending_log.extend(logged)
         if len(self._pending_log) >= 500:
             self._flush_log()
