@@ -139,10 +139,42 @@ def withdraw_ledger_gauges() -> None:
 
 
 def refresh_ledger_gauges(engine: StateEngine) -> LedgerSnapshot:
-    """Query the ledger (state table `inconsistency`) and job runs, and refresh the gauges derived from them."""
+    """Query the ledger (state table `inconsistency`) and job runs, and refresh the gauges derived from them;
+    also the full-scan gauges from `scan_progress`, so a scan run by the CLI shows on the daemon's /metrics."""
     snapshot = read_ledger(engine)
     apply_ledger_gauges(snapshot)
+    apply_scan_gauges(read_scans(engine))
     return snapshot
+
+
+def _scans_sql() -> str:
+    t = tables.scan_progress.name
+    return (f"SELECT `pair`, `status`, `rows`, `rows_total`, `started_at`, `updated_at` FROM `{t}` "
+            f"WHERE `id` IN (SELECT MAX(`id`) FROM `{t}` GROUP BY `pair`)")
+
+
+def read_scans(engine: StateEngine) -> list[tuple[str, str, int, int | None, float]]:
+    """The newest scan of each pair: (pair, status, rows done, rows estimated, rows/s so far)."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(_scans_sql()).fetchall()
+    out = []
+    for pair, status, done, total, started, updated in rows:
+        elapsed = epoch(updated) - epoch(started) if isinstance(started, datetime) and isinstance(
+            updated, datetime) else 0.0
+        out.append((str(pair), str(status), int(done or 0), int(total) if total else None,
+                    int(done or 0) / elapsed if elapsed > 0 else 0.0))
+    return out
+
+
+def apply_scan_gauges(scans: Iterable[tuple[str, str, int, int | None, float]]) -> None:
+    """`cdc_repair_scan_progress_ratio` (1 when done) and, while running, `cdc_repair_scan_rows_per_second`."""
+    for pair, status, done, total, rate in scans:
+        if status == "done":
+            metrics.SCAN_PROGRESS.labels(pair).set(1.0)
+        elif total:
+            metrics.SCAN_PROGRESS.labels(pair).set(min(1.0, done / total))
+        if status == "running":
+            metrics.SCAN_ROWS_PER_SECOND.labels(pair).set(rate)
 
 
 class LedgerGaugeStage:
