@@ -350,9 +350,11 @@ class _Daemon:
 @pytest.fixture
 def status_site(state: Any, demo_config: Any, mariadb: MariaDBServer) -> Iterator[tuple[WebServer, dict[str, Any]]]:
     """The web server serving the real status document (runtime/status.py) over a seeded state database."""
+    from cdc_repair.devservices.demo_schema import apply_sql, webook_sql
     from cdc_repair.runtime.status import build_status
 
     chromium_binary()
+    apply_sql(mariadb.dsn(), webook_sql())  # the demo pair's tables (readiness checks that they exist)
     state_db = state.url.database
     path = demo_config({"state": {"dsn": mariadb.dsn(state_db).to_url()}, "web": {"bind": "127.0.0.1", "port": 0}})
     settings = load_settings(path)
@@ -456,7 +458,7 @@ def test_status_page_in_chromium_shows_the_api_numbers(status_site: tuple[WebSer
     # the vendored uPlot drew the charts (this server is the only network the page used)
     assert live.count('class="uplot') == 3, "the three charts did not render"
     shot = tmp_path / "status-page.png"
-    chromium(f"{web.url}/", "--virtual-time-budget=4000", "--window-size=1280,1500", "--hide-scrollbars",
+    chromium(f"{web.url}/", "--virtual-time-budget=4000", "--window-size=1280,1900", "--hide-scrollbars",
              f"--screenshot={shot}")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 30_000
     if os.environ.get("UPDATE_SCREENSHOTS") == "1":  # refresh the README's picture
