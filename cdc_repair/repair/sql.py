@@ -24,6 +24,7 @@ from typing import Any
 from cdc_repair.db.sql import Statement, placeholders, quote_columns, quote_ident, quote_table
 from cdc_repair.repair.actions import Op, RepairAction
 from cdc_repair.repair.undo_log import INSERT_COLUMNS, SELECT_COLUMNS, UndoRecord, undo_table
+from cdc_repair.validate.rules import key_bytes_equal
 
 Row = Mapping[str, Any]
 
@@ -114,8 +115,9 @@ def guarded_statement(action: RepairAction) -> Statement:
     if action.observed is None:
         raise ValueError(f"{action.describe()}: an {action.op.value} needs the observed row as its guard")
     if action.op is Op.UPDATE:
-        return update_guarded(action.table, {c: v for c, v in action.values.items() if c not in key}, key,
-                              action.observed)
+        values = {c: v for c, v in action.values.items() if c not in key}
+        values.update({c: v for c, v in action.values.items() if c in key})  # a re-spelled key: set last
+        return update_guarded(action.table, values, key, action.observed)
     return delete_guarded(action.table, key, action.observed)
 
 
@@ -195,6 +197,9 @@ def restore_statement(record: UndoRecord, *, force: bool = False) -> Statement |
         return insert_rows(record.table, cols, [[before[c] for c in cols]])
     if before is not None and after is not None:
         values = {c: before.get(c) for c in record.columns if c not in record.key_columns}
+        # a key the repair re-spelled ('KEY10' -> 'key10') gets its old bytes back, set last
+        values.update({c: before.get(c) for c in record.key_columns if c in record.columns
+                       and not key_bytes_equal(before.get(c), after.get(c))})
         if not values:
             return None
         if force:  # the row may be gone: put the before-row back whole
