@@ -418,6 +418,10 @@ def assert_page_matches(dom: Dom, doc: dict[str, Any]) -> None:
     assert last == {name: j["outcome"] for name, j in doc["last_job_runs"].items()}
     assert last == {"full_scan": "ok", "window_scan": "failed"}
 
+    assert dom.by_id("dead-letters")["data-value"] == str(doc["dead_letters"]["count"]) == "0"
+    assert dom.by_id("config")["data-value"] == str(doc["config"]["generation"])
+    assert "no reload since start" in dom.by_id("config-reload")["text"]
+
     # the oldest open inconsistency (seeded 120 s before the document)
     oldest = dom.by_id("oldest-open")
     assert float(oldest["data-value"]) == doc["inconsistencies"]["oldest_open_age_s"]
