@@ -255,3 +255,26 @@ def test_binds_ipv6_loopback_when_configured() -> None:
         assert get(f"{server.url}/healthz")[0] == 200
     finally:
         server.stop()
+
+
+def test_cards_show_reload_outcome_dead_letters_and_oldest_open() -> None:
+    doc = example()
+    doc["config"] = {"path": "/etc/c.yaml", "generation": 3,
+                     "last_reload": {"ok": False, "at": 1795000000.0, "problems": ["pairs[0].key: required"]}}
+    doc["dead_letters"] = {"topic": "dlq", "count": 4, "last_reason": "malformed: <b>bad</b>", "last_at": 1795000000.0}
+    doc["inconsistencies"]["oldest_open_age_s"] = 3725.0
+    doc["inconsistencies"]["oldest_open_pair"] = "articles"
+    html = render_page(doc, {"x": True})
+    assert 'id="config" data-value="3">generation 3' in html
+    assert 'data-ok="False">last reload rejected 2026-11-18 11:06:40Z: pairs[0].key: required<' in html
+    assert 'id="dead-letters" data-value="4">4' in html and "malformed: &lt;b&gt;bad&lt;/b&gt;" in html
+    assert 'id="oldest-open" data-value="3725.0">1h 02m' in html
+    doc["config"]["last_reload"] = {"ok": True, "at": 1795000000.0, "live": ["x"], "restart": ["kafka.partitions"]}
+    assert "last reload ok 2026-11-18 11:06:40Z; needs restart: kafka.partitions" in render_page(doc, {"x": True})
+
+
+def test_durations() -> None:
+    from cdc_repair.web.page import fmt_duration
+
+    assert [fmt_duration(v) for v in (None, 0, 59.6, 61, 3600, 90061)] == ["n/a", "0s", "1m 00s", "1m 01s",
+                                                                            "1h 00m", "1d 01h"]
