@@ -164,8 +164,8 @@ def _scans(engine: Any) -> list[dict[str, Any]]:
     now = time.time()
     out = []
     for row in scan_progress.latest_per_pair(engine):
-        started = observe.epoch(row["started_at"])
-        ended = observe.epoch(row["finished_at"] or row["updated_at"]) if row["status"] != "running" else now
+        started, updated = observe.epoch(row["started_at"]), observe.epoch(row["updated_at"])
+        ended = observe.epoch(row["finished_at"]) if row["finished_at"] else updated  # rows were saved then
         rows, total = int(row["rows"] or 0), row["rows_total"]
         elapsed = max(0.0, ended - started)
         rate = rows / elapsed if elapsed > 0 else None
@@ -174,7 +174,9 @@ def _scans(engine: Any) -> list[dict[str, Any]]:
         out.append({"pair": row["pair"], "scan_id": row["scan_id"], "status": row["status"], "rows": rows,
                     "rows_total": int(total) if total else None, "chunks": int(row["chunks"] or 0),
                     "diffs": int(row["diffs"] or 0), "started_at": started,
-                    "updated_at": observe.epoch(row["updated_at"]),
+                    "updated_at": updated,
+                    # a running scan saves progress after every chunk: a long silence means it died or hangs
+                    "silent_s": round(max(0.0, now - updated), 1) if row["status"] == "running" else None,
                     "finished_at": observe.epoch(row["finished_at"]) if row["finished_at"] else None,
                     "progress": round(min(1.0, rows / int(total)), 4) if total else None,
                     "rows_per_s": round(rate, 1) if rate is not None else None,

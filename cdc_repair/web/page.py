@@ -14,6 +14,7 @@ from html import escape
 from typing import Any
 
 REFRESH_S = 5
+SCAN_SILENT_S = 120  # a running full scan that saved no progress for this long is flagged (died or hangs)
 
 
 def _s(value: Any) -> str:
@@ -233,8 +234,12 @@ def _scans(status: Mapping[str, Any]) -> str:
         progress = _num(sc.get("progress"))
         pct = f" ({progress * 100:.0f}%)" if progress is not None else ""
         eta = fmt_duration(sc.get("eta_s")) if sc.get("status") == "running" else "—"
+        silent = _num(sc.get("silent_s"))
+        stalled = (f'<div class="err">no progress for {fmt_duration(silent)}</div>'
+                   if silent is not None and silent >= SCAN_SILENT_S else "")
         rows.append(f'<tr data-scan-pair="{_s(sc.get("pair"))}" data-status="{_s(sc.get("status"))}">'
-                    f'<td>{_s(sc.get("pair"))}</td><td class="st-{_s(sc.get("status"))}">{_s(sc.get("status"))}</td>'
+                    f'<td>{_s(sc.get("pair"))}</td>'
+                    f'<td class="st-{_s(sc.get("status"))}">{_s(sc.get("status"))}{stalled}</td>'
                     f'<td class=num data-rows="{_s(done)}" data-rows-total="{_s(total)}">{fmt_number(done)} of '
                     f"{fmt_number(total) if total is not None else 'unknown'}{pct}</td>"
                     f'<td class=num data-value="{_s(sc.get("rows_per_s"))}">{fmt_number(sc.get("rows_per_s"), 0)}'

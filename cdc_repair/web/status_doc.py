@@ -71,6 +71,7 @@ class ScanDoc(TypedDict, total=False):
     diffs: int
     rows_per_s: float | None
     eta_s: float | None  # running scans only
+    silent_s: float | None  # running scans: seconds since the last saved progress (the page flags >= 120 s)
     started_at: float
     updated_at: float
     finished_at: float | None

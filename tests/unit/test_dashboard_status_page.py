@@ -278,3 +278,11 @@ def test_durations() -> None:
 
     assert [fmt_duration(v) for v in (None, 0, 59.6, 61, 3600, 90061)] == ["n/a", "0s", "1m 00s", "1m 01s",
                                                                             "1h 00m", "1d 01h"]
+
+
+def test_a_running_scan_without_progress_is_flagged() -> None:
+    doc = example()
+    doc["scans"][0]["silent_s"] = 30.0
+    assert "no progress for" not in render_page(doc, {"x": True})
+    doc["scans"][0]["silent_s"] = 600.0
+    assert "no progress for 10m 00s" in render_page(doc, {"x": True})
