@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypeAlias
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateColumn
 
@@ -46,12 +46,15 @@ def _open(dsn: Dsn, database: str, create_schema: bool) -> Engine:
 def _add_new_columns(engine: Engine) -> None:
     """Add nullable columns introduced after a state database was created (`create_all` creates only missing
     tables). Only nullable columns are ever added this way, so existing rows stay valid."""
-    found = inspect(engine)
-    with engine.begin() as conn:
+    with engine.begin() as conn:  # one query, not a reflection per table (which cost ~150 ms per engine)
+        rows = conn.execute(text("SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS "
+                                 "WHERE TABLE_SCHEMA = DATABASE()")).all()
+        have: dict[str, set[str]] = {}
+        for table_name, column_name in rows:
+            have.setdefault(str(table_name), set()).add(str(column_name))
         for table in metadata.sorted_tables:
-            have = {c["name"] for c in found.get_columns(table.name)}
             for column in table.columns:
-                if column.name not in have and column.nullable:
+                if column.name not in have.get(table.name, {column.name}) and column.nullable:
                     ddl = CreateColumn(column).compile(dialect=engine.dialect)
                     conn.execute(text(f"ALTER TABLE {quote_ident(table.name)} ADD COLUMN {ddl}"))
 

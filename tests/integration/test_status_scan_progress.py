@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from cdc_repair import metrics
 from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.observe import refresh_ledger_gauges
 from cdc_repair.runtime.status import build_status
+from cdc_repair.state import scan_progress
 from cdc_repair.state.engine import state_engine
 from cdc_repair.validate.full_scan import run_full_scan
 
@@ -60,3 +62,21 @@ def test_a_running_full_scan_shows_rows_of_total_rate_and_eta(env: Env) -> None:
     finally:
         scan.join(120)
         engine.dispose()
+
+
+def test_a_state_database_from_before_rows_total_gets_the_column(mariadb: MariaDBServer) -> None:
+    """`create_all` creates only missing tables: a state database created by an older version gains the new
+    nullable column when the service opens it, and its scans keep working."""
+    name = f"old_{uuid.uuid4().hex[:8]}"
+    dsn = mariadb.dsn(name)
+    state_engine(dsn).dispose()
+    mariadb.query(f"ALTER TABLE `{name}`.scan_progress DROP COLUMN rows_total")
+    try:
+        engine = state_engine(dsn)
+        scan_progress.start(engine, "s1", "articles", None)
+        scan_progress.set_total(engine, "s1", "articles", 1234)
+        (row,) = scan_progress.latest_per_pair(engine)
+        assert row["rows_total"] == 1234
+        engine.dispose()
+    finally:
+        mariadb.query(f"DROP DATABASE `{name}`")
