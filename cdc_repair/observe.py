@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from cdc_repair import metrics
 from cdc_repair.db.dsn import Dsn
+from cdc_repair.errors import UnreachableError
 from cdc_repair.state import tables
 
 log = logging.getLogger(__name__)
@@ -267,16 +268,31 @@ def mysql_check(dsn: Dsn, timeout_s: float = 2.0) -> Check:
     return check
 
 
-def tables_check(pair: Any, settings: Any, timeout_s: float = 2.0) -> Check:
+def tables_check(pair: Any, settings: Any, timeout_s: float = 2.0, recheck_ok_s: float = 30.0) -> Check:
     """A check that the pair's source and target tables exist (a missing table is not ready, with the table,
-    the server and the fix named), run on the pair's own servers; a failed login is `db:<server>`'s to report."""
+    the server and the fix named), run on the pair's own servers; a failed login is `db:<server>`'s to report.
+    Tables seldom vanish: after a pass it asks again only after `recheck_ok_s` (two logins per pair every probe
+    interval would be connection churn on production servers); while failing, every probe."""
     from cdc_repair.db import mysql
     from cdc_repair.db.sql import Statement
 
+    passed_at = [-recheck_ok_s]
+
     def check() -> str | None:
+        if time.monotonic() - passed_at[0] < recheck_ok_s:
+            return None
+        reason = lookup()
+        if reason is None:
+            passed_at[0] = time.monotonic()
+        return reason
+
+    def lookup() -> str | None:
         missing = []
         for side, ref in (("source", pair.source), ("target", pair.target)):
-            conn = mysql.connect(settings.server_dsn(ref.server).with_database(None), timeout_s=timeout_s)
+            try:
+                conn = mysql.connect(settings.server_dsn(ref.server).with_database(None), timeout_s=timeout_s)
+            except UnreachableError:
+                return None  # `db:<server>` reports it; this check says nothing it does not know
             try:
                 row = mysql.fetch_one(conn, Statement(
                     "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
