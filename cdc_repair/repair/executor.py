@@ -29,6 +29,7 @@ from cdc_repair.errors import CdcRepairError
 from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.actions import Op, RepairAction
 from cdc_repair.repair.guard import guard_holds
+from cdc_repair.repair.locking import use_read_committed
 from cdc_repair.repair.undo_log import UNDO_TABLE, UndoRecord, ddl
 from cdc_repair.validate.rules import pk_string, rows_by_requested_key
 
@@ -85,7 +86,9 @@ class RowServer:
     @property
     def conn(self) -> mysql.Connection:
         if self._conn is None:
-            self._conn = mysql.connect(self.dsn)
+            conn = mysql.connect(self.dsn)
+            use_read_committed(conn, self.name)  # no gap locks: concurrent batches cannot deadlock (locking.py)
+            self._conn = conn
         return self._conn
 
     def reset(self) -> None:
