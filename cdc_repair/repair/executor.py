@@ -162,13 +162,13 @@ class RowServer:
 
 
 def apply_batch(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[str], *,
-                after_lock: Callable[[], None] | None = None) -> list[Outcome]:
+                after_lock: Callable[[], None] | None = None, run_id: str | None = None) -> list[Outcome]:
     """Apply guarded actions on one table in one transaction (row-by-row fallback on error)."""
     if not actions:
         return []
     server.ensure_undo_table(actions[0].schema)
     try:
-        return _apply(server, actions, xids, after_lock)
+        return _apply(server, actions, xids, after_lock, run_id)
     except Exception as exc:
         err = mysql.classify(exc, f"repair batch on {actions[0].table}")
         log.warning("repair batch of %d rows on %s failed (%s); retrying row by row", len(actions),
@@ -179,7 +179,7 @@ def apply_batch(server: RowServer, actions: Sequence[RepairAction], xids: Sequen
     out: list[Outcome] = []
     for action, xid in zip(actions, xids, strict=True):
         try:
-            out.extend(_apply(server, [action], [xid], after_lock))
+            out.extend(_apply(server, [action], [xid], after_lock, run_id))
         except Exception as exc:
             one = mysql.classify(exc, f"repair of {action.table} {action.pk}")
             server.reset()
@@ -198,7 +198,7 @@ def _transient(err: Exception) -> bool:
 
 
 def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[str],
-           after_lock: Callable[[], None] | None) -> list[Outcome]:
+           after_lock: Callable[[], None] | None, run_id: str | None = None) -> list[Outcome]:
     first = actions[0]
     table = first.table
     key_cols = [k for k, _ in first.key]
@@ -229,7 +229,8 @@ def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[st
                 records.append(UndoRecord(
                     xid=xid, branch_id=1, table=table, pk=action.pk, sql_type=action.op.value.upper(),
                     strategy=action.strategy.value, columns=tuple(action.written_columns),
-                    key_columns=tuple(key_cols), before=before, after=post, column_types=types))
+                    key_columns=tuple(key_cols), before=before, after=post, column_types=types,
+                    run_id=run_id))
                 results.append(Applied(action, xid, before, post))
             mysql.execute(conn, rsql.insert_undo(records))
     if passed:

@@ -9,7 +9,9 @@ token, so a worker whose claim expired cannot overwrite the newer owner's result
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
+import socket
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -67,12 +69,13 @@ class Filters:
     pks: tuple[str, ...] = ()
     kinds: tuple[str, ...] = ()
 
-    def where(self) -> tuple[str, tuple[Any, ...]]:
+    def where(self, alias: str = "") -> tuple[str, tuple[Any, ...]]:
         parts: list[str] = []
         params: list[Any] = []
+        qualify = f"{alias}." if alias else ""
         for col, values in (("pair", self.pairs), ("pk", self.pks), ("kind", self.kinds)):
             if values:
-                parts.append(f"`{col}` IN ({placeholders(len(values))})")
+                parts.append(f"{qualify}`{col}` IN ({placeholders(len(values))})")
                 params.extend(values)
         return (" AND ".join(parts) or "1=1"), tuple(params)
 
@@ -122,16 +125,27 @@ class StateStore:
         return [_entry(r) for r in self._dicts(Statement(sql, (*params, *statuses, limit)))]
 
     def claim(self, token: str, filters: Filters, *, statuses: Sequence[str] = (OPEN,), due: bool = True,
-              limit: int = 100, stale_after_s: float = 300.0) -> list[LedgerEntry]:
-        """Atomically take up to `limit` entries (due ones, plus stale claims) and return them."""
+              limit: int = 100, stale_after_s: float = 300.0, dead_after_s: float = 30.0,
+              take_over: Sequence[str] = ()) -> list[LedgerEntry]:
+        """Atomically take up to `limit` entries (due ones, plus claims of dead holders) and return them.
+
+        A claim is taken over when its holder is a registered run (`repair_run`) that ended or whose heartbeat is
+        older than `dead_after_s`, when its holder is unregistered and the claim is older than `stale_after_s`,
+        or when its token is in `take_over` (the caller judged that holder dead, see `repair/runs.py`). A live
+        registered run keeps its claims however long it runs."""
         where, params = filters.where()
         due_sql = " AND (next_retry_at IS NULL OR next_retry_at <= UTC_TIMESTAMP())" if due else ""
+        named = f"claimed_by IN ({placeholders(len(take_over))}) OR " if take_over else ""
         sql = (f"UPDATE inconsistency SET status = 'repairing', claimed_by = %s, claimed_at = UTC_TIMESTAMP() "
                f"WHERE {where} AND ((status IN ({placeholders(len(statuses))}){due_sql}) "
-               f"OR (status = 'repairing' AND (claimed_at IS NULL OR "
-               f"claimed_at < UTC_TIMESTAMP() - INTERVAL %s SECOND))) "
+               f"OR (status = 'repairing' AND ({named}"
+               f"claimed_by IN (SELECT token FROM repair_run WHERE status <> 'running' "
+               f"OR heartbeat_at < UTC_TIMESTAMP() - INTERVAL %s SECOND) "
+               f"OR ((claimed_at IS NULL OR claimed_at < UTC_TIMESTAMP() - INTERVAL %s SECOND) "
+               f"AND NOT EXISTS (SELECT 1 FROM repair_run r WHERE r.token = inconsistency.claimed_by))))) "
                f"ORDER BY next_retry_at, id LIMIT %s")
-        self._run(Statement(sql, (token, *params, *statuses, int(stale_after_s), limit)))
+        self._run(Statement(sql, (token, *params, *statuses, *take_over, int(dead_after_s), int(stale_after_s),
+                                  limit)))
         return self.claimed(token)
 
     def claim_one(self, entry_id: int, token: str, *, statuses: Sequence[str] = (OPEN, FAILED),
@@ -142,10 +156,48 @@ class StateStore:
                f"(claimed_at IS NULL OR claimed_at < UTC_TIMESTAMP() - INTERVAL %s SECOND)))")
         return self._run(Statement(sql, (token, entry_id, *statuses, int(stale_after_s)))) == 1
 
-    def claimed(self, token: str) -> list[LedgerEntry]:
+    def claimed(self, token: str, filters: Filters | None = None) -> list[LedgerEntry]:
+        where, params = (filters or Filters()).where()
         sql = (f"SELECT {', '.join(f'`{c}`' for c in _ENTRY_COLS)} FROM inconsistency "
-               f"WHERE claimed_by = %s AND status = 'repairing' ORDER BY id")
-        return [_entry(r) for r in self._dicts(Statement(sql, (token,)))]
+               f"WHERE claimed_by = %s AND status = 'repairing' AND {where} ORDER BY id")
+        return [_entry(r) for r in self._dicts(Statement(sql, (token, *params)))]
+
+    # ------------------------------------------------------------ repair runs (heartbeats) and claim holders
+
+    def register_run(self, run_id: str, token: str, kind: str) -> None:
+        """Record a run that is about to claim entries (its host and pid, heartbeat now)."""
+        self._run(Statement(
+            "INSERT INTO repair_run (run_id, token, kind, host, pid, status, started_at, heartbeat_at) "
+            "VALUES (%s, %s, %s, %s, %s, 'running', UTC_TIMESTAMP(), UTC_TIMESTAMP())",
+            (run_id, token, kind, socket.gethostname()[:255], os.getpid())))
+
+    def beat(self, run_id: str) -> int:
+        return self._run(Statement("UPDATE repair_run SET heartbeat_at = UTC_TIMESTAMP() "
+                                   "WHERE run_id = %s AND status = 'running'", (run_id,)))
+
+    def end_run(self, run_id: str, status: str) -> None:
+        self._run(Statement("UPDATE repair_run SET status = %s, finished_at = UTC_TIMESTAMP() "
+                            "WHERE run_id = %s AND status = 'running'", (status, run_id)))
+
+    def mark_taken_over(self, run_ids: Sequence[str], by: str) -> None:
+        if run_ids:
+            self._run(Statement(f"UPDATE repair_run SET status = 'taken_over', taken_over_by = %s, "
+                                f"finished_at = COALESCE(finished_at, UTC_TIMESTAMP()) "
+                                f"WHERE run_id IN ({placeholders(len(run_ids))})", (by, *run_ids)))
+
+    def holders(self, filters: Filters, exclude_token: str) -> list[dict[str, Any]]:
+        """Who holds `repairing` entries matching `filters`: per token, the count, the oldest claim's age and
+        the run's registry row (run_id … heartbeat age; NULL for an unregistered worker)."""
+        where, params = filters.where("i")
+        sql = (f"SELECT i.claimed_by AS token, COUNT(*) AS entries, "
+               f"TIMESTAMPDIFF(SECOND, MIN(i.claimed_at), UTC_TIMESTAMP()) AS claim_age_s, r.run_id, r.kind, "
+               f"r.host, r.pid, r.status, r.started_at, "
+               f"TIMESTAMPDIFF(SECOND, r.heartbeat_at, UTC_TIMESTAMP()) AS heartbeat_age_s "
+               f"FROM inconsistency i LEFT JOIN repair_run r ON r.token = i.claimed_by "
+               f"WHERE {where} AND i.status = 'repairing' AND i.claimed_by <> %s "
+               f"GROUP BY i.claimed_by, r.run_id, r.kind, r.host, r.pid, r.status, r.started_at, r.heartbeat_at "
+               f"ORDER BY i.claimed_by")
+        return self._dicts(Statement(sql, (*params, exclude_token)))
 
     def close_entries(self, token: str, outcomes: Mapping[int, tuple[str, str | None]]) -> int:
         """Set status (repaired/resolved) and repair_id of claimed entries (one statement per 200 entries:
