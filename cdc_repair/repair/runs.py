@@ -202,7 +202,8 @@ def take_over_dead(settings: Settings, store: StateStore, handover: Handover, by
     store.mark_taken_over([h.run_id for h, _ in handover.dead if h.run_id], by_run)
 
 
-def backfill_repair_log(settings: Settings, store: StateStore, run_id: str, since: Any = None) -> int:
+def backfill_repair_log(settings: Settings, store: StateStore, run_id: str, since: Any = None, *,
+                        known: set[str] | None = None) -> int:
     """Add the repair_log rows of `run_id`'s undo records that have none (INSERT IGNORE on repair_id)."""
     rows: list[dict[str, Any]] = []
     for server, schema, refs in _undo_schemas(settings):
@@ -216,7 +217,8 @@ def backfill_repair_log(settings: Settings, store: StateStore, run_id: str, sinc
                          "strategy": str(rec["strategy"]), "action": str(rec["sql_type"]).lower(), "side": side,
                          "status": "applied", "sql_text": None,
                          "error": "recorded from the undo log: the run stopped before logging it"})
-    known = {r.repair_id for r in store.repairs(run_id)}
+    if known is None:
+        known = {r.repair_id for r in store.repairs(run_id, with_sql=False)}
     missing = [r for r in rows if r["repair_id"] not in known]
     for start in range(0, len(missing), 500):
         store.log_repairs(missing[start:start + 500])

@@ -265,12 +265,44 @@ class StateStore:
         self._run(Statement("UPDATE repair_log SET status = %s, error = COALESCE(%s, error), "
                             "updated_at = UTC_TIMESTAMP() WHERE repair_id = %s", (status, error, repair_id)))
 
-    def repairs(self, id_or_run: str) -> list[LogRow]:
-        """The repair with this id, or every repair of the run with this id (oldest first)."""
-        rows = self._dicts(Statement(
-            "SELECT id, repair_id, run_id, pair, pk, strategy, action, side, status, sql_text, error, created_at "
-            "FROM repair_log WHERE repair_id = %s OR run_id = %s ORDER BY id", (id_or_run, id_or_run)))
+    def set_log_statuses(self, repair_ids: Sequence[str], status: str, error: str | None = None) -> None:
+        """The same status (and error) for many repair_log rows, 500 per statement."""
+        ids = list(repair_ids)
+        for s in range(0, len(ids), 500):
+            part = ids[s:s + 500]
+            self._run(Statement(f"UPDATE repair_log SET status = %s, error = COALESCE(%s, error), "
+                                f"updated_at = UTC_TIMESTAMP() WHERE repair_id IN ({placeholders(len(part))})",
+                                (status, error, *part)))
+
+    def reopen(self, pair: str, pks: Sequence[str], reason: str) -> int:
+        """Put closed ledger entries of these keys back to `open` (a rollback brought their difference back);
+        entries held or open already are left as they are."""
+        keys = list(dict.fromkeys(pks))
+        n = 0
+        for s in range(0, len(keys), 500):
+            part = keys[s:s + 500]
+            n += self._run(Statement(
+                f"UPDATE inconsistency SET status = 'open', next_retry_at = NULL, claimed_by = NULL, "
+                f"claimed_at = NULL, last_error = %s, updated_at = UTC_TIMESTAMP() WHERE pair = %s "
+                f"AND pk IN ({placeholders(len(part))}) AND status IN ('repaired', 'resolved')",
+                (reason[:4000], pair, *part)))
+        return n
+
+    def repairs(self, id_or_run: str, *, with_sql: bool = True) -> list[LogRow]:
+        """The repair with this id, or every repair of the run with this id (oldest first). Two indexed
+        queries (an OR of the two columns scans the table); `with_sql=False` skips the long sql_text."""
+        cols = "id, repair_id, run_id, pair, pk, strategy, action, side, status, error, created_at"
+        sql_col = ", sql_text" if with_sql else ", NULL AS sql_text"
+        rows = self._dicts(Statement(f"SELECT {cols}{sql_col} FROM repair_log WHERE repair_id = %s", (id_or_run,)))
+        rows += self._dicts(Statement(f"SELECT {cols}{sql_col} FROM repair_log WHERE run_id = %s "
+                                      f"AND repair_id <> %s ORDER BY id", (id_or_run, id_or_run)))
+        rows.sort(key=lambda r: int(r["id"]))
         return [LogRow(**r) for r in rows]
+
+    def run_status(self, run_id: str) -> str | None:
+        """The registry status of a run (running | finished | failed | taken_over), None when unregistered."""
+        rows = self._dicts(Statement("SELECT status FROM repair_run WHERE run_id = %s", (run_id,)))
+        return str(rows[0]["status"]) if rows else None
 
 
 def _ensure_state_schema(dsn: Dsn, attempts: int = 3) -> None:
