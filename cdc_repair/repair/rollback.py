@@ -20,6 +20,7 @@ a repair id, by searching every configured pair's undo_log.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections import deque
@@ -35,7 +36,7 @@ from cdc_repair.metrics import ROLLBACKS
 from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.executor import RowServer
 from cdc_repair.repair.rollback_batch import CHUNK, Undo, undo_chunk
-from cdc_repair.repair.runs import backfill_repair_log
+from cdc_repair.repair.runs import unlogged_repairs
 from cdc_repair.repair.store import LogRow, StateStore, new_id
 
 log = logging.getLogger(__name__)
@@ -121,11 +122,19 @@ def _logged(settings: Settings, store: StateStore, target_id: str, *, dry_run: b
     """The repair_log rows of `target_id`, completed first from the undo log when it names a run that may have
     died before logging everything it applied (not finished; see `runs.backfill_repair_log`)."""
     logged = store.repairs(target_id, with_sql=False)
-    if dry_run or any(r.repair_id == target_id for r in logged) or store.run_status(target_id) == "finished":
+    if any(r.repair_id == target_id for r in logged) or store.run_status(target_id) == "finished":
         return logged
-    if backfill_repair_log(settings, store, target_id, known={r.repair_id for r in logged}):
-        logged = store.repairs(target_id, with_sql=False)
-    return logged
+    missing = unlogged_repairs(settings, store, target_id, known={r.repair_id for r in logged})
+    if not missing:
+        return logged
+    if dry_run:  # shown, not written
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        return logged + [LogRow(id=0, created_at=now, **r) for r in missing]
+    for start in range(0, len(missing), 500):
+        store.log_repairs(missing[start:start + 500])
+    log.warning("run %s had %d applied repairs missing from repair_log: added from the undo log", target_id,
+                len(missing))
+    return store.repairs(target_id, with_sql=False)
 
 
 @dataclass

@@ -205,10 +205,18 @@ def take_over_dead(settings: Settings, store: StateStore, handover: Handover, by
 def backfill_repair_log(settings: Settings, store: StateStore, run_id: str, since: Any = None, *,
                         known: set[str] | None = None) -> int:
     """Add the repair_log rows of `run_id`'s undo records that have none (INSERT IGNORE on repair_id)."""
+    missing = unlogged_repairs(settings, store, run_id, since, known=known)
+    for start in range(0, len(missing), 500):
+        store.log_repairs(missing[start:start + 500])
+    return len(missing)
+
+
+def unlogged_repairs(settings: Settings, store: StateStore, run_id: str, since: Any = None, *,
+                     known: set[str] | None = None) -> list[dict[str, Any]]:
+    """The repair_log rows `run_id` should have from its undo records but has not (oldest first)."""
     rows: list[dict[str, Any]] = []
     for server, schema, refs in _undo_schemas(settings):
-        found = _undo_of_run(settings, server, schema, run_id, since)
-        for rec in found:
+        for rec in _undo_of_run(settings, server, schema, run_id, since):
             hit = refs.get(str(rec["table_name"]))
             if hit is None or rec["strategy"] == "rollback":
                 continue
@@ -219,10 +227,7 @@ def backfill_repair_log(settings: Settings, store: StateStore, run_id: str, sinc
                          "error": "recorded from the undo log: the run stopped before logging it"})
     if known is None:
         known = {r.repair_id for r in store.repairs(run_id, with_sql=False)}
-    missing = [r for r in rows if r["repair_id"] not in known]
-    for start in range(0, len(missing), 500):
-        store.log_repairs(missing[start:start + 500])
-    return len(missing)
+    return [r for r in rows if r["repair_id"] not in known]
 
 
 def _undo_schemas(settings: Settings) -> Iterable[tuple[str, str, dict[str, tuple[str, str]]]]:

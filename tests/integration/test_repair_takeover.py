@@ -118,3 +118,25 @@ def test_a_run_on_another_host_is_taken_over_when_its_heartbeat_stops_or_when_to
                    f"ORDER BY run_id")
     assert runs == [("run-elsewhere-1", "taken_over"), ("run-elsewhere-2", "taken_over")]
     assert [v for v in env.verdicts(range(1, 21)) if v.is_mismatch] == []
+
+
+def test_rollback_of_a_run_that_died_before_logging_undoes_what_it_applied(env: Env, tmp_path: Path) -> None:
+    env.many(INSERT.format(t=env.src), [article(i, title=f"new {i}") for i in range(1, 6)])
+    env.many(INSERT.format(t=env.tgt), [article(i) for i in range(1, 6)])
+    before = {i: env.row(env.tgt, i) for i in range(1, 6)}
+    env.record(range(1, 6))
+    cfg = env.write_config(tmp_path / "c.yaml")
+    crashed = subprocess.run([sys.executable, "-m", "cdc_repair", "--config", str(cfg), "repair", "--execute"],
+                             env={**os.environ, "CDC_REPAIR_DEV_CRASH_AT": "after_row_commit"},
+                             capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert crashed.returncode == 86, crashed.stderr  # died right after the row commit: repair_log never heard
+    assert env.sql(f"SELECT COUNT(*) FROM {env.prefix}_state.repair_log") == [(0,)]
+    assert env.row(env.tgt, 1)["title"] == "new 1"
+    [(dead_run,)] = env.sql(f"SELECT run_id FROM {env.prefix}_state.repair_run")
+
+    runner_out = subprocess.run([sys.executable, "-m", "cdc_repair", "--config", str(cfg), "rollback", dead_run],
+                                capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert runner_out.returncode == 0, runner_out.stdout + runner_out.stderr
+    assert {i: env.row(env.tgt, i) for i in range(1, 6)} == before  # the undo log was the run's record
+    assert env.sql(f"SELECT COUNT(*) FROM {env.prefix}_state.repair_log WHERE run_id = %s AND status = "
+                   f"'rolled_back'", (dead_run,)) == [(5,)]

@@ -65,6 +65,7 @@ def test_a_rollback_reopens_the_ledger_entries_so_repair_and_status_see_them(env
     finally:
         store.close()
     assert back.exit_code == 0 and {i.outcome for i in back.items} == {"undone"}
+    assert {i: env.row(env.tgt, i) for i in range(1, 7)} == before
     assert {pk: e["status"] for pk, e in env.ledger().items()} == {pk_string([i]): "open" for i in range(1, 7)}
     cfg = env.write_config(tmp_path / "c.yaml")
     status = CliRunner().invoke(cli, ["--config", str(cfg), "--json", "status"])
