@@ -151,7 +151,8 @@ class _Flight:
 class _Runner:
     """Runs chunks on `repair.threads` writer threads (own connections), keeping the report newest first. Chunks
     in flight together never share a row (a row's repairs are undone strictly newest first); the main thread
-    writes each finished chunk's state records while the writers run the next chunks."""
+    writes each finished chunk's state records while the writers run the next chunks (one chunk waits queued,
+    so a writer never idles while the main thread writes)."""
 
     def __init__(self, settings: Settings, store: StateStore, report: RollbackReport, *, skip_dirty: bool) -> None:
         self.settings, self.store, self.report, self.skip_dirty = settings, store, report, skip_dirty
@@ -169,7 +170,7 @@ class _Runner:
         try:
             for chunk in chunks:
                 rows = {(loc.table, loc.pk) for loc in chunk}
-                while pending and (len(pending) >= self.threads or any(rows & f.rows for f in pending)):
+                while pending and (len(pending) > self.threads or any(rows & f.rows for f in pending)):
                     self._consume(pending.popleft())
                 if self.stopped:
                     self._report(chunk, [], [Undo(loc.repair_id, NOT_RUN, "not attempted: an earlier (newer) "
