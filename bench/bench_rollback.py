@@ -5,7 +5,9 @@ with 90 % of them changed (title/content) and 10 % missing, one ledger entry per
 Then `repeats` times: `repair --execute` of every entry (timed: the baseline), `rollback <run id>` (timed),
 verified byte for byte (every online row equals its value before the repair, the 10 % missing are gone again,
 every ledger entry is open again), and a second `rollback <run id>` (timed; every repair `skipped`, nothing
-changed: idempotent). Prints one JSON document with rows/s and the ratio rollback / repair.
+changed: idempotent). Then the one-by-one baseline on the first --one-by-one-rows keys: repair them, roll them
+back with `chunk=1, threads=1` (one repair per transaction, state records per row: the old way), verified the
+same way. Prints one JSON document with rows/s and the ratios rollback / repair and rollback / one-by-one.
 
     .venv/bin/python bench/bench_rollback.py --rows 20000 --row-bytes 1500 --repeats 3
 """
@@ -26,7 +28,7 @@ from typing import Any
 from bench_repair import COLS, DDL, diverge, insert_rows, settle, source_row
 
 from cdc_repair.commands.repair import run_repair
-from cdc_repair.config import settings_from_mapping
+from cdc_repair.config import Settings, settings_from_mapping
 from cdc_repair.db import mysql
 from cdc_repair.db.dsn import parse_dsn
 from cdc_repair.db.sql import Statement
@@ -40,11 +42,33 @@ def snapshot(conn: mysql.Connection, table: str) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in mysql.fetch_all(conn, Statement(f"SELECT {', '.join(COLS)} FROM {table} ORDER BY id"))]
 
 
+def one_by_one(settings: Settings, conn: mysql.Connection, prefix: str, n: int, size: int,
+               checks: list[bool]) -> float:
+    """The old way on n keys: repair them, then roll back one repair per transaction. Returns its seconds."""
+    tgt = f"{prefix}_o.published_articles"
+    diverge(conn, prefix, n, size)
+    mysql.execute(conn, Statement(f"DELETE FROM {tgt} WHERE id > %s", (n,)))
+    before = snapshot(conn, tgt)
+    report = run_repair(settings, mode="execute")
+    checks.append(report.count("repaired") == n)
+    settle(conn)
+    store = StateStore(settings.state.dsn)
+    try:
+        t0 = time.perf_counter()
+        back = rollback(settings, store, report.run_id, chunk=1, threads=1)
+        seconds = time.perf_counter() - t0
+    finally:
+        store.close()
+    checks.append(all(i.outcome == "undone" for i in back.items) and snapshot(conn, tgt) == before)
+    return seconds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=20000)
     ap.add_argument("--row-bytes", type=int, default=1500)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--one-by-one-rows", type=int, default=2000, help="rows of the one-by-one baseline run")
     ap.add_argument("--dsn", help="use this server instead of an embedded MariaDB (mysql://root:pw@host:port/)")
     args = ap.parse_args()
 
@@ -75,7 +99,7 @@ def main() -> None:
                        "ignore": ["ctime", "utime"]}],
         })
         state_engine(settings.state.dsn).dispose()
-        repair_s, rollback_s, again_s, checks = [], [], [], []
+        repair_s, rollback_s, again_s, one_s, checks = [], [], [], [], []
         for _ in range(args.repeats):
             diverge(conn, prefix, args.rows, args.row_bytes)
             before = snapshot(conn, tgt)
@@ -102,7 +126,9 @@ def main() -> None:
                 checks.append(all(i.outcome == "skipped" for i in again.items) and snapshot(conn, tgt) == before)
             finally:
                 store.close()
+            one_s.append(one_by_one(settings, conn, prefix, args.one_by_one_rows, args.row_bytes, checks))
         r, b = statistics.median(rollback_s), statistics.median(repair_s)
+        o = statistics.median(one_s)
         doc = {
             "benchmark": "rollback", "rows": args.rows, "row_bytes": args.row_bytes, "repeats": args.repeats,
             "mix": "rollback of a run that repaired 90% different + 10% missing_in_target",
@@ -110,6 +136,10 @@ def main() -> None:
             "baseline_repair_rows_per_s": round(args.rows / b), "repair_seconds": [round(x, 3) for x in repair_s],
             "ratio_rollback_to_repair": round(b / r, 3),
             "second_rollback_seconds": [round(x, 3) for x in again_s],
+            "baseline_one_by_one_rows": args.one_by_one_rows,
+            "baseline_one_by_one_rows_per_s": round(args.one_by_one_rows / o),
+            "one_by_one_seconds": [round(x, 3) for x in one_s],
+            "ratio_rollback_to_one_by_one": round((args.rows / r) / (args.one_by_one_rows / o), 2),
             "all_runs_verified_byte_exact_and_idempotent": all(checks),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }

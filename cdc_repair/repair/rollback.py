@@ -105,8 +105,10 @@ class _Located:
 
 
 def rollback(settings: Settings, store: StateStore, target_id: str, *, dry_run: bool = False,
-             force: bool = False, skip_dirty: bool = False) -> RollbackReport:
-    """Undo the repair (or run) `target_id` newest first; see the module docstring."""
+             force: bool = False, skip_dirty: bool = False, chunk: int = CHUNK,
+             threads: int | None = None) -> RollbackReport:
+    """Undo the repair (or run) `target_id` newest first; see the module docstring. `chunk` repairs per
+    transaction on `threads` writers (default repair.threads); `chunk=1, threads=1` is the old one-by-one way."""
     report = RollbackReport(target_id, dry_run, force, skip_dirty=skip_dirty)
     located = _locate(settings, store, target_id, _logged(settings, store, target_id, dry_run=dry_run))
     if not located:
@@ -114,7 +116,8 @@ def rollback(settings: Settings, store: StateStore, target_id: str, *, dry_run: 
                                          f"no repair or run with id '{target_id}' in repair_log or any undo_log "
                                          f"(see `cdc-repair status` or repair_log for ids)"))
         return report
-    _Runner(settings, store, report, skip_dirty=skip_dirty).run(_chunks(list(reversed(located))))
+    runner = _Runner(settings, store, report, skip_dirty=skip_dirty, threads=threads)
+    runner.run(_chunks(list(reversed(located)), max(1, chunk)))
     return report
 
 
@@ -154,10 +157,11 @@ class _Runner:
     writes each finished chunk's state records while the writers run the next chunks (one chunk waits queued,
     so a writer never idles while the main thread writes)."""
 
-    def __init__(self, settings: Settings, store: StateStore, report: RollbackReport, *, skip_dirty: bool) -> None:
+    def __init__(self, settings: Settings, store: StateStore, report: RollbackReport, *, skip_dirty: bool,
+                 threads: int | None = None) -> None:
         self.settings, self.store, self.report, self.skip_dirty = settings, store, report, skip_dirty
         self.rollback_run = new_id("rbrun")
-        self.threads = max(1, settings.repair.threads)
+        self.threads = max(1, threads or settings.repair.threads)
         self.dirty_rows: set[tuple[str | None, str | None]] = set()
         self.stopped = False
         self._local = threading.local()
@@ -234,13 +238,13 @@ class _Runner:
         return items
 
 
-def _chunks(newest_first: list[_Located]) -> Iterator[list[_Located]]:
+def _chunks(newest_first: list[_Located], size: int) -> Iterator[list[_Located]]:
     """Consecutive repairs of one database, at most CHUNK, no row twice (a row's repairs stay in order)."""
     chunk: list[_Located] = []
     rows: set[tuple[str | None, str | None]] = set()
     for loc in newest_first:
         row = (loc.table, loc.pk)
-        if chunk and (len(chunk) >= CHUNK or row in rows or (loc.server, loc.schema) !=
+        if chunk and (len(chunk) >= size or row in rows or (loc.server, loc.schema) !=
                       (chunk[0].server, chunk[0].schema)):
             yield chunk
             chunk, rows = [], set()

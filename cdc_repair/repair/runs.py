@@ -227,7 +227,9 @@ def unlogged_repairs(settings: Settings, store: StateStore, run_id: str, since: 
                          "error": "recorded from the undo log: the run stopped before logging it"})
     if known is None:
         known = {r.repair_id for r in store.repairs(run_id, with_sql=False)}
-    return [r for r in rows if r["repair_id"] not in known]
+    rows = [r for r in rows if r["repair_id"] not in known]
+    logged = store.logged_ids([r["repair_id"] for r in rows])  # e.g. recovered by a later run, under its id
+    return [r for r in rows if r["repair_id"] not in logged]
 
 
 def _undo_schemas(settings: Settings) -> Iterable[tuple[str, str, dict[str, tuple[str, str]]]]:

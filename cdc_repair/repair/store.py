@@ -299,6 +299,16 @@ class StateStore:
         rows.sort(key=lambda r: int(r["id"]))
         return [LogRow(**r) for r in rows]
 
+    def logged_ids(self, repair_ids: Sequence[str]) -> set[str]:
+        """Which of these repair ids repair_log has (under any run)."""
+        out: set[str] = set()
+        ids = list(repair_ids)
+        for s in range(0, len(ids), 500):
+            part = ids[s:s + 500]
+            out |= {str(r["repair_id"]) for r in self._dicts(Statement(
+                f"SELECT repair_id FROM repair_log WHERE repair_id IN ({placeholders(len(part))})", tuple(part)))}
+        return out
+
     def run_status(self, run_id: str) -> str | None:
         """The registry status of a run (running | finished | failed | taken_over), None when unregistered."""
         rows = self._dicts(Statement("SELECT status FROM repair_run WHERE run_id = %s", (run_id,)))

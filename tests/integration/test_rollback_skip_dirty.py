@@ -101,3 +101,21 @@ def test_a_key_repaired_twice_in_one_run_rolls_back_to_the_first_before_image(en
         store.close()
     assert [i.outcome for i in back.items] == ["undone"] * 4
     assert {i: env.row(env.tgt, i) for i in (1, 2)} == before
+
+
+def test_rolling_back_the_rollback_run_reapplies_every_repair(env: Env) -> None:
+    run_id, before = repaired(env)
+    after_repair = {i: env.row(env.tgt, i) for i in range(1, 7)}
+    store = StateStore(env.settings.state.dsn)
+    try:
+        back = rollback(env.settings, store, run_id)
+        assert {i: env.row(env.tgt, i) for i in range(1, 7)} == before
+        [rollback_run] = {r[0] for r in env.sql(f"SELECT run_id FROM {env.prefix}_state.repair_log "
+                                                 f"WHERE strategy = 'rollback'")}
+        assert {i.rollback_id for i in back.items} == {r[0] for r in env.sql(
+            f"SELECT repair_id FROM {env.prefix}_state.repair_log WHERE run_id = %s", (rollback_run,))}
+        redo = rollback(env.settings, store, rollback_run)
+    finally:
+        store.close()
+    assert redo.exit_code == 0 and [i.outcome for i in redo.items] == ["undone"] * 6
+    assert {i: env.row(env.tgt, i) for i in range(1, 7)} == after_repair
