@@ -1,7 +1,8 @@
 """Benchmark: `rollback RUN` of a whole repair run vs the repair itself (same rows, same run of the script).
 
-Setup (own embedded MariaDB unless --dsn): `articles` with N rows of ~--row-bytes each; `published_articles`
-with 90 % of them changed (title/content) and 10 % missing, one ledger entry per key (as bench_repair.py).
+Setup (own embedded MariaDB with a 1 GB buffer pool unless --dsn): `articles` with N rows of ~--row-bytes each;
+`published_articles` with 90 % of them changed (title/content) and 10 % missing, one ledger entry per key (as
+bench_repair.py).
 Then `repeats` times: `repair --execute` of every entry (timed: the baseline), `rollback <run id>` (timed),
 verified byte for byte (every online row equals its value before the repair, the 10 % missing are gone again,
 every ledger entry is open again), and a second `rollback <run id>` (timed; every repair `skipped`, nothing
@@ -42,10 +43,20 @@ def snapshot(conn: mysql.Connection, table: str) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in mysql.fetch_all(conn, Statement(f"SELECT {', '.join(COLS)} FROM {table} ORDER BY id"))]
 
 
+def fresh_logs(conn: mysql.Connection, prefix: str) -> None:
+    """Each repeat starts with empty undo and repair logs (as after the cleanup job), so repeats do not grow them."""
+    for schema, table in ((f"{prefix}_o", "undo_log"), (f"{prefix}_state", "repair_log"),
+                          (f"{prefix}_state", "repair_run")):
+        if mysql.fetch_one(conn, Statement("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                                           "AND TABLE_NAME = %s", (schema, table))):
+            mysql.execute(conn, Statement(f"TRUNCATE {schema}.{table}"))
+
+
 def one_by_one(settings: Settings, conn: mysql.Connection, prefix: str, n: int, size: int,
                checks: list[bool]) -> float:
     """The old way on n keys: repair them, then roll back one repair per transaction. Returns its seconds."""
     tgt = f"{prefix}_o.published_articles"
+    fresh_logs(conn, prefix)
     diverge(conn, prefix, n, size)
     mysql.execute(conn, Statement(f"DELETE FROM {tgt} WHERE id > %s", (n,)))
     before = snapshot(conn, tgt)
@@ -69,6 +80,7 @@ def main() -> None:
     ap.add_argument("--row-bytes", type=int, default=1500)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--one-by-one-rows", type=int, default=2000, help="rows of the one-by-one baseline run")
+    ap.add_argument("--buffer-pool", default="1G", help="the embedded MariaDB's innodb_buffer_pool_size")
     ap.add_argument("--dsn", help="use this server instead of an embedded MariaDB (mysql://root:pw@host:port/)")
     args = ap.parse_args()
 
@@ -76,7 +88,8 @@ def main() -> None:
     if args.dsn:
         dsn = parse_dsn(args.dsn)
     else:
-        server = MariaDBServer(Path(tempfile.mkdtemp(prefix="bench-rollback-")) / "db", server_id=78).start()
+        server = MariaDBServer(Path(tempfile.mkdtemp(prefix="bench-rollback-")) / "db", server_id=78,
+                               buffer_pool=args.buffer_pool).start()
         dsn = server.dsn()
     prefix = f"b{uuid.uuid4().hex[:8]}"
     tgt = f"{prefix}_o.published_articles"
@@ -101,6 +114,7 @@ def main() -> None:
         state_engine(settings.state.dsn).dispose()
         repair_s, rollback_s, again_s, one_s, checks = [], [], [], [], []
         for _ in range(args.repeats):
+            fresh_logs(conn, prefix)
             diverge(conn, prefix, args.rows, args.row_bytes)
             before = snapshot(conn, tgt)
             settle(conn)
