@@ -8,15 +8,17 @@ from typing import Any
 
 import pymysql
 import pymysql.cursors
+from pymysql.constants import CLIENT
 
-from cdc_repair.db.dsn import Dsn
+from cdc_repair.db.dsn import Dsn, TlsMode
 from cdc_repair.db.sql import Statement
-from cdc_repair.db.tls import driver_tls_args, verify_tls_session
+from cdc_repair.db.tls import driver_tls_args, preferred_context, verify_tls_session
 from cdc_repair.errors import TerminalError, TransientError, UnreachableError
 
 Connection = pymysql.connections.Connection
 DriverError = pymysql.err.MySQLError
 Row = tuple[Any, ...]
+Error = pymysql.err.MySQLError  # the driver's base error, for adapters that tolerate a failed query
 
 # MySQL error numbers worth retrying: lock wait timeout, deadlock, server gone/lost, too many connections,
 # read-only during failover, and client-side "can't connect".
@@ -24,9 +26,12 @@ _CR_SSL_CONNECTION_ERROR = 2026
 _TRANSIENT_ERRNOS = frozenset({1205, 1213, 2006, 2013, 1040, 1290, 2003, 2002, 1927, 1053})
 
 
-def connect(dsn: Dsn, *, autocommit: bool = True, timeout_s: float = 10.0, database: str | None = None) -> Connection:
-    """Open a connection (TLS as the DSN asks); an unreachable server raises `UnreachableError` naming the DSN."""
-    tls_args = driver_tls_args(dsn)
+def connect(dsn: Dsn, *, autocommit: bool = True, timeout_s: float = 10.0, database: str | None = None,
+            multi_statements: bool = False) -> Connection:
+    """Open a connection (TLS as the DSN asks); an unreachable server raises `UnreachableError` naming the DSN.
+    `multi_statements`: let `execute_each` send several statements per round trip (the repair writers)."""
+    preferred = dsn.tls.mode is TlsMode.PREFERRED
+    tls_args = {"ssl_disabled": True} if preferred else driver_tls_args(dsn)
     try:
         conn = pymysql.connect(
             host=dsn.host,
@@ -39,8 +44,13 @@ def connect(dsn: Dsn, *, autocommit: bool = True, timeout_s: float = 10.0, datab
             read_timeout=None,
             charset="utf8mb4",
             binary_prefix=True,
+            client_flag=CLIENT.MULTI_STATEMENTS if multi_statements else 0,
+            defer_connect=preferred,
             **tls_args,
         )
+        if preferred:
+            _offer_tls(conn)
+            conn.connect()
     except pymysql.err.OperationalError as exc:
         code = exc.args[0] if exc.args else 0
         if code in (1045, 1044, 1049):
@@ -58,6 +68,16 @@ def connect(dsn: Dsn, *, autocommit: bool = True, timeout_s: float = 10.0, datab
             conn.close()
             raise
     return conn
+
+
+def _offer_tls(conn: Connection) -> None:
+    """PREFERRED TLS exactly as PyMySQL's own default (encrypt when the server offers it, certificate not
+    verified), but with one context per process: PyMySQL builds a new one, loading the system CA store it then
+    does not use, on every connection (~40 ms each, measured). Sets the attributes its __init__ would have set
+    (PyMySQL is pinned, see pyproject.toml)."""
+    conn.ssl = True
+    setattr(conn, "ctx", preferred_context())  # noqa: B010 - attributes the type stubs do not declare
+    setattr(conn, "_ssl_required", False)  # noqa: B010
 
 
 def session_cipher(conn: Connection) -> str | None:
@@ -104,6 +124,39 @@ def execute(conn: Connection, stmt: Statement) -> int:
     """Run one statement; return the affected row count."""
     with conn.cursor() as cur:
         return int(cur.execute(stmt.sql, stmt.params or None))
+
+
+MULTI_MAX_BYTES = 4 * 1024 * 1024  # statements sent together stay far below max_allowed_packet
+
+
+def execute_each(conn: Connection, stmts: Sequence[Statement]) -> list[int]:
+    """Run `stmts` in order and return each one's affected row count: several per round trip when the
+    connection was opened with `multi_statements` (up to MULTI_MAX_BYTES of SQL), else one by one.
+    An error stops at the failing statement (the server runs none after it) and raises."""
+    if not conn.client_flag & CLIENT.MULTI_STATEMENTS:
+        return [execute(conn, stmt) for stmt in stmts]
+    counts: list[int] = []
+    with conn.cursor() as cur:
+        pending: list[str] = []
+        size = 0
+        for stmt in stmts:
+            text = cur.mogrify(stmt.sql, stmt.params or None)
+            if pending and size + len(text) > MULTI_MAX_BYTES:
+                counts += _run_multi(cur, pending)
+                pending, size = [], 0
+            pending.append(text)
+            size += len(text)
+        if pending:
+            counts += _run_multi(cur, pending)
+    return counts
+
+
+def _run_multi(cur: Any, texts: list[str]) -> list[int]:
+    cur.execute(";\n".join(texts))
+    counts = [int(cur.rowcount)]
+    while cur.nextset():
+        counts.append(int(cur.rowcount))
+    return counts
 
 
 def execute_many(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:

@@ -173,7 +173,8 @@ def restore_statements(records: Sequence[UndoRecord]) -> list[Statement]:
     for (table, key_cols), group in by_table.items():
         deletes = [_key(r) for r in group if r.before is None and r.after is not None]
         if deletes:
-            stmts.append(rsql.delete_by_keys(table, key_cols, deletes))
+            stmts.append(Statement(f"DELETE FROM {quote_table(table)} WHERE {rsql.key_in(key_cols, len(deletes))}",
+                                   tuple(v for k in deletes for v in k)))
         inserts: dict[tuple[str, ...], list[list[Any]]] = {}
         updates: dict[tuple[str, ...], list[UndoRecord]] = {}
         for r in group:
