@@ -161,6 +161,27 @@ def insert_undo(records: Sequence[UndoRecord]) -> Statement:
     return Statement(sql, tuple(v for r in records for v in r.to_params()))
 
 
+def delete_undo(record: UndoRecord) -> Statement:
+    """Drop an undo record written first (the marker) whose row write then changed nothing: by its unique key."""
+    return Statement(f"DELETE FROM {undo_table(record.schema)} WHERE `xid` = %s AND `branch_id` = %s",
+                     (record.xid, record.branch_id))
+
+
+def set_undo_after_images(records: Sequence[UndoRecord]) -> Statement:
+    """Fill the after-images of undo records inserted before their rows were written (the marker comes first
+    in a repair transaction): one `CASE xid` UPDATE through the unique key. FORCE INDEX: on a small undo_log
+    the optimizer prefers a table scan, which locks the other batches' fresh undo rows (deadlocks between
+    concurrent batches, measured); through the unique key only these records are locked."""
+    schema = records[0].schema
+    arms = " ".join(["WHEN %s THEN %s"] * len(records))
+    params: list[Any] = []
+    for r in records:
+        params += [r.xid, r.to_params()[INSERT_COLUMNS.index("after_image")]]
+    params += [r.xid for r in records]
+    return Statement(f"UPDATE {undo_table(schema)} FORCE INDEX (`ux_undo_log`) SET `after_image` = CASE `xid` "
+                     f"{arms} END WHERE `xid` IN ({placeholders(len(records))}) AND `branch_id` = 1", tuple(params))
+
+
 def select_undo(schema: str, xid: str, *, for_update: bool = False) -> Statement:
     lock = " FOR UPDATE" if for_update else ""
     return Statement(f"SELECT {quote_columns(SELECT_COLUMNS)} FROM {undo_table(schema)} WHERE `xid` = %s "

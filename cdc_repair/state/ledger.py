@@ -6,8 +6,9 @@ Public, stable API (validator writes, repairer reads and updates):
   -> RecordResult` — in one transaction:
   * every mismatch verdict (missing_in_target / extra_in_target / different) is upserted: a new key is
     inserted `open`; a known key gets kind, columns, last_seen, seen_count+1 (and source_event/event_ts when
-    given) updated; a `repaired` or `resolved` entry is **re-opened** (status open, attempts 0,
-    next_retry_at now); `open`, `repairing`, `failed` and `ignored` keep their status.
+    given; an active entry's source_event keeps `first_binlog`, where the key's run of changes began, so
+    compensation can revert them all) updated; a `repaired` or `resolved` entry is **re-opened** (status
+    open, attempts 0, next_retry_at now); `open`, `repairing`, `failed` and `ignored` keep their status.
   * every `ok` / `not_applicable` verdict **resolves** the key's entry if it is `open` or `failed`: status
     becomes `resolved` (consistent again without a repair by us; the repairer writes `repaired` for its own
     fixes). `repairing` entries are left to the repairer.
@@ -34,6 +35,7 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.exc import IntegrityError
 
 from cdc_repair.metrics import OPEN_INCONSISTENCIES
+from cdc_repair.model.history import merge_source_event
 from cdc_repair.model.oversized import bound_event
 from cdc_repair.state.tables import inconsistency
 from cdc_repair.validate.rules import MISMATCH_KINDS, Verdict, parse_pk, pk_string
@@ -129,7 +131,7 @@ def _record(engine: Engine, verdicts: list[Verdict], detected_by: str, events: M
         existing: dict[tuple[str, str], Any] = {}
         for pair_name, pair_pks in by_pair.items():
             for chunk in _chunks(pair_pks, 500):
-                rows = conn.execute(select(t.c.id, t.c.pk, t.c.status, t.c.seen_count)
+                rows = conn.execute(select(t.c.id, t.c.pk, t.c.status, t.c.seen_count, t.c.source_event)
                                     .where(and_(t.c.pair == pair_name, t.c.pk.in_(chunk)))
                                     .with_for_update()).all()
                 existing.update({(pair_name, r.pk): r for r in rows})
@@ -139,11 +141,13 @@ def _record(engine: Engine, verdicts: list[Verdict], detected_by: str, events: M
             values: dict[str, Any] = {"kind": v.kind, "columns": list(v.columns), "last_seen": now,
                                       "updated_at": now}
             asked = alias.get((pair_name, pk), pk)
-            if asked in events:
-                values["source_event"] = bound_event(events[asked])  # one big row never exceeds max_allowed_packet
+            row = existing.get((pair_name, pk))
+            if asked in events:  # an active entry keeps where its run of changes began (compensation reverts all)
+                active = row is not None and row.status not in _REOPENED_FROM
+                merged = _merged_event(row.source_event if row is not None and active else None, events[asked])
+                values["source_event"] = bound_event(merged)  # one big row never exceeds max_allowed_packet
             if asked in ts:
                 values["event_ts"] = ts[asked]
-            row = existing.get((pair_name, pk))
             if row is None:
                 inserts.append({"pair": pair_name, "pk": pk, "detected_by": detected_by, "first_seen": now,
                                 "seen_count": 1, "status": OPEN, "attempts": 0, "next_retry_at": now,
@@ -170,6 +174,12 @@ def _record(engine: Engine, verdicts: list[Verdict], detected_by: str, events: M
                                                                updated_at=now))
                     result.resolved.extend(found)
     return result
+
+
+def _merged_event(previous: Any, latest: Any) -> Any:
+    if not isinstance(latest, Mapping):
+        return latest
+    return merge_source_event(previous, latest)
 
 
 def _update_known(conn: Connection, changes: list[dict[str, Any]], detected_by: str, now: dt.datetime) -> None:
