@@ -17,7 +17,7 @@ values are written, the dirty check is the same, and a record marked undone is n
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from cdc_repair.db import mysql
@@ -128,25 +128,12 @@ def _decide(todo: Sequence[Undo], current: Mapping[str, Row | None], *, dry_run:
 
 def _write(server: RowServer, schema: str, undos: Sequence[Undo], current: Mapping[str, Row | None],
            rollback_run: str) -> None:
-    """Inside the transaction: the rollbacks' own undo records first (the undo_log row leading a transaction
-    marks it as the service's own write in the binlog, DESIGN invariant 5), then the restores, then the
-    originals marked undone. The records carry the after-image the restore must give; the restored rows are
-    re-read and any record whose row came out otherwise (an ON UPDATE column, a trigger) gets the real one."""
+    """Restore, record the rollbacks' own undo records (after-images re-read), mark the originals undone (inside
+    the transaction). The restores come before any undo_log row on purpose: a rollback is not tagged as the
+    service's own write in the stream (see docs/repair.md), it re-creates the difference and the validator may
+    see it; the rollback also reopens the ledger itself."""
     conn = server.conn
     restoring = [u for u in undos if u.outcome in ("undone", "forced")]
-    records: list[UndoRecord] = []
-    for u in restoring:
-        rec = u.record
-        assert rec is not None
-        u.rollback_id = new_id("rb")
-        records.append(UndoRecord(
-            xid=u.rollback_id, branch_id=1, table=rec.table, pk=rec.pk,
-            sql_type={"INSERT": "DELETE", "DELETE": "INSERT"}.get(rec.sql_type, "UPDATE"), strategy="rollback",
-            columns=rec.columns, key_columns=rec.key_columns, before=current.get(rec.xid),
-            after=restored_row(rec, current.get(rec.xid)), column_types=server.column_types(rec.table),
-            run_id=rollback_run))
-    for start in range(0, len(records), 100):  # images can be large: bounded statements
-        mysql.execute(conn, rsql.insert_undo(records[start:start + 100]))
     for stmt in restore_statements([u.record for u in restoring if u.outcome == "undone" and u.record]):
         mysql.execute(conn, stmt)
     for u in restoring:
@@ -160,27 +147,23 @@ def _write(server: RowServer, schema: str, undos: Sequence[Undo], current: Mappi
             u.sql = _describe_restore(u.record)
     if restoring:
         restored = _lock_rows(server, [u.record for u in restoring if u.record], lock=False)
-        by_original = {u.rollback_id: u.repair_id for u in restoring}
-        fixes = [replace(r, after=restored.get(by_original[r.xid])) for r in records
-                 if r.after != restored.get(by_original[r.xid])]
-        if fixes:
-            mysql.execute(conn, rsql.set_undo_after_images(fixes))
+        records = []
+        for u in restoring:
+            rec = u.record
+            assert rec is not None
+            u.rollback_id = new_id("rb")
+            records.append(UndoRecord(
+                xid=u.rollback_id, branch_id=1, table=rec.table, pk=rec.pk,
+                sql_type={"INSERT": "DELETE", "DELETE": "INSERT"}.get(rec.sql_type, "UPDATE"), strategy="rollback",
+                columns=rec.columns, key_columns=rec.key_columns, before=current.get(rec.xid),
+                after=restored.get(rec.xid), column_types=server.column_types(rec.table), run_id=rollback_run))
+        for start in range(0, len(records), 100):  # images can be large: bounded statements
+            mysql.execute(conn, rsql.insert_undo(records[start:start + 100]))
     xids = [u.repair_id for u in undos]
     if xids:
         mysql.execute(conn, Statement(
             f"UPDATE {undo_table(schema)} SET `log_status` = 1, `log_modified` = UTC_TIMESTAMP(6) "
             f"WHERE `xid` IN ({placeholders(len(xids))}) AND `branch_id` = 1 AND `log_status` = 0", tuple(xids)))
-
-
-def restored_row(record: UndoRecord, current: Row | None) -> dict[str, Any] | None:
-    """The row a restore of `record` leaves (pure): none for an undone insert, the before-row for an undone
-    delete (or a forced restore of a missing row), else the current row with the written columns set back."""
-    if record.before is None:
-        return None
-    if record.after is None or current is None:
-        return dict(record.before)
-    values = {c: record.before.get(c) for c in record.columns if c not in record.key_columns}
-    return {**current, **values}
 
 
 def restore_statements(records: Sequence[UndoRecord]) -> list[Statement]:

@@ -49,8 +49,8 @@ def test_rollback_ignores_columns_the_repair_did_not_write(env: Env) -> None:
 
 
 def test_the_rollbacks_own_undo_record_holds_the_row_the_server_left(env: Env) -> None:
-    """The rollback's after-image is predicted before the restore (its undo row leads the transaction) and
-    corrected from the re-read row where the server changed more (here: mtime, ON UPDATE)."""
+    """The rollback's after-image is the row as the server left it, including columns the restore did not set
+    (here: mtime, ON UPDATE), so rolling the rollback back compares against what was really there."""
     import orjson
 
     env.sql(f"INSERT INTO {env.author}.posts VALUES (1, 'right')")
