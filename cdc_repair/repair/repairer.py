@@ -332,7 +332,7 @@ class Repairer:
 
     def _run_batch(self, server: RowServer, batch: Sequence[RepairAction]) -> tuple[list[Outcome], float]:
         t0 = time.perf_counter()
-        outcomes = apply_batch(server, batch, [new_id("rp") for _ in batch])
+        outcomes = apply_batch(server, batch, [new_id("rp") for _ in batch], run_id=self.run_id)
         return outcomes, time.perf_counter() - t0
 
     def _run_batch_threaded(self, name: str, batch: Sequence[RepairAction]) -> tuple[list[Outcome], float]:
