@@ -11,7 +11,11 @@ Contract for the daemon (runtime/) and `cdc-repair tail`:
   checkpoint at the last transaction boundary before returning.
 * Transient trouble (server or broker unreachable, lost connection, a record the broker rejected) is logged with
   the place it is stuck, counted in `metrics.ERRORS{stage="capture"}`, and retried with backoff inside `run`:
-  never a silent exit, never a lost change (on a produce failure it re-reads from the last checkpoint).
+  never a silent exit, never a lost change. A produce failure (a rejected record, or no acknowledgement for
+  `sink.kafka_producer.ack_deadline_s`) restarts from the last saved checkpoint with a new producer; `ready` is
+  clear from the first unacknowledged wait until the stream runs again.
+* The start position of a first run (no checkpoint) is resolved and saved before Kafka is contacted, so changes
+  made while the broker is still unreachable are captured once it answers.
 * Terminal trouble (server not ROW/FULL/FULL, missing privilege, binlog purged with `on_purged: fail`, schema
   drift) raises a `TerminalError` subclass with a one-line message naming the fix.
 * Binlog purged with `on_purged: resume_and_full_validate`: resumes at the current position, counts
@@ -19,7 +23,10 @@ Contract for the daemon (runtime/) and `cdc-repair tail`:
 
 Delivery: every record is produced with acks=all on an explicit PK-hash partition (sink/partitioning.py). The
 checkpoint (file, pos, GTID set) is written only at a transaction boundary (XID/COMMIT/DDL) and only after the
-broker acknowledged every record before it. A restart resumes there: duplicates possible, losses not.
+broker acknowledged every record before it. A restart resumes there: duplicates possible, losses not. It is
+written only when something moved that matters (records published, a DDL, another binlog file, or
+IDLE_SAVE_BYTES of binlog with nothing to publish): transactions capture does not publish, such as its own
+checkpoint writes when the state schema is on the captured server, cause no checkpoint write of their own.
 
 Grouping: consecutive rows of one table and type inside a transaction are grouped per partition into one
 FlatMessage (`data` holds several rows, in binlog order), up to `capture.max_batch_rows` rows and ~1 MB.
@@ -63,6 +70,9 @@ GROUP_BYTES = 1 << 20  # raw row bytes per pending group before it is sent
 # server is asked for heartbeats this often when it has nothing to send, so a pause flushes within ~2x this.
 GROUP_MAX_AGE_S = 0.05
 CONFIRM_EVERY_RECORDS = 20000  # bound the futures kept inside one huge transaction
+# Binlog with nothing to publish (other schemas, our own state writes) is checkpointed past only this often, or
+# at a new binlog file: a restart re-reads at most this much, and idle capture writes nothing.
+IDLE_SAVE_BYTES = 64 << 20
 
 
 def _state_api() -> Any:
@@ -87,6 +97,7 @@ class Tailer:
         self._topics_ready: set[str] = set()
         self._metric_children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
         self._saved: BinlogPosition | None = None
+        self._sent_at_save = 0  # the sink's `sent` count when the checkpoint was last saved
         self._boundary: BinlogPosition | None = None
         self._skipping = False  # streaming from a start timestamp, before the first transaction at or after it
         self._boundary_ts: float | None = None
@@ -148,13 +159,9 @@ class Tailer:
             from cdc_repair.state.engine import state_engine
 
             self._engine = state_engine(self.settings.state.dsn)
+        decision = self._start_decision()  # fixed (and saved) before Kafka is needed: it may be down for a while
         if self._sink is None:
-            sink = KafkaSink(self.kafka)
-            sink.connect(stop)
-            self._sink = sink
-            if self.kafka.topic.mode == "single":
-                self._ensure_topic(self.kafka.topic.name)
-        decision = self._start_decision()
+            self._connect_sink(stop)
         server = server_binlog(self.dsn)
         reader = BinlogReader(self.dsn, self.capture.server_id, decision.position, table_filter=self.matcher,
                               is_mariadb=server.is_mariadb, only_schemas=self.matcher.only_schemas(),
@@ -175,11 +182,32 @@ class Tailer:
         finally:
             reader.close()
 
+    def _connect_sink(self, stop: threading.Event) -> None:
+        """A new producer (waits for the broker). Topics are checked again: a broker that lost its data (or
+        another cluster behind the same address) must get them created with our partition count."""
+        sink = KafkaSink(self.kafka, on_stall=self._on_stall)
+        sink.connect(stop)
+        self._sink = sink
+        self._sent_at_save = 0
+        self._topics_ready.clear()
+        self._partitions.clear()
+        if self.kafka.topic.mode == "single":
+            self._ensure_topic(self.kafka.topic.name)
+
+    def _on_stall(self, reason: str) -> None:
+        """Kafka is not acknowledging: not ready (so /readyz says 503) until acknowledgements flow again."""
+        self._last_error = reason
+        if self.ready.is_set():
+            self.ready.clear()
+            metrics.STAGE_UP.labels("capture").set(0)
+
     def _abandon_after_error(self) -> None:
         """After a failure mid-stream: keep what Kafka acknowledged, resume from the last safe boundary.
 
         Rows still grouped but unsent may belong to transactions before `_boundary`, so then the boundary is
-        not safe and we fall back to the saved checkpoint (re-reading means duplicates, never losses).
+        not safe and we fall back to the saved checkpoint (re-reading means duplicates, never losses). A sink that
+        failed (a rejected or unacknowledged record) raises again on `confirm`, so the boundary is never saved
+        past it; the sink is closed and the next attempt starts with a new producer.
         """
         unsent = bool(self._groups)
         boundary, self._boundary = self._boundary, self._saved  # pessimistic until proven acked
@@ -299,7 +327,7 @@ class Tailer:
                 self._boundary = ev.position
                 self._boundary_ts = float(ev.timestamp)
                 self._txn_id += 1
-                self._checkpoint(stop)
+                self._checkpoint(stop, force=True)
                 last_ckpt = time.monotonic()
             elif isinstance(ev, Heartbeat):
                 self._flush_groups()
@@ -314,7 +342,7 @@ class Tailer:
             if stop.is_set():
                 break
         self._flush_groups()
-        self._checkpoint(stop)
+        self._checkpoint(stop, force=True)
 
     def _on_rows(self, ev: RowsData) -> None:
         decoder = ev.decoder
@@ -478,23 +506,36 @@ class Tailer:
     def _confirm(self, stop: threading.Event) -> bool:
         sink = self._sink
         assert sink is not None
-        return sink.confirm(stop)
+        done = sink.confirm(stop)
+        if done and not self.ready.is_set() and not stop.is_set():  # acknowledgements flow again after a stall
+            self.ready.set()
+            metrics.STAGE_UP.labels("capture").set(1)
+        return done
 
-    def _checkpoint(self, stop: threading.Event) -> None:
-        """Save the last boundary once Kafka acknowledged everything sent before it."""
+    def _checkpoint(self, stop: threading.Event, *, force: bool = False) -> None:
+        """Save the last boundary once Kafka acknowledged everything sent before it, if it is worth a write
+        (`force`: at a DDL and when stopping)."""
         boundary = self._boundary
         if boundary is None or self._in_txn or self._skipping:
             return
         if not self._confirm(stop):
             log.warning("capture %s: stopping without Kafka acks; checkpoint stays at %s", self.source, self._saved)
             return
-        if boundary != self._saved:
+        if boundary != self._saved and (force or self._worth_saving(boundary)):
             self._save_checkpoint(boundary)
+
+    def _worth_saving(self, boundary: BinlogPosition) -> bool:
+        """Records were published since the last save, or the binlog moved on far (another file, or
+        IDLE_SAVE_BYTES) with nothing to publish: never just because of transactions we do not publish."""
+        saved, sink = self._saved, self._sink
+        return (saved is None or (sink is not None and sink.sent != self._sent_at_save)
+                or boundary.file != saved.file or boundary.pos - saved.pos >= IDLE_SAVE_BYTES)
 
     def _save_checkpoint(self, position: BinlogPosition) -> None:
         _state_api().save_checkpoint(self._engine, self.source, position.file, position.pos, position.gtid_set,
                                      self._boundary_ts)
         self._saved = position
+        self._sent_at_save = self._sink.sent if self._sink is not None else 0
         metrics.CHECKPOINTS.labels(self.source).inc()
         metrics.BINLOG_POSITION.labels(self.source).info({"file": position.file})
         metrics.BINLOG_OFFSET.labels(self.source).set(position.pos)
