@@ -26,7 +26,7 @@ from cdc_repair.db.sql import Statement
 from cdc_repair.errors import CdcRepairError
 from cdc_repair.metrics import BINLOG_LAG_BYTES
 from cdc_repair.model.position import BinlogPosition, bytes_between
-from cdc_repair.source.filters import TableMatcher
+from cdc_repair.source.filters import TableMatcher, own_state_exclude
 
 PEEK_BYTES = 1 << 20  # look at what follows the checkpoint only when it is this close to the server's end
 PEEK_EVENTS = 2000
@@ -78,9 +78,10 @@ def capture_status(settings: Settings, engine: Any = None) -> dict[str, Any]:
 def nothing_to_publish(settings: Settings, cap: CaptureConfig, at: BinlogPosition, end_pos: int) -> bool:
     """True when the binlog from `at` to `end_pos` (same file) holds no row of an included table and no DDL
     (`SHOW BINLOG EVENTS`, which the capture user may run). Any doubt (too many events, an error) is False."""
-    matcher = TableMatcher(list(cap.include), list(cap.exclude))
+    server = settings.server_dsn(cap.server)
+    matcher = TableMatcher(list(cap.include), [*cap.exclude, *own_state_exclude(settings.state.dsn, server)])
     try:
-        conn = mysql.connect(settings.server_dsn(cap.server).with_database(None), timeout_s=10)
+        conn = mysql.connect(server.with_database(None), timeout_s=10)
     except CdcRepairError:
         return False
     try:

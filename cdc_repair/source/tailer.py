@@ -61,7 +61,7 @@ from cdc_repair.source.binlog_reader import BinlogReader, server_binlog
 from cdc_repair.source.ddl import classify_ddl
 from cdc_repair.source.decoder import RowDecoder
 from cdc_repair.source.events import Commit, Ddl, Gtid, Heartbeat, Rotate, RowsData
-from cdc_repair.source.filters import TableMatcher
+from cdc_repair.source.filters import TableMatcher, own_state_exclude
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Tailer:
         self.source = capture.server
         self.dsn = settings.server_dsn(capture.server)
         self.kafka = settings.kafka
-        self.matcher = TableMatcher(list(capture.include), list(capture.exclude))
+        self.matcher = TableMatcher(list(capture.include), [*capture.exclude, *self._own_state_schema()])
         self.checkpoint_interval_s = checkpoint_interval_s
         self.ready = threading.Event()
         self._engine: Any = None
@@ -106,6 +106,17 @@ class Tailer:
         self._txn_id = 0
         self._lag_gauge = metrics.BINLOG_LAG_SECONDS.labels(self.source)
         self._reset_txn_state()
+
+    def _own_state_schema(self) -> list[str]:
+        """`[state_db.*]` when the state schema lives on this server: its rows are cdc-repair's own bookkeeping
+        (checkpoints, ledger), never data to publish, and capturing them would make every checkpoint write
+        publish a row that needs another checkpoint."""
+        exclude = own_state_exclude(self.settings.state.dsn, self.dsn)
+        state = self.settings.state.dsn.database
+        if exclude and state and TableMatcher(list(self.capture.include), []).schema_included(state):
+            log.info("capture %s: not publishing the state schema %s (cdc-repair's own writes on this server)",
+                     self.source, state)
+        return exclude
 
     # ------------------------------------------------------------------ public
 

@@ -267,33 +267,38 @@ def test_first_start_before_the_broker_is_reachable_captures_from_the_start(tmp_
     assert rc == 0, log.read_text()[-3000:]
 
 
+@pytest.mark.parametrize("include_state", [False, True], ids=["state-not-included", "state-matched-by-include"])
 def test_idle_tailer_writes_no_checkpoint_and_status_reads_lag_zero(tmp_path: Path, mariadb: MariaDBServer,
-                                                                    broker: Broker) -> None:
+                                                                    broker: Broker, include_state: bool) -> None:
     """The state schema on the captured server (every capture test's layout, and config/example.yaml's): its
-    checkpoint writes are binlogged too. Idle must mean no writes, and `status --json` must read lag 0."""
+    checkpoint writes are binlogged too. Idle must mean no writes, and `status --json` must read lag 0. When the
+    include patterns also match the state schema, its rows are still never published."""
     db = unique("cap_idle")
     _create(mariadb, db, "t")
-    config = write_config(tmp_path, mariadb, broker, db)
+    state = f"st_{db}"[:60]
+    include = [f"{db}.*", f"{state}.*"] if include_state else [f"{db}.*"]
+    config = write_config(tmp_path, mariadb, broker, db, include=include)
     settings = load_settings(config)
+    topic = settings.kafka.topic.name
     with running_tailer(settings) as tailer:
         mariadb.execute_many(f"INSERT INTO {db}.t VALUES (%s, %s, 'x')", [(i, i) for i in range(1, 51)])
         after_inserts = master_position(mariadb)
-        _all_in_kafka(broker, settings.kafka.topic.name, "t", [("INSERT", i, i) for i in range(1, 51)], 60)
+        _all_in_kafka(broker, topic, "t", [("INSERT", i, i) for i in range(1, 51)], 60)
         _wait("the checkpoint past the inserts", lambda: (_checkpoint(config) or ("", 0)) >= after_inserts)
         time.sleep(3)  # settle: the last write of the busy phase is checkpointed by now
         before = _saves(tailer)
-        state = load_settings(config).state.dsn.database
-        writes_before = _state_writes(mariadb, str(state))
+        writes_before = _state_writes(mariadb, state)
         time.sleep(5)  # idle: the tailer checks for a checkpoint every second
         assert _saves(tailer) == before, "the idle tailer saved checkpoints"
-        assert _state_writes(mariadb, str(state)) == writes_before
+        assert _state_writes(mariadb, state) == writes_before
         doc = _status_json(config)
         [source] = doc["checkpoints"]
         assert source["lag_seconds"] == 0 and source["lag_bytes"] == 0, source
         # not idle any more: a new change is captured and checkpointed again
         mariadb.query(f"INSERT INTO {db}.t VALUES (51, 51, 'x')")
-        _all_in_kafka(broker, settings.kafka.topic.name, "t", [("INSERT", 51, 51)], 60)
+        messages = _all_in_kafka(broker, topic, "t", [("INSERT", 51, 51)], 60)
         _wait("a new checkpoint after the insert", lambda: _saves(tailer) > before)
+    assert {m.database for _, _, m in messages} == {db}
 
 
 def _saves(tailer: Tailer) -> float:
