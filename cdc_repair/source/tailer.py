@@ -227,7 +227,7 @@ class Tailer:
         if sink is None:
             return
         try:
-            acked = not unsent and (sink.confirm(None) if sink.pending else True)
+            acked = not unsent and sink.confirm(None)  # raises again if the sink failed before
         except CdcRepairError:
             acked = False
         if acked and boundary is not None:
