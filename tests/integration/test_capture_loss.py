@@ -30,8 +30,6 @@ from binlog_truth import (
     missing_or_out_of_order,
 )
 from capture_support import ROOT, read_messages, running_tailer, start_tail_process, unique, write_config
-from kafka import KafkaConsumer
-from kafka.errors import KafkaError
 
 from cdc_repair import metrics
 from cdc_repair.config import load_settings
@@ -120,20 +118,9 @@ def _all_in_kafka(broker: Broker, topic: str, table: str, expected: list[Change]
         return {(m.type, int(r["id"] or 0), int(r["v"] or 0)) for m in msgs if not m.is_ddl and m.table == table
                 for r in m.data or []}
 
-    _wait(f"topic {topic}", lambda: _has_topic(broker, topic), timeout_s=timeout_s)
     return read_messages(broker, topic, lambda msgs: want <= seen(msgs), timeout_s=timeout_s,
                          describe=lambda msgs: f"{len(want - seen(msgs))} of {len(want)} binlog changes missing, "
                                                f"e.g. {sorted(want - seen(msgs))[:10]}")
-
-
-def _has_topic(broker: Broker, topic: str) -> bool:
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap)
-    try:
-        return bool(consumer.partitions_for_topic(topic))
-    except KafkaError:
-        return False
-    finally:
-        consumer.close()
 
 
 def _checkpoint(config: Path) -> tuple[str, int] | None:
