@@ -23,7 +23,7 @@ from cdc_repair.commands import (
     tail,
     validate,
 )
-from cdc_repair.commands.common import DEFAULT_CONFIG, CliContext
+from cdc_repair.commands.common import DEFAULT_CONFIG, CliContext, run_guarded
 from cdc_repair.log import setup_logging
 
 
@@ -51,4 +51,4 @@ cli.add_command(dev.group)
 
 
 def main() -> None:
-    cli(prog_name="cdc-repair")
+    run_guarded(lambda: cli(prog_name="cdc-repair"))

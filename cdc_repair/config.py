@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from cdc_repair.config_file import read_yaml
 from cdc_repair.db.dsn import Dsn, mask, parse_dsn
 from cdc_repair.db.sql import is_identifier
 from cdc_repair.errors import ConfigError
@@ -275,7 +276,7 @@ class Settings(_Model):
 def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
     """Read, interpolate, override from the environment, and validate; raise ConfigError with every problem."""
     env = os.environ if environ is None else environ
-    raw = _read_yaml(Path(path))
+    raw = read_yaml(Path(path))
     problems: list[str] = []
     raw = _interpolate(raw, env, "", problems)
     _apply_env_overrides(raw, env, problems)
@@ -295,22 +296,6 @@ def settings_from_mapping(raw: Any, problems: list[str] | None = None) -> Settin
     if problems or settings is None:
         raise ConfigError(sorted(dict.fromkeys(problems), key=_path_order))
     return settings
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: config file not found (pass --config PATH or set CDC_REPAIR_CONFIG)"]) from None
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read config file ({exc.strerror})"]) from None
-    try:
-        return yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError([f"{path}:{where}: invalid YAML: {reason}"]) from None
 
 
 def _interpolate(value: Any, env: Mapping[str, str], path: str, problems: list[str]) -> Any:

@@ -75,6 +75,41 @@ def grant_problems(path: str, grants: Mapping[str, set[str]], *, capture: bool, 
     return problems
 
 
+UNDO_LOG = "undo_log"  # repair/undo_log.UNDO_TABLE: the undo records live beside each written table
+_UNDO_PRIVILEGES = ("SELECT", "INSERT", "UPDATE")  # write an undo record, read it back, mark it undone
+
+
+def undo_log_problems(path: str, grants: Mapping[str, set[str]], schemas: Iterable[str],
+                      existing: Iterable[str]) -> list[str]:
+    """Each written schema's `undo_log` must be writable, and creatable while it does not exist yet.
+
+    Without it no repair can run (every applied change leaves an undo record), so it is checked up front.
+    """
+    problems = []
+    have = set(existing)
+    for schema in sorted(set(schemas)):
+        table = f"{schema}.{UNDO_LOG}"
+        needed = [*_UNDO_PRIVILEGES, *(() if schema in have else ("CREATE",))]
+        for priv in needed:
+            if not has_privilege(grants, priv, table):
+                why = " (the table does not exist yet)" if priv == "CREATE" else ""
+                problems.append(f"{path}: missing {priv} on {table}{why} (GRANT {priv} ON {table} TO the user"
+                                + (", or have a DBA create it" if priv == "CREATE" else "") + ")")
+    return problems
+
+
+def fetch_undo_schemas(conn: mysql.Connection, schemas: Iterable[str]) -> list[str]:
+    """The schemas among `schemas` that already have an undo_log table."""
+    wanted = sorted(set(schemas))
+    if not wanted:
+        return []
+    marks = ", ".join(["%s"] * len(wanted))
+    rows = mysql.fetch_all(conn, Statement(
+        f"SELECT TABLE_SCHEMA FROM information_schema.TABLES WHERE TABLE_NAME=%s AND TABLE_SCHEMA IN ({marks})",
+        (UNDO_LOG, *wanted)))
+    return [str(r[0]) for r in rows]
+
+
 def column_problems(path: str, pair: PairConfig, table: str, columns: list[str]) -> list[str]:
     """Key, compared, ignored and rule columns of `pair` that `table` does not have."""
     if not columns:
@@ -129,7 +164,10 @@ def _server_problems(path: str, name: str, conn: mysql.Connection, settings: Set
     writes = [p.target.table for p in settings.pairs if p.target.server == name]
     writes += [p.source.table for p in settings.pairs if p.source.server == name
                and (p.strategy or settings.repair.strategy) == "compensate"]
-    problems += grant_problems(path, parse_grants(fetch_grants(conn)), capture=captured, reads=reads, writes=writes)
+    grants = parse_grants(fetch_grants(conn))
+    problems += grant_problems(path, grants, capture=captured, reads=reads, writes=writes)
+    schemas = [t.split(".", 1)[0] for t in writes]
+    problems += undo_log_problems(path, grants, schemas, fetch_undo_schemas(conn, schemas))
     for i, pair in enumerate(settings.pairs):
         for side in ("source", "target"):
             ref = getattr(pair, side)

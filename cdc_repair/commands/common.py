@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,6 +21,8 @@ EXIT_ERROR = 1
 EXIT_DIFFERENCES = 2  # like pt-table-sync: differences found / left
 
 DEFAULT_CONFIG = "config/demo.yaml"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,6 +50,44 @@ def fail(exc: CdcRepairError | str) -> NoReturn:
     """One line on stderr naming the problem (and the fix), exit 1."""
     click.echo(f"error: {mask(str(exc))}", err=True)
     sys.exit(EXIT_ERROR)
+
+
+# Hints for MySQL errors an operator meets first, keyed by error number.
+_MYSQL_HINTS = {
+    1044: " (the user lacks a privilege on that database; see the grants in the README)",
+    1045: " (wrong user or password in the DSN)",
+    1142: " (the user lacks a privilege on that table; see the grants in the README)",
+    1146: " (a configured table is missing; `cdc-repair check-config --connect` lists what is missing)",
+    2003: " (is the server running? check the DSN's host and port)",
+}
+
+
+def describe_unexpected(exc: BaseException) -> str:
+    """One line for an error no command anticipated: the driver's code and message, never a traceback.
+
+    SQLAlchemy wraps the driver's exception (`.orig`) and adds a multi-line SQL dump and a URL: keep the cause.
+    """
+    orig = getattr(exc, "orig", None)
+    base = orig if isinstance(orig, BaseException) else exc
+    args = base.args
+    if len(args) >= 2 and isinstance(args[0], int):  # a MySQL error: (errno, message)
+        return f"MySQL error {args[0]}: {args[1]}{_MYSQL_HINTS.get(args[0], '')}"
+    first = str(base).strip().splitlines()
+    return f"{type(base).__name__}: {first[0]}" if first else type(base).__name__
+
+
+def run_guarded(entry: Callable[[], None]) -> None:
+    """Run the CLI; anything that escapes a command becomes one line on stderr and exit 1.
+
+    The last line of defence, so a bare `except Exception` is right here: the traceback goes to the DEBUG log.
+    """
+    try:
+        entry()
+    except CdcRepairError as exc:
+        fail(exc)
+    except Exception as exc:
+        log.debug("unexpected error", exc_info=True)
+        fail(f"{describe_unexpected(exc)} (run with --log-level DEBUG for the traceback)")
 
 
 def emit_json(doc: Any) -> None:

@@ -11,21 +11,25 @@ import pymysql.cursors
 
 from cdc_repair.db.dsn import Dsn
 from cdc_repair.db.sql import Statement
+from cdc_repair.db.tls import driver_tls_args, verify_tls_session
 from cdc_repair.errors import TerminalError, TransientError, UnreachableError
 
 Connection = pymysql.connections.Connection
+DriverError = pymysql.err.MySQLError
 Row = tuple[Any, ...]
 
 # MySQL error numbers worth retrying: lock wait timeout, deadlock, server gone/lost, too many connections,
 # read-only during failover, and client-side "can't connect".
+_CR_SSL_CONNECTION_ERROR = 2026
 _TRANSIENT_ERRNOS = frozenset({1205, 1213, 2006, 2013, 1040, 1290, 2003, 2002, 1927, 1053})
 DriverError = pymysql.err.MySQLError  # what a statement raises, for callers that can do without its result
 
 
 def connect(dsn: Dsn, *, autocommit: bool = True, timeout_s: float = 10.0, database: str | None = None) -> Connection:
-    """Open a connection; an unreachable server raises `UnreachableError` naming the masked DSN."""
+    """Open a connection (TLS as the DSN asks); an unreachable server raises `UnreachableError` naming the DSN."""
+    tls_args = driver_tls_args(dsn)
     try:
-        return pymysql.connect(
+        conn = pymysql.connect(
             host=dsn.host,
             port=dsn.port,
             user=dsn.user,
@@ -36,13 +40,36 @@ def connect(dsn: Dsn, *, autocommit: bool = True, timeout_s: float = 10.0, datab
             read_timeout=None,
             charset="utf8mb4",
             binary_prefix=True,
+            **tls_args,
         )
     except pymysql.err.OperationalError as exc:
         code = exc.args[0] if exc.args else 0
         if code in (1045, 1044, 1049):
             reason = exc.args[1] if len(exc.args) > 1 else exc
-            raise TerminalError(f"cannot log in to {dsn.masked()}: {reason}") from None
+            hint = "" if dsn.tls.enabled else " (the DSN disables TLS; if the account REQUIREs SSL, drop ssl_mode)"
+            raise TerminalError(f"cannot log in to {dsn.masked()}: {reason}{hint}") from None
+        if code == _CR_SSL_CONNECTION_ERROR:
+            verify_tls_session(dsn, None)  # raises the one-line "requires TLS" error
+            raise TerminalError(f"TLS to {dsn.masked()} failed: {exc.args[-1]}") from None
         raise UnreachableError(f"cannot connect to {dsn.masked()}: {exc.args[-1]} (is the server running?)") from None
+    if dsn.tls.required:
+        try:
+            verify_tls_session(dsn, session_cipher(conn))
+        except TerminalError:
+            conn.close()
+            raise
+    return conn
+
+
+def session_cipher(conn: Connection) -> str | None:
+    """The TLS cipher of this session, or None when it is plaintext (the server's own view of it)."""
+    with conn.cursor(pymysql.cursors.Cursor) as cur:  # a plain cursor whatever the connection's cursorclass
+        cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        row = cur.fetchone()
+    value = row[1] if row else None
+    if isinstance(value, bytes):
+        value = value.decode()
+    return str(value) if value else None
 
 
 def classify(exc: BaseException, what: str) -> Exception:

@@ -75,6 +75,7 @@ class MariaDBServer:
         fresh = not (self.datadir / "mysql").is_dir()
         if fresh:
             self._install_db()
+        (self.datadir / "tmp").mkdir(exist_ok=True)
         self.port = process.free_port(self.port or None)
         proc = process.spawn(self._argv(), self.log_path, detach=self.detach)
         self.pid = proc.pid
@@ -123,6 +124,7 @@ class MariaDBServer:
             f"--innodb-buffer-pool-size={self.buffer_pool}", "--innodb-flush-log-at-trx-commit=2",
             "--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci",
             "--max-connections=500", "--log-slave-updates",
+            f"--tmpdir={self.datadir / 'tmp'}",  # own temp files: several servers share this machine's /tmp
         ]
         if self.gtid_strict:
             argv += ["--gtid-strict-mode=ON", "--gtid-domain-id=0"]

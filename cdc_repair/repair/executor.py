@@ -25,7 +25,7 @@ from typing import Any
 from cdc_repair.db import mysql
 from cdc_repair.db.dsn import Dsn
 from cdc_repair.db.sql import Statement, quote_ident, quote_table
-from cdc_repair.errors import CdcRepairError
+from cdc_repair.errors import CdcRepairError, TerminalError
 from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.actions import Op, RepairAction
 from cdc_repair.repair.guard import guard_holds
@@ -126,7 +126,13 @@ class RowServer:
                 "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
                 (schema, UNDO_TABLE)))
             if exists is None:
-                mysql.execute(self.conn, Statement(ddl(schema)))
+                try:
+                    mysql.execute(self.conn, Statement(ddl(schema)))
+                except mysql.DriverError as exc:
+                    raise TerminalError(
+                        f"{mysql.classify(exc, f'cannot create the undo log {schema}.{UNDO_TABLE}')}; GRANT CREATE "
+                        f"ON {schema}.{UNDO_TABLE} to the repair user, or have a DBA create it (docs/repair.md)"
+                    ) from None
             self._undo_ready.add(schema)
 
     def read(self, table: str, key_columns: Sequence[str], keys: Sequence[Sequence[Any]], *,

@@ -41,6 +41,7 @@ from pymysqlreplication.row_event import PartialUpdateRowsEvent
 from cdc_repair.db import mysql
 from cdc_repair.db.dsn import Dsn
 from cdc_repair.db.sql import Statement
+from cdc_repair.db.tls import driver_tls_args, verify_tls_session
 from cdc_repair.errors import BinlogPurgedError, SchemaDriftError, TransientError, UnreachableError
 from cdc_repair.model.position import BinlogPosition
 from cdc_repair.model.schema import ColumnSpec, TableSchema
@@ -350,7 +351,8 @@ class BinlogReader:
         # stream, so an idle tailer would never flush or notice a stop. Whole transactions are skipped here.
         self._skip_before = skip_to_timestamp
         settings = {"host": dsn.host, "port": dsn.port, "user": dsn.user, "password": dsn.password,
-                    "read_timeout": max(10, int(heartbeat_s * 6)), "connect_timeout": 10}
+                    "read_timeout": max(10, int(heartbeat_s * 6)), "connect_timeout": 10,
+                    **driver_tls_args(dsn)}  # the replication stream is encrypted as every other connection
         self._stream = BinLogStreamReader(
             connection_settings=settings, server_id=server_id, resume_stream=True, blocking=True,
             log_file=start.file, log_pos=start.pos, only_events=_EVENTS, only_schemas=only_schemas,
@@ -364,10 +366,15 @@ class BinlogReader:
             if self._stream_connects > 1:
                 raise ReconnectRefused("binlog connection lost; restarting from the last transaction boundary")
         try:
-            return _pymysql.connect(**kwargs)
+            conn = _pymysql.connect(**kwargs)
         except _pymysql.err.OperationalError as exc:
+            if exc.args and exc.args[0] == 2026:  # CR_SSL_CONNECTION_ERROR: TLS asked for and impossible
+                verify_tls_session(self.dsn, None)
             raise UnreachableError(f"cannot connect to {self.dsn.masked()} for the binlog stream: "
                                    f"{exc.args[-1]}") from None
+        if self.dsn.tls.required:
+            verify_tls_session(self.dsn, mysql.session_cipher(conn))
+        return conn
 
     @property
     def log_file(self) -> str:

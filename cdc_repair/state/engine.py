@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError
 
 from cdc_repair.db.dsn import Dsn
+from cdc_repair.db.mysql import classify, session_cipher
 from cdc_repair.db.sql import quote_ident
+from cdc_repair.db.tls import driver_tls_args, verify_tls_session
 from cdc_repair.errors import ConfigError
 from cdc_repair.state.tables import metadata
 
@@ -19,14 +22,32 @@ def state_engine(dsn: Dsn, *, create_schema: bool = True) -> Engine:
     """An engine on the state database; creates the database and tables when asked (idempotent)."""
     if not dsn.database:
         raise ConfigError(["state.dsn: the state DSN must name a database (e.g. mysql://user:pw@host:3306/cdc_repair)"])
+    try:
+        return _open(dsn, dsn.database, create_schema)
+    except DBAPIError as exc:  # one line naming the state database, never SQLAlchemy's multi-line dump
+        reason = classify(exc.orig or exc, f"state database {dsn.masked()}")
+        raise type(reason)(f"{reason} (is it running? check state.dsn)") from None
+
+
+def _open(dsn: Dsn, database: str, create_schema: bool) -> Engine:
     if create_schema:
-        server = create_engine(_url(dsn.with_database(None)), pool_pre_ping=True)
+        server = _engine(dsn.with_database(None), pool_pre_ping=True)
         with server.begin() as conn:
-            conn.execute(text(f"CREATE DATABASE IF NOT EXISTS {quote_ident(dsn.database)} CHARACTER SET utf8mb4"))
+            conn.execute(text(f"CREATE DATABASE IF NOT EXISTS {quote_ident(database)} CHARACTER SET utf8mb4"))
         server.dispose()
-    engine = create_engine(_url(dsn), pool_pre_ping=True, pool_recycle=3600, pool_size=5, max_overflow=10)
+    engine = _engine(dsn, pool_pre_ping=True, pool_recycle=3600, pool_size=5, max_overflow=10)
     if create_schema:
         metadata.create_all(engine)
+    return engine
+
+
+def _engine(dsn: Dsn, **options: Any) -> Engine:
+    """An engine whose every pooled connection uses the DSN's TLS, checked once per new connection."""
+    engine = create_engine(_url(dsn), connect_args=driver_tls_args(dsn), **options)
+    if dsn.tls.required:
+        @event.listens_for(engine, "connect")
+        def _check_tls(dbapi_conn: Any, _record: Any) -> None:
+            verify_tls_session(dsn, session_cipher(dbapi_conn))
     return engine
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import ipaddress
 import json
 import logging
 import socket
@@ -325,7 +326,23 @@ def start_web(web_cfg: WebConfig | Settings, status_provider: StatusProvider,
             background.append(_start_ledger_gauges(settings, ledger_refresh_s))
     server = WebServer(httpd, thread, httpd.history, probe, background)
     log.info("status page and metrics on %s", server.url)
+    warning = exposure_warning(web_cfg.bind)
+    if warning:
+        log.warning("%s", warning)
     return server
+
+
+def exposure_warning(bind: str) -> str | None:
+    """A warning when the page listens beyond this host: it has no authentication and shows the topology."""
+    try:
+        loopback = ipaddress.ip_address(bind.strip("[]")).is_loopback
+    except ValueError:
+        loopback = bind.lower() == "localhost"
+    if loopback:
+        return None
+    return (f"web.bind is {bind}: the status page, /api/status and /metrics have no authentication and are "
+            "reachable from other hosts; bind 127.0.0.1 and put an authenticating proxy in front, or restrict "
+            "the port with a firewall")
 
 
 def _default_readiness(status: _StatusCache, probe: ReadinessProbe | None) -> ReadinessProvider:

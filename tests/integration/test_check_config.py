@@ -84,8 +84,31 @@ def test_missing_grants_tables_and_broker_are_all_reported_without_password(
     assert any(p.startswith("servers.online: missing INSERT on webook_online.no_such_table") for p in problems)
     assert ("pairs[0].target.table: table webook_online.no_such_table does not exist "
             "(create it, or fix the table name)") in problems
+    assert ("servers.online: missing INSERT on webook_online.undo_log (GRANT INSERT ON webook_online.undo_log TO "
+            "the user)") in problems
     assert any(p.startswith("kafka.bootstrap_servers: no Kafka broker answers at 127.0.0.1:1") or
                p.startswith("kafka.bootstrap_servers: Kafka broker at 127.0.0.1:1") for p in problems)
+
+
+def test_undo_log_grants_are_checked(tmp_path: Path, mariadb: MariaDBServer, broker: Broker) -> None:
+    """Writable target but no undo_log rights: every repair would fail, so check-config says so up front."""
+    apply_sql(mariadb.dsn(), webook_sql())
+    mariadb.query("DROP TABLE IF EXISTS webook_online.undo_log")
+    mariadb.query("CREATE USER IF NOT EXISTS 'noundo'@'127.0.0.1' IDENTIFIED BY %s", (SECRET,))
+    mariadb.query("GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'noundo'@'127.0.0.1'")
+    mariadb.query("GRANT SELECT, INSERT, UPDATE, DELETE ON webook_online.published_articles TO 'noundo'@'127.0.0.1'")
+    mariadb.query("GRANT ALL ON cdc_repair.* TO 'noundo'@'127.0.0.1'")
+    url = f"mysql://noundo:{SECRET}@127.0.0.1:{mariadb.port}/"
+    cfg = write_config(tmp_path / "c.yaml", url, url + "cdc_repair", broker.bootstrap)
+    done = run_cli("--config", str(cfg), "--json", "check-config", "--connect")
+    assert done.returncode == 1, done.stdout
+    problems = yaml.safe_load(done.stdout)["problems"]
+    assert ("servers.online: missing CREATE on webook_online.undo_log (the table does not exist yet) (GRANT CREATE "
+            "ON webook_online.undo_log TO the user, or have a DBA create it)") in problems
+    assert any("missing INSERT on webook_online.undo_log" in p for p in problems)
+    mariadb.query("GRANT SELECT, INSERT, UPDATE, CREATE ON webook_online.undo_log TO 'noundo'@'127.0.0.1'")
+    problems = yaml.safe_load(run_cli("--config", str(cfg), "--json", "check-config", "--connect").stdout)["problems"]
+    assert not [p for p in problems if "undo_log" in p], problems
 
 
 def test_unreachable_server_is_one_line_with_masked_dsn(tmp_path: Path, broker: Broker) -> None:

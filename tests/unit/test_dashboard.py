@@ -219,3 +219,16 @@ def test_grafana_provisioning_points_at_the_dashboard() -> None:
     assert mounts["./grafana/dashboards"] == path
     datasource = yaml.safe_load((DOCKER / "grafana/provisioning/datasources/prometheus.yml").read_text())
     assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+
+
+@pytest.mark.parametrize(("bind", "warned"), [
+    ("127.0.0.1", False), ("::1", False), ("localhost", False), ("0.0.0.0", True), ("::", True),
+    ("10.1.2.3", True), ("example.internal", True),
+])
+def test_binding_beyond_loopback_warns_that_the_page_is_open(bind: str, warned: bool) -> None:
+    from cdc_repair.web.server import exposure_warning
+
+    warning = exposure_warning(bind)
+    assert bool(warning) is warned
+    if warning:
+        assert "no authentication" in warning and bind in warning
