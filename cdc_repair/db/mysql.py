@@ -22,7 +22,6 @@ Row = tuple[Any, ...]
 # read-only during failover, and client-side "can't connect".
 _CR_SSL_CONNECTION_ERROR = 2026
 _TRANSIENT_ERRNOS = frozenset({1205, 1213, 2006, 2013, 1040, 1290, 2003, 2002, 1927, 1053})
-DriverError = pymysql.err.MySQLError  # what a statement raises, for callers that can do without its result
 
 
 def connect(dsn: Dsn, *, autocommit: bool = True, timeout_s: float = 10.0, database: str | None = None) -> Connection:
