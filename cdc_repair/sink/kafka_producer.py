@@ -96,6 +96,7 @@ class KafkaSink:
     def partitions(self, topic: str) -> int:
         """Partition count of `topic` from broker metadata (waits for the broker like `connect`)."""
         assert self._producer is not None, "connect() first"
+        started = time.monotonic()
         while True:
             try:
                 found = self._producer.partitions_for(topic)
@@ -103,7 +104,12 @@ class KafkaSink:
                     return len(found)
             except KafkaTimeoutError:
                 pass
+            waited = time.monotonic() - started
+            if waited >= self.ack_deadline_s:  # the caller retries with a new producer (and its own backoff)
+                raise UnreachableError(f"no metadata for topic {topic} from Kafka at "
+                                       f"{', '.join(self.config.bootstrap_servers)} for {waited:.0f}s")
             log.warning("no metadata yet for topic %s; retrying", topic)
+            self._stalled(f"no metadata for topic {topic} from Kafka for {waited:.0f}s")
             time.sleep(1.0)
 
     # ------------------------------------------------------------------ produce
