@@ -189,10 +189,13 @@ def test_rejected_record_holds_the_checkpoint_until_it_is_published(tmp_path: Pa
     settings = load_settings(config)
     rows = mariadb.root_connection()
     with running_tailer(settings) as tailer, rows.cursor() as cur:
+        run_start = master_position(mariadb)
         for i in range(1, 21):
             cur.execute(f"INSERT INTO {db}.t VALUES (%s, %s, 'short')", (i, i))
-        _all_in_kafka(own_broker, topic, "t", [("INSERT", i, i) for i in range(1, 21)], timeout_s=60)
         mark = master_position(mariadb)
+        accepted = binlog_changes(mariadb, db, "t", run_start, mark)
+        assert len(accepted) == 20
+        _all_in_kafka(own_broker, topic, "t", accepted, timeout_s=60)
         errors_before = _errors("ProduceFailed")
         cur.execute(f"INSERT INTO {db}.t VALUES (21, 21, %s)", ("y" * 80,))  # the broker rejects this one
         for i in range(22, 61):
