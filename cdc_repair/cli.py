@@ -1,13 +1,15 @@
 """The `cdc-repair` command line: global options, then one subcommand per stage.
 
-Exit codes (like pt-table-sync): 0 ok, 1 error, 2 differences found or left. Machine output with --json goes
-to stdout; logs always go to stderr.
+Exit codes (like pt-table-sync): 0 ok, 1 error (a usage error too: click's own 2 would read as "differences"),
+2 differences found or left. Machine output with --json (before or after the subcommand) goes to stdout; logs
+always go to stderr.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -23,11 +25,53 @@ from cdc_repair.commands import (
     tail,
     validate,
 )
-from cdc_repair.commands.common import DEFAULT_CONFIG, CliContext, run_guarded
+from cdc_repair.commands.common import DEFAULT_CONFIG, EXIT_ERROR, CliContext, run_guarded
 from cdc_repair.log import setup_logging
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class CliUsageError(click.UsageError):
+    exit_code = EXIT_ERROR
+
+
+class CdcRepairGroup(click.Group):
+    """A click group whose usage errors exit 1 (EXIT_ERROR), never click's 2, which here means differences."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except CliUsageError:
+            raise
+        except click.UsageError as exc:
+            raise CliUsageError(exc.format_message(), exc.ctx) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CliUsageError:
+            raise
+        except click.UsageError as exc:  # a subcommand's bad option or value (raised while parsing or running)
+            raise CliUsageError(exc.format_message(), exc.ctx) from None
+
+
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_object(CliContext).json_output = True  # type: ignore[union-attr]
+
+
+def accept_json_anywhere(command: click.Command) -> None:
+    """Give every subcommand its own `--json`, the same switch as the global one (`cdc-repair repair --json`)."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            accept_json_anywhere(sub)
+        return
+    if not any("--json" in p.opts for p in command.params if isinstance(p, click.Option)):
+        command.params.append(click.Option(["--json", "json_here"], is_flag=True, expose_value=False,
+                                           callback=_set_json, help="Machine-readable output on stdout "
+                                           "(same as the global --json)."))
+
+
+@click.group(cls=CdcRepairGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="cdc-repair")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), envvar="CDC_REPAIR_CONFIG",
               default=DEFAULT_CONFIG, show_default=True, help="YAML config (or $CDC_REPAIR_CONFIG).")
@@ -48,6 +92,7 @@ def cli(ctx: click.Context, config_path: Path, json_output: bool, log_format: st
 for _module in (check_config, tail, validate, repair, rollback, status, run, demo):
     cli.add_command(_module.command)
 cli.add_command(dev.group)
+accept_json_anywhere(cli)
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Every Prometheus metric of the service, in one place (the only importer of prometheus_client).
 
 Naming: `cdc_repair_<stage>_<what>_<unit>`, base units (seconds, bytes), counters end in `_total`.
-Label sets are bounded: pair, table (configured tables only), kind, type, stage, strategy, job, outcome.
+Label sets are bounded: pair, table (configured tables only), kind, type, stage, role, strategy, job, outcome.
 Stages import the metric objects they need from here; none creates its own.
 """
 
@@ -43,11 +43,18 @@ PRODUCE_LATENCY = Histogram("cdc_repair_sink_produce_latency_seconds",
 PRODUCE_ERRORS = Counter("cdc_repair_sink_produce_errors_total", "Failed produce attempts (retried).",
                          ["reason"], registry=REGISTRY)
 CHECKPOINTS = Counter("cdc_repair_source_checkpoints_total", "Checkpoints saved.", ["source"], registry=REGISTRY)
+CAPTURE_OVERSIZED = Counter("cdc_repair_source_oversized_rows_total",
+                            "Row changes published with oversized values replaced by the marker.", ["table"],
+                            registry=REGISTRY)
+CAPTURE_UNCAPTURABLE = Counter("cdc_repair_source_uncapturable_events_total",
+                               "Changes of included tables the binlog holds without full row images (statement "
+                               "DML, partial row image); each requests a full validation.", ["source", "reason"],
+                               registry=REGISTRY)
 
 # ---- validate
 CONSUMER_LAG = Gauge("cdc_repair_validate_consumer_lag_messages",
-                     "Messages behind the partition end (approximate on tansu).", ["topic", "partition"],
-                     registry=REGISTRY)
+                     "End offset minus committed offset, per partition held by this daemon's validator.",
+                     ["topic", "partition"], registry=REGISTRY)
 KEYS_CHECKED = Counter("cdc_repair_validate_keys_checked_total", "Keys checked.", ["pair", "origin"],
                        registry=REGISTRY)
 VERDICTS = Counter("cdc_repair_validate_verdicts_total", "Verdicts by kind.", ["pair", "kind"], registry=REGISTRY)
@@ -84,7 +91,10 @@ JOB_RUNS = Counter("cdc_repair_job_runs_total", "Scheduler job runs by outcome."
                    registry=REGISTRY)
 STAGE_RESTARTS = Counter("cdc_repair_stage_restarts_total", "Stage restarts after a failure.", ["stage"],
                          registry=REGISTRY)
-STAGE_UP = Gauge("cdc_repair_stage_up", "1 when the stage is running and ready.", ["stage"], registry=REGISTRY)
+STAGE_UP = Gauge("cdc_repair_stage_up",
+                 "1 when the stage is running; one series per stage on every daemon, labelled with the daemon's role "
+                 "(leader/standby): a leader-only stage is 0 on a standby by design.", ["stage", "role"],
+                 registry=REGISTRY)
 LEADER = Gauge("cdc_repair_leader", "1 when this daemon holds the leader lock.", registry=REGISTRY)
 ERRORS = Counter("cdc_repair_errors_total", "Errors caught at a stage boundary (logged with stack, retried).",
                  ["stage", "kind"], registry=REGISTRY)

@@ -1,4 +1,6 @@
-"""Server checks for `check-config --connect` and for stage start-up: binlog settings, grants, tables, columns.
+"""Server checks for `check-config --connect` and for stage start-up: binlog settings, grants, tables, columns,
+and that each pair's key is a PRIMARY or NOT NULL UNIQUE key on both sides (`require_unique_keys`, run at the
+start of `run`, `validate` and `repair`).
 
 The rules (`binlog_problems`, `grant_problems`, `column_problems`) are pure; `connect_problems` does the I/O.
 Every problem is one line: `path: what is wrong (the fix)`, with DSNs masked.
@@ -7,12 +9,13 @@ Every problem is one line: `path: what is wrong (the fix)`, with DSNs masked.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.db import mysql
 from cdc_repair.db.sql import Statement
-from cdc_repair.errors import CdcRepairError
+from cdc_repair.errors import CdcRepairError, ConfigError
 
 REQUIRED_BINLOG = {"binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"}
 _GRANT = re.compile(r"^GRANT (?P<privs>.+?) ON (?P<obj>\S+) TO ", re.IGNORECASE)
@@ -122,6 +125,77 @@ def column_problems(path: str, pair: PairConfig, table: str, columns: list[str])
     return [f"{path}: table {table} has no column '{c}' (columns: {shown})" for c in missing]
 
 
+@dataclass(frozen=True)
+class IndexPart:
+    """One column of one index, from information_schema.STATISTICS, with its column's nullability."""
+
+    index: str
+    unique: bool
+    column: str
+    nullable: bool
+
+
+def key_problems(path: str, table: str, key: Sequence[str], parts: Iterable[IndexPart]) -> list[str]:
+    """The pair's key must identify one row: some PRIMARY or UNIQUE index whose columns are all key columns and
+    NOT NULL (a repair writes by key; on a non-unique key it would change or delete several rows)."""
+    indexes: dict[str, list[IndexPart]] = {}
+    for part in parts:
+        indexes.setdefault(part.index, []).append(part)
+    wanted = set(key)
+    for cols in indexes.values():
+        if cols[0].unique and {c.column for c in cols} <= wanted and not any(c.nullable for c in cols):
+            return []
+    unique = [f"{name}({', '.join(c.column for c in cols)})" for name, cols in indexes.items() if cols[0].unique]
+    have = f"unique keys: {', '.join(unique)}" if unique else "no unique key"
+    return [f"{path}: key ({', '.join(key)}) of {table} is not a PRIMARY KEY or a UNIQUE key of NOT NULL columns "
+            f"({have}); repairs by this key could change or delete several rows (remove duplicate rows and ALTER "
+            f"TABLE {table} ADD PRIMARY KEY ({', '.join(key)}), or set the pair's key to a unique key)"]
+
+
+def fetch_index_parts(conn: mysql.Connection, table: str) -> list[IndexPart]:
+    schema, name = table.split(".", 1)
+    rows = mysql.fetch_all(conn, Statement(
+        "SELECT s.INDEX_NAME, s.NON_UNIQUE, s.COLUMN_NAME, c.IS_NULLABLE FROM information_schema.STATISTICS s "
+        "JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME "
+        "AND c.COLUMN_NAME = s.COLUMN_NAME WHERE s.TABLE_SCHEMA = %s AND s.TABLE_NAME = %s "
+        "ORDER BY s.INDEX_NAME, s.SEQ_IN_INDEX", (schema, name)))
+    return [IndexPart(str(r[0]), int(r[1]) == 0, str(r[2]), str(r[3]).upper() == "YES") for r in rows]
+
+
+def pair_key_problems(settings: Settings, pair_names: Iterable[str] | None = None) -> list[str]:
+    """Key problems of the pairs (every pair by default) on both sides; one connection per server.
+    An unreachable server raises (the caller decides); a missing table is left to the caller's own error."""
+    names = set(pair_names) if pair_names is not None else None
+    problems: list[str] = []
+    conns: dict[str, mysql.Connection] = {}
+    try:
+        for i, pair in enumerate(settings.pairs):
+            if names is not None and pair.name not in names:
+                continue
+            for side in ("source", "target"):
+                ref = getattr(pair, side)
+                if ref.server not in conns:
+                    conns[ref.server] = mysql.connect(settings.server_dsn(ref.server), timeout_s=5)
+                conn = conns[ref.server]
+                try:
+                    parts = fetch_index_parts(conn, ref.table) if fetch_columns(conn, ref.table) else None
+                except Exception as exc:  # driver error: one classified line, never a traceback
+                    raise mysql.classify(exc, f"checking the key of {ref.table}") from exc
+                if parts is not None:
+                    problems += key_problems(f"pairs[{i}].{side}.table", ref.table, pair.key, parts)
+    finally:
+        for conn in conns.values():
+            conn.close()
+    return problems
+
+
+def require_unique_keys(settings: Settings, pair_names: Iterable[str] | None = None) -> None:
+    """Refuse to start (ConfigError, one line per pair side) when a pair's key is not unique."""
+    problems = pair_key_problems(settings, pair_names)
+    if problems:
+        raise ConfigError(problems)
+
+
 def fetch_columns(conn: mysql.Connection, table: str) -> list[str]:
     schema, name = table.split(".", 1)
     rows = mysql.fetch_all(conn, Statement(
@@ -172,7 +246,11 @@ def _server_problems(path: str, name: str, conn: mysql.Connection, settings: Set
         for side in ("source", "target"):
             ref = getattr(pair, side)
             if ref.server == name:
-                problems += column_problems(f"pairs[{i}].{side}.table", pair, ref.table, fetch_columns(conn, ref.table))
+                columns = fetch_columns(conn, ref.table)
+                problems += column_problems(f"pairs[{i}].{side}.table", pair, ref.table, columns)
+                if columns:
+                    problems += key_problems(f"pairs[{i}].{side}.table", ref.table, pair.key,
+                                             fetch_index_parts(conn, ref.table))
     return problems
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -10,6 +11,14 @@ from cdc_repair.commands.common import EXIT_ERROR, EXIT_OK, CliContext, emit_jso
 from cdc_repair.config import load_settings
 from cdc_repair.db.dsn import mask
 from cdc_repair.errors import ConfigError
+
+
+def describe_pair(summary: dict[str, Any]) -> str:
+    """`pair NAME (KIND, key K): compares A, B` (the columns the rules compare by default)."""
+    head = f"pair {summary['name']} ({summary['kind']}, key {', '.join(summary['key'])}): compares "
+    if summary["compare"] is None:
+        return head + f"every column but {', '.join(summary['not_compared'])}"
+    return head + (", ".join(summary["compare"]) or "no column")
 
 
 @click.command("check-config")
@@ -28,11 +37,14 @@ def command(ctx: CliContext, connect: bool) -> None:
 
         problems = connect_problems(settings)
     problems = [mask(p) for p in problems]
+    pairs = [p.compare_summary() for p in settings.pairs] if settings is not None else []
     if ctx.json_output:
-        emit_json({"config": str(ctx.config_path), "ok": not problems, "problems": problems})
+        emit_json({"config": str(ctx.config_path), "ok": not problems, "problems": problems, "pairs": pairs})
     else:
         for p in problems:
             click.echo(f"config error: {p}", err=True)
         if not problems:
             click.echo(f"{ctx.config_path}: OK" + (" (servers and broker checked)" if connect else ""))
+        for summary in pairs:
+            click.echo(describe_pair(summary))
     sys.exit(EXIT_ERROR if problems else EXIT_OK)

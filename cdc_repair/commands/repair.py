@@ -14,6 +14,7 @@ import click
 from cdc_repair.commands.common import CliContext, emit_json, fail, pass_ctx
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.errors import CdcRepairError
+from cdc_repair.preflight import require_unique_keys
 from cdc_repair.repair.repairer import KeyResult, Repairer, RunReport, WorkItem
 from cdc_repair.repair.store import FAILED, OPEN, REPAIRING, Filters, StateStore, new_id
 from cdc_repair.validate.rules import pk_string
@@ -37,9 +38,10 @@ def parse_key(text: str, pair: PairConfig | None) -> str:
 
 
 @click.command("repair")
-@click.option("--dry-run", "mode", flag_value="dry-run", default=True, help="Print the plan (default).")
-@click.option("--print", "mode", flag_value="print", help="Print the exact guarded SQL, write nothing.")
-@click.option("--execute", "mode", flag_value="execute", help="Apply the repairs.")
+@click.option("--dry-run", "dry_run", is_flag=True, help="Print the plan, write nothing (the default).")
+@click.option("--print", "print_sql", is_flag=True, help="Print the exact guarded SQL (alone: write nothing; with "
+              "--execute: the statements as they run, like pt-table-sync).")
+@click.option("--execute", is_flag=True, help="Apply the repairs.")
 @click.option("--strategy", type=click.Choice(["forward", "compensate"]), default=None,
               help="forward: make the target match the source; compensate: revert the source (AT). "
                    "Default: the pair's strategy, else repair.strategy.")
@@ -50,16 +52,19 @@ def parse_key(text: str, pair: PairConfig | None) -> str:
               type=click.Choice(["missing_in_target", "extra_in_target", "different"]), help="Only this kind.")
 @click.option("--limit", type=int, default=100000, show_default=True, help="At most this many ledger entries.")
 @pass_ctx
-def command(ctx: CliContext, mode: str, strategy: str | None, pair_names: tuple[str, ...], keys: tuple[str, ...],
-            kinds: tuple[str, ...], limit: int) -> None:
+def command(ctx: CliContext, dry_run: bool, print_sql: bool, execute: bool, strategy: str | None,
+            pair_names: tuple[str, ...], keys: tuple[str, ...], kinds: tuple[str, ...], limit: int) -> None:
     """Repair inconsistencies: guarded writes with undo records (see docs/repair.md)."""
+    if dry_run and execute:
+        raise click.UsageError("--dry-run and --execute exclude each other (--print --execute prints what it runs)")
+    mode = "execute" if execute else "print" if print_sql else "dry-run"
     settings = ctx.settings()
     try:
         report = run_repair(settings, mode=mode, strategy=strategy, pair_names=pair_names, keys=keys, kinds=kinds,
-                            limit=limit)
+                            limit=limit, print_sql=print_sql)
     except CdcRepairError as exc:
         fail(exc)
-    _output(ctx, report)
+    _output(ctx, report, print_sql)
     raise SystemExit(report.exit_code)
 
 
@@ -68,15 +73,18 @@ CHUNK_KEYS = 2000
 
 def run_repair(settings: Settings, *, mode: str = "dry-run", strategy: str | None = None,
                pair_names: tuple[str, ...] = (), keys: tuple[str, ...] = (), kinds: tuple[str, ...] = (),
-               limit: int = 100000) -> RunReport:
+               limit: int = 100000, print_sql: bool = False) -> RunReport:
+    """`print_sql` with mode execute: keep each applied write's statement in its result (`--print --execute`)."""
     pairs = [settings.pair(n) for n in pair_names] if pair_names else list(settings.pairs)
     if keys and len(pairs) > 1:
         raise CdcRepairError("--key needs --pair when several pairs are configured (e.g. --pair articles --key 42)")
     pks = tuple(parse_key(k, pairs[0] if keys else None) for k in keys)
+    require_unique_keys(settings, [p.name for p in pairs])  # every mode: even printed SQL must touch one row a key
     store = StateStore(settings.state.dsn)
     run_id = new_id("run")
     report = RunReport(run_id, mode)
     repairer = Repairer(settings, store, run_id=run_id)
+    repairer.record_sql = print_sql and mode == "execute"
     token = f"cli:{run_id}:{uuid.uuid4().hex[:6]}"
     try:
         for pair in pairs:
@@ -117,25 +125,35 @@ def run_repair(settings: Settings, *, mode: str = "dry-run", strategy: str | Non
     return report
 
 
-def _output(ctx: CliContext, report: RunReport) -> None:
+def _output(ctx: CliContext, report: RunReport, print_sql: bool = False) -> None:
+    """The report: JSON, the SQL (--print, alone or with --execute), or one line per key. A run id is shown only
+    when the run wrote something: a dry run has nothing that `rollback` could undo."""
     if ctx.json_output:
-        emit_json(report.to_json())
+        doc = report.to_json()
+        if not any(r.repair_ids for r in report.results):
+            doc["run_id"] = None
+        emit_json(doc)
         return
-    if report.mode == "print":
+    if print_sql or report.mode == "print":
+        click.echo("SET NAMES utf8mb4;")  # the client's default charset would mangle or refuse 4-byte UTF-8
         for r in report.results:
             for stmt in r.sql:
                 click.echo(f"-- {r.pair} {r.pk} {r.kind}: {'; '.join(r.actions)}")
                 click.echo(stmt)
-        click.echo(f"-- {len([r for r in report.results if r.sql])} statement(s); run with --execute to apply",
-                   err=True)
-        return
-    for r in report.results:
-        what = "; ".join(r.actions) or "-"
-        ids = f" [{', '.join(r.repair_ids)}]" if r.repair_ids else ""
-        reason = f" ({r.reason})" if r.reason else ""
-        click.echo(f"{r.pair}\t{r.pk}\t{r.kind}\t{r.status}\t{what}{ids}{reason}")
+        if report.mode == "print":
+            click.echo(f"-- {len([r for r in report.results if r.sql])} statement(s); run with --execute to apply",
+                       err=True)
+            return
+    else:
+        for r in report.results:
+            what = "; ".join(r.actions) or "-"
+            ids = f" [{', '.join(r.repair_ids)}]" if r.repair_ids else ""
+            reason = f" ({r.reason})" if r.reason else ""
+            click.echo(f"{r.pair}\t{r.pk}\t{r.kind}\t{r.status}\t{what}{ids}{reason}")
     summary = ", ".join(f"{n} {s}" for s, n in sorted(report.summary().items())) or "nothing to do"
-    tail = "" if report.mode == "execute" else " (dry run: nothing written; --execute applies)"
-    click.echo(f"run {report.run_id}: {summary}{tail}", err=True)
-
-
+    if report.mode != "execute":
+        click.echo(f"{summary} (dry run: nothing written; --execute applies)", err=True)
+    elif any(r.repair_ids for r in report.results):
+        click.echo(f"run {report.run_id}: {summary} (undo: cdc-repair rollback {report.run_id})", err=True)
+    else:
+        click.echo(f"{summary}: nothing written", err=True)

@@ -14,8 +14,9 @@ import threading
 
 import click
 
-from cdc_repair.commands.common import EXIT_ERROR, EXIT_OK, CliContext, fail, pass_ctx
-from cdc_repair.errors import CdcRepairError
+from cdc_repair.commands.common import EXIT_ERROR, EXIT_OK, CliContext, fail, fail_config, pass_ctx
+from cdc_repair.config import Settings
+from cdc_repair.errors import CdcRepairError, ConfigError
 from cdc_repair.log import setup_logging
 from cdc_repair.runtime.signals import SignalEvents, install
 
@@ -32,6 +33,7 @@ def command(ctx: CliContext, shutdown_timeout: float) -> None:
 
     settings = ctx.settings()
     apply_config_logging(ctx, settings.log.format, settings.log.level)
+    refuse_non_unique_keys(settings)
     events = SignalEvents()
     restore = install(events)
     try:
@@ -53,6 +55,19 @@ def command(ctx: CliContext, shutdown_timeout: float) -> None:
         logging.shutdown()
         os._exit(code)  # a job thread stuck in I/O must not keep the process past the bound
     sys.exit(code)
+
+
+def refuse_non_unique_keys(settings: Settings) -> None:
+    """Exit 1 (one line per pair side) when a pair's key is not unique; a server that does not answer yet is
+    only a warning here: the stages retry, and every repair write checks its affected rows anyway."""
+    from cdc_repair.preflight import require_unique_keys
+
+    try:
+        require_unique_keys(settings)
+    except ConfigError as exc:
+        fail_config(exc)
+    except CdcRepairError as exc:
+        log.warning("could not check the pairs' keys at start: %s", exc)
 
 
 def apply_config_logging(ctx: CliContext, fmt: str, level: str) -> None:

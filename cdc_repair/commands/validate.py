@@ -17,6 +17,7 @@ import click
 from cdc_repair.commands.common import EXIT_DIFFERENCES, EXIT_OK, CliContext, emit_json, fail, pass_ctx
 from cdc_repair.config import Settings
 from cdc_repair.errors import CdcRepairError
+from cdc_repair.preflight import require_unique_keys
 
 _RELATIVE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -66,6 +67,7 @@ def command(ctx: CliContext, full: bool, since: str | None, keys: tuple[str, ...
         except CdcRepairError as exc:
             fail(exc)
     try:
+        require_unique_keys(settings, [pair_name] if pair_name else None)
         if since:
             doc = _window(settings, parse_since(since), pair_name)
         elif keys:

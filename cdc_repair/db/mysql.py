@@ -8,6 +8,7 @@ from typing import Any
 
 import pymysql
 import pymysql.cursors
+from pymysql.constants import CLIENT
 
 from cdc_repair.db.dsn import Dsn
 from cdc_repair.db.sql import Statement
@@ -17,6 +18,7 @@ from cdc_repair.errors import TerminalError, TransientError, UnreachableError
 Connection = pymysql.connections.Connection
 DriverError = pymysql.err.MySQLError
 Row = tuple[Any, ...]
+Error = pymysql.err.MySQLError  # the driver's base error, for adapters that tolerate a failed query
 
 # MySQL error numbers worth retrying: lock wait timeout, deadlock, server gone/lost, too many connections,
 # read-only during failover, and client-side "can't connect".
@@ -24,8 +26,10 @@ _CR_SSL_CONNECTION_ERROR = 2026
 _TRANSIENT_ERRNOS = frozenset({1205, 1213, 2006, 2013, 1040, 1290, 2003, 2002, 1927, 1053})
 
 
-def connect(dsn: Dsn, *, autocommit: bool = True, timeout_s: float = 10.0, database: str | None = None) -> Connection:
-    """Open a connection (TLS as the DSN asks); an unreachable server raises `UnreachableError` naming the DSN."""
+def connect(dsn: Dsn, *, autocommit: bool = True, timeout_s: float = 10.0, database: str | None = None,
+            multi_statements: bool = False) -> Connection:
+    """Open a connection (TLS as the DSN asks); an unreachable server raises `UnreachableError` naming the DSN.
+    `multi_statements`: let `execute_each` send several statements per round trip (the repair writers)."""
     tls_args = driver_tls_args(dsn)
     try:
         conn = pymysql.connect(
@@ -39,6 +43,7 @@ def connect(dsn: Dsn, *, autocommit: bool = True, timeout_s: float = 10.0, datab
             read_timeout=None,
             charset="utf8mb4",
             binary_prefix=True,
+            client_flag=CLIENT.MULTI_STATEMENTS if multi_statements else 0,
             **tls_args,
         )
     except pymysql.err.OperationalError as exc:
@@ -104,6 +109,39 @@ def execute(conn: Connection, stmt: Statement) -> int:
     """Run one statement; return the affected row count."""
     with conn.cursor() as cur:
         return int(cur.execute(stmt.sql, stmt.params or None))
+
+
+MULTI_MAX_BYTES = 4 * 1024 * 1024  # statements sent together stay far below max_allowed_packet
+
+
+def execute_each(conn: Connection, stmts: Sequence[Statement]) -> list[int]:
+    """Run `stmts` in order and return each one's affected row count: several per round trip when the
+    connection was opened with `multi_statements` (up to MULTI_MAX_BYTES of SQL), else one by one.
+    An error stops at the failing statement (the server runs none after it) and raises."""
+    if not conn.client_flag & CLIENT.MULTI_STATEMENTS:
+        return [execute(conn, stmt) for stmt in stmts]
+    counts: list[int] = []
+    with conn.cursor() as cur:
+        pending: list[str] = []
+        size = 0
+        for stmt in stmts:
+            text = cur.mogrify(stmt.sql, stmt.params or None)
+            if pending and size + len(text) > MULTI_MAX_BYTES:
+                counts += _run_multi(cur, pending)
+                pending, size = [], 0
+            pending.append(text)
+            size += len(text)
+        if pending:
+            counts += _run_multi(cur, pending)
+    return counts
+
+
+def _run_multi(cur: Any, texts: list[str]) -> list[int]:
+    cur.execute(";\n".join(texts))
+    counts = [int(cur.rowcount)]
+    while cur.nextset():
+        counts.append(int(cur.rowcount))
+    return counts
 
 
 def execute_many(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:

@@ -1,11 +1,15 @@
 """Apply guarded row writes with their undo records, one local transaction per batch (I/O adapter).
 
-Per batch (all actions on one table): `SELECT … FOR UPDATE` of the batch's rows with one IN query; each row is
-compared in Python with what its plan observed (the guard); the rows that pass are written (one multi-row
-INSERT, one CASE-UPDATE per column set, one DELETE … IN), re-read (the after-images, Seata style), and their
-undo records are inserted with one multi-row INSERT; then COMMIT. Rows whose guard fails are not touched and
-come back as `guard_failed` (the caller re-checks them). If the batch fails, it is rolled back and retried
-row by row, so one bad row never loses the others.
+Per batch (all actions on one table): `SELECT … FOR UPDATE` of the batch's rows with one IN query, and a
+`COUNT(*)` of the same keys (more rows than keys found: a key is not unique); each row is compared in Python
+with what its plan observed (the guard); each row that passes is written by its own guarded statement, the very
+statement `repair --print` shows (`sql.guarded_statement`; the batch's statements go in one round trip), and
+must affect exactly one row (0: it changed or the write would change nothing → `guard_failed`, no undo record;
+more: the key is not unique → the batch rolls back); then the written rows are re-read (the after-images, Seata
+style), their undo records inserted with one multi-row INSERT, and COMMIT. Rows whose guard fails are not
+touched and come back as `guard_failed` (the caller re-checks them). If the batch fails, it is rolled back and
+retried row by row, so one bad row never loses the others; a key matching several rows fails alone and its
+ledger entry is parked at once (`Failed.park`: retrying cannot help).
 
 Test hook: env `CDC_REPAIR_DEV_CRASH_AT=after_row_commit` makes the process `os._exit(86)` right after the row
 transaction commits (before anything is written to the state DB), to prove a re-run neither loses nor
@@ -24,7 +28,7 @@ from typing import Any
 
 from cdc_repair.db import mysql
 from cdc_repair.db.dsn import Dsn
-from cdc_repair.db.sql import Statement, quote_ident, quote_table
+from cdc_repair.db.sql import Statement
 from cdc_repair.errors import CdcRepairError, TerminalError
 from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.actions import Op, RepairAction
@@ -58,6 +62,7 @@ class Failed:
     error: str
     transient: bool
     xid: str  # the id the write would have had (repair_log keeps the failed attempt under it)
+    park: bool = False  # retrying cannot help (a key matching several rows): park the ledger entry at once
 
 
 Outcome = Applied | GuardFailed | Failed
@@ -85,7 +90,7 @@ class RowServer:
     @property
     def conn(self) -> mysql.Connection:
         if self._conn is None:
-            self._conn = mysql.connect(self.dsn)
+            self._conn = mysql.connect(self.dsn, multi_statements=True)  # a batch's writes in one round trip
         return self._conn
 
     def reset(self) -> None:
@@ -174,11 +179,12 @@ def apply_batch(server: RowServer, actions: Sequence[RepairAction], xids: Sequen
         return _apply(server, actions, xids, after_lock)
     except Exception as exc:
         err = mysql.classify(exc, f"repair batch on {actions[0].table}")
+        not_unique = isinstance(exc, KeyNotUnique)
         log.warning("repair batch of %d rows on %s failed (%s); retrying row by row", len(actions),
                     actions[0].table, err)
         server.reset()
     if len(actions) == 1:
-        return [Failed(actions[0], str(err), _transient(err), xids[0])]
+        return [Failed(actions[0], str(err), _transient(err), xids[0], park=not_unique)]
     out: list[Outcome] = []
     for action, xid in zip(actions, xids, strict=True):
         try:
@@ -186,7 +192,7 @@ def apply_batch(server: RowServer, actions: Sequence[RepairAction], xids: Sequen
         except Exception as exc:
             one = mysql.classify(exc, f"repair of {action.table} {action.pk}")
             server.reset()
-            out.append(Failed(action, str(one), _transient(one), xid))
+            out.append(Failed(action, str(one), _transient(one), xid, park=isinstance(exc, KeyNotUnique)))
     return out
 
 
@@ -200,6 +206,10 @@ def _transient(err: Exception) -> bool:
     return isinstance(err, TransientError)
 
 
+class KeyNotUnique(TerminalError):
+    """A key matched more than one row: the write is rolled back and the key needs an operator."""
+
+
 def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[str],
            after_lock: Callable[[], None] | None) -> list[Outcome]:
     first = actions[0]
@@ -210,18 +220,23 @@ def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[st
     results: list[Outcome] = []
     with mysql.transaction(conn):
         current = server.read(table, key_cols, keys, for_update=True)
+        _check_unique(conn, table, key_cols, keys, len(current))
         if after_lock is not None:
             after_lock()
-        passed: list[tuple[RepairAction, str]] = []
+        held: list[tuple[RepairAction, str]] = []
         for action, xid in zip(actions, xids, strict=True):
             now = current.get(action.pk)
             if guard_holds(now, action.observed):
-                passed.append((action, xid))
+                held.append((action, xid))
             else:
                 results.append(GuardFailed(action, now))
+        passed: list[tuple[RepairAction, str]] = []
+        for (action, xid), affected in zip(held, _write(conn, [a for a, _ in held]), strict=True):
+            if affected == 1:
+                passed.append((action, xid))
+            else:  # 0: the printed guard refused it too, or the write would change nothing; no undo record
+                results.append(GuardFailed(action, current.get(action.pk)))
         if passed:
-            for stmt in write_statements([a for a, _ in passed], table, key_cols):
-                mysql.execute(conn, stmt)
             written = [[v for _, v in a.key] for a, _ in passed if a.op is not Op.DELETE]
             after = server.read(table, key_cols, written) if written else {}
             records = []
@@ -240,45 +255,26 @@ def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[st
     return results
 
 
-def write_statements(actions: Sequence[RepairAction], table: str, key_cols: Sequence[str]) -> list[Statement]:
-    """The batched writes for guarded, locked rows: one INSERT, CASE-UPDATEs grouped by column set, one DELETE."""
-    stmts: list[Statement] = []
-    inserts = [a for a in actions if a.op is Op.INSERT]
-    by_cols: dict[tuple[str, ...], list[RepairAction]] = {}
-    for a in inserts:
-        by_cols.setdefault(tuple(a.values), []).append(a)
-    for cols, group in by_cols.items():
-        stmts.append(rsql.insert_rows(table, cols, [[a.values[c] for c in cols] for a in group]))
-    updates: dict[tuple[str, ...], list[RepairAction]] = {}
-    for a in actions:
-        if a.op is Op.UPDATE:
-            cols = tuple(c for c in a.values if c not in key_cols)
-            if cols:
-                updates.setdefault(cols, []).append(a)
-    for cols, group in updates.items():
-        stmts.append(case_update(table, key_cols, cols, group))
-    deletes = [[v for _, v in a.key] for a in actions if a.op is Op.DELETE]
-    if deletes:
-        stmts.append(rsql.delete_by_keys(table, key_cols, deletes))
-    return stmts
+def _check_unique(conn: mysql.Connection, table: str, key_cols: Sequence[str], keys: Sequence[Sequence[Any]],
+                  found: int) -> None:
+    """More rows under the batch's keys than keys found: some key is not unique (row by row names which)."""
+    row = mysql.fetch_one(conn, rsql.count_by_keys(table, key_cols, keys))
+    matched = int(row[0]) if row else 0
+    if matched > found:
+        what = f"{', '.join(key_cols)} = {', '.join(str(v) for v in keys[0])}" if len(keys) == 1 else \
+            f"({', '.join(key_cols)}) of this batch"
+        raise KeyNotUnique(f"key {what} matched {matched} rows of {table} where {found or 1} was expected: the key "
+                           f"is not unique; nothing written (give the table a PRIMARY or NOT NULL UNIQUE key on "
+                           f"{', '.join(key_cols)} and remove the duplicates)")
 
 
-def case_update(table: str, key_cols: Sequence[str], columns: Sequence[str],
-                actions: Sequence[RepairAction]) -> Statement:
-    """`UPDATE t SET c = CASE WHEN key = … THEN … END, … WHERE key IN (…)`: one statement for many rows."""
-    if len(key_cols) == 1:
-        when = f"{quote_ident(key_cols[0])} = %s"
-    else:
-        when = "(" + ", ".join(quote_ident(k) for k in key_cols) + ") = (" + ", ".join(["%s"] * len(key_cols)) + ")"
-    sets: list[str] = []
-    params: list[Any] = []
-    for col in columns:
-        arms = " ".join([f"WHEN {when} THEN %s"] * len(actions))
-        sets.append(f"{quote_ident(col)} = CASE {arms} END")
-        for a in actions:
-            params.extend(v for _, v in a.key)
-            params.append(a.values[col])
-    keys = [[v for _, v in a.key] for a in actions]
-    where = rsql.key_in(key_cols, len(keys))
-    params.extend(v for k in keys for v in k)
-    return Statement(f"UPDATE {quote_table(table)} SET {', '.join(sets)} WHERE {where}", tuple(params))
+def _write(conn: mysql.Connection, actions: Sequence[RepairAction]) -> list[int]:
+    """Run the actions' guarded statements (the ones `--print` shows; one round trip); each one's affected rows.
+    More than one row for a key raises (the transaction rolls back, the batch is retried row by row)."""
+    counts = mysql.execute_each(conn, [rsql.guarded_statement(a) for a in actions])
+    for action, affected in zip(actions, counts, strict=True):
+        if affected > 1:
+            raise KeyNotUnique(f"{action.describe()}: the guarded write affected {affected} rows where 1 was "
+                               f"expected: the key is not unique; rolled back (give {action.table} a PRIMARY or NOT "
+                               f"NULL UNIQUE key and remove the duplicates)")
+    return counts

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cdc_repair.config import PairConfig
+from cdc_repair.model.oversized import has_marker
 from cdc_repair.repair.actions import Op, Plan, RepairAction, Side, Strategy
 from cdc_repair.repair.guard import flat_equal
 from cdc_repair.validate.rules import DIFFERENT, EXTRA, MISSING, OK, evaluate, rule_columns
@@ -164,6 +165,10 @@ def plan_compensate(pair: PairConfig, key: Sequence[Any], source_row: Row | None
 
     def dirty(why: str) -> Plan:
         return Plan(pair.name, pk, DIRTY, None, f"dirty: {why}; an operator decides (or use --strategy forward)")
+
+    oversized = has_marker(event.data, event.old)
+    if oversized:  # the marker is not the value: never write it back
+        return dirty(f"the change's value(s) of {', '.join(oversized)} were too large to keep (oversized marker)")
 
     if event.type == "UPDATE":
         changed = [c for c in (event.old or {}) if c not in key_cols]

@@ -128,6 +128,7 @@ class Repairer:
         self._thread_servers_lock = threading.Lock()
         self._pending_log: list[dict[str, Any]] = []
         self._limiters = limiters if limiters is not None else {}  # per pair; a worker keeps them across passes
+        self.record_sql = False  # --print --execute: keep each applied write's guarded statement in its result
 
     def close(self) -> None:
         for server in [*self._servers.values(), *self._thread_servers]:
@@ -307,6 +308,8 @@ class Repairer:
             if isinstance(out, Applied):
                 res.repair_ids.append(out.xid)
                 res.actions.append(out.action.describe())
+                if self.record_sql:
+                    res.sql.append(rsql.render(rsql.guarded_statement(out.action)))
                 counts["applied"] += 1
                 logged.append(self._log_row(out, strategy))
                 applied.append(out)
@@ -318,6 +321,7 @@ class Repairer:
                 counts["failed"] += 1
                 logged.append({**self._log_row(out, strategy), "status": "failed", "error": out.error[:4000]})
                 res.status, res.reason = FAILED, out.error  # retried with backoff, parked after max
+                res.transient = res.transient and not out.park  # e.g. a key matching several rows
                 remaining.pop(out.action.pk, None)
         for outcome, count in counts.items():
             if count:

@@ -1,11 +1,17 @@
 """Statement builders for repairs, undo records and rollbacks (pure: they return `Statement`s).
 
-Guarded single-row forms (what `repair --print` shows, and what the per-row fallback runs):
+Guarded single-row forms: what `repair --print` shows, and exactly what `repair --execute` runs (one per key,
+inside the batch transaction, after the batch's rows are locked and compared in Python):
 - insert-if-absent: `INSERT INTO t (…) SELECT … FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM t WHERE key)`
-- compare-and-update: `UPDATE t SET … WHERE key AND c1 <=> observed1 AND … LIMIT 1`
-- compare-and-delete: `DELETE FROM t WHERE key AND c1 <=> observed1 AND … LIMIT 1`
-Each affects 0 rows when the row no longer holds what was observed, which the executor treats as "guard failed,
-re-check". The batched path locks the batch's rows (`SELECT … FOR UPDATE`), compares in Python, then writes.
+- compare-and-update: `UPDATE t SET … WHERE key AND <every observed column equals its observed value>`
+- compare-and-delete: `DELETE FROM t WHERE key AND <every observed column equals its observed value>`
+Each affects exactly 1 row, or 0 when the row no longer holds what was observed ("guard failed, re-check").
+There is no `LIMIT 1`: a key matching two rows must show as 2 affected rows (the executor then rolls back),
+never silently pick one. The guard is byte-exact like `--execute`'s Python guard: text is compared as its
+utf8mb4 bytes (`CAST(CONVERT(c USING utf8mb4) AS BINARY) <=> CAST('…' AS BINARY)`), never under the column's
+collation, where `'Stale title'` equals `'STALE TITLE   '`; floats by the text the server renders them as (a
+FLOAT never equals its own value as a double literal); other values with `<=>` (binary strings byte by byte,
+integers, decimals and times by value).
 """
 
 from __future__ import annotations
@@ -27,6 +33,23 @@ def _eq_all(columns: Sequence[str], null_safe: bool = True) -> str:
     return " AND ".join(f"{quote_ident(c)} {op} %s" for c in columns)
 
 
+def _exact(column: str, value: Any) -> str:
+    """`column` holds exactly `value` (one %s): text by its utf8mb4 bytes, whatever the column's collation."""
+    if isinstance(value, str):
+        return f"CAST(CONVERT({quote_ident(column)} USING utf8mb4) AS BINARY) <=> CAST(%s AS BINARY)"
+    if isinstance(value, float):  # FLOAT 0.1 is 0.100000001 as a double: compare the text the server sent us
+        return f"CONCAT({quote_ident(column)}) <=> CONCAT(%s)"
+    return f"{quote_ident(column)} <=> %s"
+
+
+def _guard(key: Row, observed: Row) -> tuple[str, tuple[Any, ...]]:
+    """`key = … AND <each observed column exactly as observed>` (key columns too: their bytes may differ from
+    the key the statement looks up under the collation), with its parameters."""
+    where = _eq_all(list(key), null_safe=False)
+    exact = [_exact(c, v) for c, v in observed.items()]
+    return " AND ".join([where, *exact]), (*key.values(), *observed.values())
+
+
 def key_in(key_columns: Sequence[str], n: int) -> str:
     """`k IN (%s, …)` or `(a, b) IN ((%s, %s), …)` for n keys."""
     if len(key_columns) == 1:
@@ -41,6 +64,12 @@ def select_by_keys(table: str, key_columns: Sequence[str], keys: Sequence[Sequen
     params = tuple(v for key in keys for v in key)
     lock = " FOR UPDATE" if for_update else ""
     return Statement(f"SELECT {cols} FROM {quote_table(table)} WHERE {key_in(key_columns, len(keys))}{lock}", params)
+
+
+def count_by_keys(table: str, key_columns: Sequence[str], keys: Sequence[Sequence[Any]]) -> Statement:
+    """How many rows the keys match (more than the keys found means a key is not unique)."""
+    params = tuple(v for key in keys for v in key)
+    return Statement(f"SELECT COUNT(*) FROM {quote_table(table)} WHERE {key_in(key_columns, len(keys))}", params)
 
 
 def select_columns(table: str) -> Statement:
@@ -68,17 +97,13 @@ def insert_if_absent(table: str, row: Row, key: Row) -> Statement:
 
 def update_guarded(table: str, values: Row, key: Row, observed: Row) -> Statement:
     sets = ", ".join(f"{quote_ident(c)} = %s" for c in values)
-    guard_cols = [c for c in observed if c not in key]
-    where = _eq_all(list(key), null_safe=False) + (f" AND {_eq_all(guard_cols)}" if guard_cols else "")
-    return Statement(f"UPDATE {quote_table(table)} SET {sets} WHERE {where} LIMIT 1",
-                     (*values.values(), *key.values(), *(observed[c] for c in guard_cols)))
+    where, params = _guard(key, observed)
+    return Statement(f"UPDATE {quote_table(table)} SET {sets} WHERE {where}", (*values.values(), *params))
 
 
 def delete_guarded(table: str, key: Row, observed: Row) -> Statement:
-    guard_cols = [c for c in observed if c not in key]
-    where = _eq_all(list(key), null_safe=False) + (f" AND {_eq_all(guard_cols)}" if guard_cols else "")
-    return Statement(f"DELETE FROM {quote_table(table)} WHERE {where} LIMIT 1",
-                     (*key.values(), *(observed[c] for c in guard_cols)))
+    where, params = _guard(key, observed)
+    return Statement(f"DELETE FROM {quote_table(table)} WHERE {where}", params)
 
 
 def guarded_statement(action: RepairAction) -> Statement:
@@ -94,7 +119,7 @@ def guarded_statement(action: RepairAction) -> Statement:
     return delete_guarded(action.table, key, action.observed)
 
 
-# ---------------------------------------------------------------- batched writes (rows locked and guarded first)
+# ---------------------------------------------------------------- multi-row writes (rollback)
 
 
 def insert_rows(table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Statement:
@@ -109,11 +134,6 @@ def upsert_rows(table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     base = insert_rows(table, columns, rows)
     sets = ", ".join(f"{quote_ident(c)} = VALUES({quote_ident(c)})" for c in update_columns)
     return Statement(f"{base.sql} ON DUPLICATE KEY UPDATE {sets}", base.params)
-
-
-def delete_by_keys(table: str, key_columns: Sequence[str], keys: Sequence[Sequence[Any]]) -> Statement:
-    return Statement(f"DELETE FROM {quote_table(table)} WHERE {key_in(key_columns, len(keys))}",
-                     tuple(v for k in keys for v in k))
 
 
 def update_row(table: str, values: Row, key: Row) -> Statement:

@@ -2,7 +2,7 @@
 
 For the daemon engineer (stable API):
 
-    worker = RepairWorker(settings)            # optional: worker_id="host:pid", store=StateStore(...)
+    worker = RepairWorker(settings)            # optional: worker_id="host:pid", store=StateStore(...), live=...
     stats = worker.run_due(limit=100)          # one pass: claim ≤ limit due entries, repair, close/retry/park
     worker.run(stop_event)                     # loop until stop_event is set (never raises)
     worker.health() -> dict                    # {"ok", "last_run_at", "last_error", "totals", ...}
@@ -13,9 +13,15 @@ For the daemon engineer (stable API):
 CLI) never repair the same key at once. Each pair uses its `strategy` (or `repair.strategy`). Failed repairs
 go back to `open` with exponential backoff (`repair.backoff`) and are parked `failed` after
 `repair.max_attempts`; dirty compensations are parked at once (an operator decides).
-`run` sleeps `scheduler.retry_interval_s` between passes that found nothing, and does nothing while
-`repair.auto_repair` is false. One failing pass is logged with its stack, counted in
-`metrics.ERRORS{stage="repair"}`, and retried with backoff; it never ends the loop.
+`run` sleeps `scheduler.retry_interval_s` between passes that found nothing.
+
+This stage is the daemon's one driver of automatic repairs (the scheduler has no repair job). `repair.auto_repair:
+false` is checked by `run_due` itself, before anything is claimed: no pass writes a row or touches the ledger
+while it is off. With `live` (the daemon's `LiveSettings`) every pass reads the current settings, so a SIGHUP
+switches auto_repair, strategy, batch size or backoff without a restart.
+
+One failing pass is logged with its stack, counted in `metrics.ERRORS{stage="repair"}`, and retried with
+backoff; it never ends the loop.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cdc_repair.config import Settings
 from cdc_repair.errors import TransientError
@@ -37,6 +43,13 @@ from cdc_repair.repair.store import OPEN, Filters, StateStore, new_id
 from cdc_repair.repair.throttle import RateLimiter
 
 log = logging.getLogger(__name__)
+
+
+class SettingsSource(Protocol):
+    """Where live settings come from (the daemon's `runtime.reload.LiveSettings`; repair/ does not import it)."""
+
+    @property
+    def current(self) -> Settings: ...
 
 
 @dataclass
@@ -56,8 +69,10 @@ class RepairStats:
 class RepairWorker:
     """Claims due ledger entries and repairs them (see module docstring)."""
 
-    def __init__(self, settings: Settings, *, worker_id: str | None = None, store: StateStore | None = None) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, *, worker_id: str | None = None, store: StateStore | None = None,
+                 live: SettingsSource | None = None) -> None:
+        self._settings = settings
+        self._live = live
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.store = store or StateStore(settings.state.dsn)
         self.totals = RepairStats()
@@ -67,12 +82,27 @@ class RepairWorker:
         self.passes = 0
         self._limiters: dict[str, RateLimiter] = {}  # repair.rate_limit_per_s holds across passes
 
+    @property
+    def settings(self) -> Settings:
+        """The settings in force now (re-read on every pass when the daemon passed `live`)."""
+        return self._live.current if self._live is not None else self._settings
+
+    def update_settings(self, settings: Settings) -> None:
+        """Live reload: the next pass uses `settings` (no restart needed)."""
+        if self._live is None:
+            self._settings = settings
+
     def close(self) -> None:
         self.store.close()
 
     def run_due(self, limit: int | None = None, *, stop: threading.Event | None = None) -> RepairStats:
-        """One pass: claim up to `limit` due entries, repair them pair by pair, update the ledger."""
-        cfg = self.settings.repair
+        """One pass: claim up to `limit` due entries, repair them pair by pair, update the ledger.
+        With `repair.auto_repair: false` nothing is claimed or written (an empty pass)."""
+        settings = self.settings  # one snapshot per pass: a reload in the middle does not mix two configs
+        cfg = settings.repair
+        if not cfg.auto_repair:
+            self._done(RepairStats())
+            return RepairStats()
         token = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"[:128]
         stats = RepairStats()
         self.last_run_at = time.time()
@@ -82,8 +112,8 @@ class RepairWorker:
         if not entries:
             self._done(stats)
             return stats
-        pairs = {p.name: p for p in self.settings.pairs}
-        repairer = Repairer(self.settings, self.store, run_id=new_id("batch"), stop=stop, limiters=self._limiters)
+        pairs = {p.name: p for p in settings.pairs}
+        repairer = Repairer(settings, self.store, run_id=new_id("batch"), stop=stop, limiters=self._limiters)
         try:
             by_pair: dict[str, list[WorkItem]] = {}
             for e in entries:

@@ -5,7 +5,10 @@ run holds the MySQL named lock `<ha.lock_name>:job:<job>` for its duration, so e
 middle of a long full scan cannot start the same job twice at once. Each run is a `job_run` row
 (start, end, outcome, detail) and counted in `metrics.JOB_RUNS`.
 
-The stage modules (validate, repair, source) are imported inside the job functions: the runtime does not
+Repairs are not a job: the repair stage (`repair/worker.py`, on every daemon) is their one driver, so
+`repair.auto_repair` and the strategy are decided in one place.
+
+The stage modules (validate, source) are imported inside the job functions: the runtime does not
 depend on them at import time, and a job whose stage is not installed is recorded as `skipped`.
 """
 
@@ -130,15 +133,6 @@ def window_scan(ctx: JobContext) -> str:
     return f"since {since:%Y-%m-%d %H:%M:%S}Z: {_describe(report)}"
 
 
-def due_retries(ctx: JobContext) -> str:
-    """Repairs whose next_retry_at has come (failed earlier, backing off)."""
-    worker = stage_function("cdc_repair.repair.worker", "RepairWorker")(ctx.settings, worker_id=f"{ctx.host}:jobs")
-    try:
-        return _describe(worker.run_due(ctx.settings.repair.batch_size, stop=ctx.stop))
-    finally:
-        worker.close()
-
-
 def cleanup(ctx: JobContext) -> str:
     """Forget finished ledger rows, repair logs, job runs and undo records older than the retention."""
     before = runs.utcnow() - dt.timedelta(days=ctx.settings.scheduler.retention_days)
@@ -241,22 +235,14 @@ def _describe(result: Any) -> str:
     return str(result)[:500]
 
 
-def _retries_due(ctx: JobContext) -> bool:
-    from cdc_repair.state import ledger
-
-    return bool(ledger.open_entries(ctx.engine, statuses=("open", "failed"), due=True, limit=1))
-
-
 DUE: dict[str, Callable[[JobContext], bool]] = {
     "full_scan_request": lambda ctx: bool(runs.pending_full_scan_requests(ctx.engine)),
-    "due_retries": _retries_due,
 }
-QUIET_WHEN_OK = frozenset({"lag_check", "due_retries"})
+QUIET_WHEN_OK = frozenset({"lag_check"})
 
 JOBS: dict[str, JobFn] = {
     "full_validation": full_validation,
     "window_scan": window_scan,
-    "due_retries": due_retries,
     "cleanup": cleanup,
     "lag_check": lag_check,
     "full_scan_request": full_scan_request,

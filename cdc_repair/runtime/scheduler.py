@@ -40,7 +40,6 @@ def build_triggers(cfg: SchedulerConfig) -> dict[str, TriggerSpec]:
     return {
         "full_validation": TriggerSpec("cron", cfg.full_scan_cron),
         "window_scan": TriggerSpec("interval", cfg.window_scan_interval_s),
-        "due_retries": TriggerSpec("interval", cfg.retry_interval_s),
         "cleanup": TriggerSpec("cron", cfg.cleanup_cron),
         "lag_check": TriggerSpec("interval", cfg.lag_check_interval_s),
         "full_scan_request": TriggerSpec("interval", min(FULL_SCAN_REQUEST_POLL_S, cfg.retry_interval_s)),

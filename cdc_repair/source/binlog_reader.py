@@ -47,7 +47,18 @@ from cdc_repair.model.position import BinlogPosition
 from cdc_repair.model.schema import ColumnSpec, TableSchema
 from cdc_repair.source import types as T
 from cdc_repair.source.decoder import RowDecoder
-from cdc_repair.source.events import Commit, Ddl, Gtid, Heartbeat, Rotate, RowsData, SourceEvent
+from cdc_repair.source.events import (
+    Commit,
+    Ddl,
+    Gtid,
+    Heartbeat,
+    PartialRows,
+    Rotate,
+    RowsData,
+    SourceEvent,
+    StatementRows,
+)
+from cdc_repair.source.statements import classify_dml
 
 log = logging.getLogger(__name__)
 
@@ -415,8 +426,8 @@ class BinlogReader:
                     raise SchemaDriftError(f"{table.schema}.{table.table}: rows event has {ev.number_of_columns} "
                                            f"columns, table map has {len(plan.names)}")
                 if ev.present != _full_bitmap(ev.number_of_columns, ev.images):
-                    raise SchemaDriftError(f"{table.schema}.{table.table}: partial row image "
-                                           f"(set binlog_row_image=FULL on the server)")
+                    yield PartialRows(str(table.schema), str(table.table), ev.kind, ev.timestamp)  # tailer decides
+                    continue
                 yield RowsData(ev.kind, plan, ev.body, ev.start, ev.end, ev.timestamp)
             elif cls is PartialUpdateRowsEvent:
                 raise SchemaDriftError("partial JSON update events in the binlog: capture needs full row images "
@@ -433,9 +444,13 @@ class BinlogReader:
                     yield Commit(BinlogPosition(stream.log_file, ev.packet.log_pos, self.gtids.commit()),
                                  ev.timestamp)
                 elif not head.startswith(_NOT_DDL):
+                    schema = ev.schema.decode("utf-8", "replace") if isinstance(ev.schema, bytes) else str(ev.schema)
+                    dml = classify_dml(sql, schema)
+                    if dml is not None:  # binlog_format STATEMENT/MIXED: rows not in the binlog, not a boundary
+                        yield StatementRows(schema, sql, dml, ev.timestamp)
+                        continue
                     stream.table_map.clear()  # the library re-parses the next TableMaps (new columns)
                     self.schemas.invalidate()
-                    schema = ev.schema.decode("utf-8", "replace") if isinstance(ev.schema, bytes) else str(ev.schema)
                     yield Ddl(schema, sql, BinlogPosition(stream.log_file, ev.packet.log_pos, self.gtids.commit()),
                               ev.timestamp)
             elif cls is HeartbeatLogEvent:

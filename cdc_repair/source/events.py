@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from cdc_repair.model.position import BinlogPosition
 from cdc_repair.source.decoder import RowDecoder
+from cdc_repair.source.statements import StatementDml
 
 
 @dataclass(slots=True)
@@ -65,4 +66,24 @@ class Rotate:
     position: BinlogPosition
 
 
-SourceEvent = RowsData | Gtid | Commit | Ddl | Heartbeat | Rotate
+@dataclass(frozen=True, slots=True)
+class StatementRows:
+    """DML logged as SQL text (binlog_format STATEMENT, or MIXED): its rows are not in the binlog."""
+
+    schema: str  # the statement's default database
+    sql: str
+    dml: StatementDml
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartialRows:
+    """A rows event of an included table without full row images (binlog_row_image MINIMAL or NOBLOB)."""
+
+    database: str
+    table: str
+    kind: str
+    timestamp: int
+
+
+SourceEvent = RowsData | Gtid | Commit | Ddl | Heartbeat | Rotate | StatementRows | PartialRows

@@ -20,6 +20,9 @@ Contract for the daemon (runtime/) and `cdc-repair tail`:
   drift) raises a `TerminalError` subclass with a one-line message naming the fix.
 * Binlog purged with `on_purged: resume_and_full_validate`: resumes at the current position, counts
   `metrics.BINLOG_PURGED`, and inserts a `job_run` marker (see `state.checkpoints.full_scan_requested`).
+* Changes without row images (statement DML on an included table; a partial row image with `on_partial_image:
+  skip_and_full_validate`): not published, a full validation requested, `health()["ready"]` False until it has
+  run (source/uncapturable.py). A row too large for one Kafka record is published with a marker (model/oversized.py).
 
 Delivery: every record is produced with acks=all on an explicit PK-hash partition (sink/partitioning.py). The
 checkpoint (file, pos, GTID set) is written only at a transaction boundary (XID/COMMIT/DDL) and only after the
@@ -53,6 +56,7 @@ from cdc_repair.errors import (
     TerminalError,
     TransientError,
 )
+from cdc_repair.model.oversized import OVERSIZED_FIELD, OVERSIZED_MARKER, shrink_images
 from cdc_repair.model.position import BinlogPosition
 from cdc_repair.preflight import REQUIRED_BINLOG, binlog_problems, fetch_grants, grant_problems, parse_grants
 from cdc_repair.sink.kafka_producer import KafkaSink
@@ -60,8 +64,9 @@ from cdc_repair.sink.partitioning import java_string_hash, key_bytes, topic_for
 from cdc_repair.source.binlog_reader import BinlogReader, server_binlog
 from cdc_repair.source.ddl import classify_ddl
 from cdc_repair.source.decoder import RowDecoder
-from cdc_repair.source.events import Commit, Ddl, Gtid, Heartbeat, Rotate, RowsData
+from cdc_repair.source.events import Commit, Ddl, Gtid, Heartbeat, PartialRows, Rotate, RowsData, StatementRows
 from cdc_repair.source.filters import TableMatcher, own_state_exclude
+from cdc_repair.source.uncapturable import UncapturableGuard
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +110,8 @@ class Tailer:
         self._lag_s: float | None = None
         self._txn_id = 0
         self._lag_gauge = metrics.BINLOG_LAG_SECONDS.labels(self.source)
+        self._guard = UncapturableGuard(self.source, self.dsn, self.matcher, capture.on_partial_image,
+                                        lambda: self._engine)
         self._reset_txn_state()
 
     def _own_state_schema(self) -> list[str]:
@@ -121,8 +128,9 @@ class Tailer:
     # ------------------------------------------------------------------ public
 
     def health(self) -> dict[str, Any]:
+        degraded = self._guard.degraded  # statement DML / partial images / server settings (uncapturable.py)
         return {
-            "source": self.source, "ready": self.ready.is_set(),
+            "source": self.source, "ready": self.ready.is_set() and degraded is None, "degraded": degraded,
             "position": str(self._boundary) if self._boundary else None,
             "checkpoint": str(self._saved) if self._saved else None,
             "lag_s": self._lag_s, "pending": self._sink.pending if self._sink else 0,
@@ -151,13 +159,11 @@ class Tailer:
                     else:
                         log.exception("capture %s failed; retrying in %.0fs", self.source, delay)
                     self.ready.clear()
-                    metrics.STAGE_UP.labels("capture").set(0)
                     if stop.wait(delay):
                         break
                     delay = min(delay * 2, 30.0)
         finally:
             self.ready.clear()
-            metrics.STAGE_UP.labels("capture").set(0)
             if self._sink is not None:
                 self._sink.close()
                 self._sink = None
@@ -208,9 +214,7 @@ class Tailer:
     def _on_stall(self, reason: str) -> None:
         """Kafka is not acknowledging: not ready (so /readyz says 503) until acknowledgements flow again."""
         self._last_error = reason
-        if self.ready.is_set():
-            self.ready.clear()
-            metrics.STAGE_UP.labels("capture").set(0)
+        self.ready.clear()
 
     def _abandon_after_error(self) -> None:
         """After a failure mid-stream: keep what Kafka acknowledged, resume from the last safe boundary.
@@ -303,7 +307,6 @@ class Tailer:
     def _stream(self, reader: BinlogReader, stop: threading.Event) -> None:
         last_ckpt = time.monotonic()
         self.ready.set()
-        metrics.STAGE_UP.labels("capture").set(1)
         sink = self._sink
         assert sink is not None
         for ev in reader.events():
@@ -327,6 +330,7 @@ class Tailer:
                     self._flush_groups()
                     self._checkpoint(stop)
                     last_ckpt = now
+                self._guard.tick()
             elif isinstance(ev, Gtid):
                 self._in_txn = True
                 self._gtid = ev.gtid
@@ -341,6 +345,7 @@ class Tailer:
                 self._checkpoint(stop, force=True)
                 last_ckpt = time.monotonic()
             elif isinstance(ev, Heartbeat):
+                self._guard.tick()
                 self._flush_groups()
                 self._lag_s = 0.0  # the server had nothing more to send: we are caught up
                 self._lag_gauge.set(0.0)
@@ -350,6 +355,10 @@ class Tailer:
                     last_ckpt = time.monotonic()
             elif isinstance(ev, Rotate) and not self._in_txn:
                 self._boundary = ev.position
+            elif isinstance(ev, StatementRows):  # not publishable: requests a full validation (durably, now)
+                self._guard.on_statement(ev, self._boundary)
+            elif isinstance(ev, PartialRows):  # fails, or is skipped with a full validation requested
+                self._guard.on_partial(ev, self._boundary)
             if stop.is_set():
                 break
         self._flush_groups()
@@ -464,14 +473,18 @@ class Tailer:
                    rows: list[dict[str, str | None]], olds: list[dict[str, str | None]] | None, es: int,
                    ts: int) -> int:
         schema = decoder.schema
-        value = orjson.dumps({
+        fields = {
             "data": rows, "database": schema.database, "es": es, "gtid": self._gtid, "id": self._txn_id,
             "isDdl": False, "mysqlType": decoder.mysql_type, "old": olds, "pkNames": decoder.pk_names, "sql": "",
             "sqlType": _sql_type(decoder, rows), "table": schema.table, "ts": ts, "type": kind,
-        })
+        }
+        value = orjson.dumps(fields)
         sink = self._sink
         assert sink is not None
-        if len(value) > self.kafka.producer.max_request_size - 1024 and len(rows) > 1:
+        limit = self.kafka.producer.max_request_size - 1024
+        if len(value) > limit and len(rows) == 1:
+            value = self._mark_oversized(fields, decoder, len(value), limit)
+        if len(value) > limit and len(rows) > 1:
             half = len(rows) // 2
             return (self._send_rows(topic, partition, decoder, kind, rows[:half], olds[:half] if olds else None,
                                     es, ts)
@@ -480,6 +493,26 @@ class Tailer:
         key = key_bytes([rows[0][n] for n in decoder.pk_names]) if len(rows) == 1 and decoder.pk_names else None
         sink.send(topic, partition, key, value)
         return len(value)
+
+    def _mark_oversized(self, fields: dict[str, Any], decoder: RowDecoder, size: int, limit: int) -> bytes:
+        """One row too large for a Kafka record: publish it with its largest values replaced by the marker
+        (model/oversized.py), counted and logged; the validator reads the real row from the database."""
+        olds = fields["old"]
+        keys = decoder.pk_names or []
+        images, replaced = shrink_images([fields["data"][0], olds[0] if olds else None], size - limit, keep=keys)
+        fields["data"] = [images[0]]
+        if olds:
+            fields["old"] = [images[1]]
+        fields[OVERSIZED_FIELD] = replaced
+        value = orjson.dumps(fields)
+        table = decoder.schema.qualified
+        metrics.CAPTURE_OVERSIZED.labels(table).inc()
+        key = ", ".join(f"{n}={images[0].get(n) if images[0] else None}" for n in keys) or "without a key"
+        log.warning("capture %s: %s of %s row %s (gtid %s) is %d bytes as a FlatMessage, over "
+                    "kafka.producer.max_request_size (%d): published with %s replaced by %r; validation reads the "
+                    "row from the database", self.source, fields["type"], table, key, self._gtid or "-", size,
+                    self.kafka.producer.max_request_size, ", ".join(replaced), OVERSIZED_MARKER)
+        return value
 
     def _children(self, table: str, kind: str) -> tuple[Any, Any, Any]:
         hit = self._metric_children.get((table, kind))
@@ -520,7 +553,6 @@ class Tailer:
         done = sink.confirm(stop)
         if done and not self.ready.is_set() and not stop.is_set():  # acknowledgements flow again after a stall
             self.ready.set()
-            metrics.STAGE_UP.labels("capture").set(1)
         return done
 
     def _checkpoint(self, stop: threading.Event, *, force: bool = False) -> None:

@@ -33,6 +33,7 @@ from sqlalchemy import Engine, and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cdc_repair.metrics import OPEN_INCONSISTENCIES
+from cdc_repair.model.oversized import bound_event
 from cdc_repair.state.tables import inconsistency
 from cdc_repair.validate.rules import MISMATCH_KINDS, Verdict, parse_pk
 
@@ -133,14 +134,14 @@ def _record(engine: Engine, verdicts: list[Verdict], detected_by: str, events: M
             values: dict[str, Any] = {"kind": v.kind, "columns": list(v.columns), "last_seen": now,
                                       "updated_at": now}
             if pk in events:
-                values["source_event"] = events[pk]
+                values["source_event"] = bound_event(events[pk])  # one big row never exceeds max_allowed_packet
             if pk in ts:
                 values["event_ts"] = ts[pk]
             row = existing.get((pair_name, pk))
             if row is None:
                 inserts.append({"pair": pair_name, "pk": pk, "detected_by": detected_by, "first_seen": now,
                                 "seen_count": 1, "status": OPEN, "attempts": 0, "next_retry_at": now,
-                                "source_event": events.get(pk), "event_ts": ts.get(pk), **values})
+                                "source_event": None, "event_ts": ts.get(pk), **values})
                 result.inserted.append(pk)
                 continue
             values["seen_count"] = row.seen_count + 1

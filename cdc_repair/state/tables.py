@@ -116,3 +116,15 @@ job_run = Table(
     Column("detail", Text, nullable=True),
     Index("ix_job_run_job_started", "job", "started_at"),
 )
+
+# Who holds the leader lock (`ha.lock_name`), written by the holder right after `GET_LOCK` on the lock's own
+# connection. The named lock itself only tells a connection id; a row counts only while that id still holds it.
+leader = Table(
+    "leader",
+    metadata,
+    Column("lock_name", String(64), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", BigInteger, nullable=False),
+    Column("connection_id", BigInteger, nullable=False),
+    Column("since", DateTime, nullable=False),
+)

@@ -67,6 +67,12 @@ ROWS: list[tuple[str, list[tuple[str, str, str, int, list[tuple[str, str]], str]
         ("Binlog position", "table", "none", 8,
          [("cdc_repair_source_position_info * on (source) group_left cdc_repair_source_position_bytes", "")],
          "Binlog file (info label) and position (value) of each tailer's checkpoint."),
+        ("Oversized rows and uncapturable changes", "timeseries", "short", 8,
+         [("sum by (table) (increase(cdc_repair_source_oversized_rows_total[$__range]))", "oversized {{table}}"),
+          ("sum by (source, reason) (increase(cdc_repair_source_uncapturable_events_total[$__range]))",
+           "{{reason}} {{source}}")],
+         "Rows published with a marker (too large for Kafka), and changes without row images (statement DML, "
+         "partial image): each requests a full validation."),
     ]),
     ("Validate", [
         ("Consumer lag by partition", "timeseries", "short", 8,

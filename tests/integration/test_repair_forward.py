@@ -82,7 +82,7 @@ def test_print_emits_guarded_sql_that_repairs_when_run_by_hand(env: Env) -> None
     statements = [s for r in report.results for s in r.sql]
     assert len(statements) == 4
     assert any(s.startswith("INSERT INTO") and "WHERE NOT EXISTS" in s for s in statements)
-    assert any(s.startswith("DELETE FROM") and "<=>" in s and s.endswith("LIMIT 1;") for s in statements)
+    assert any(s.startswith("DELETE FROM") and "<=>" in s and "LIMIT" not in s for s in statements)
     assert env.verdicts([1])[0].kind == "missing_in_target"  # --print writes nothing
     for stmt in statements:
         env.sql(stmt)

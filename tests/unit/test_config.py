@@ -118,3 +118,17 @@ def test_invalid_yaml_gives_line_and_column(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(path, {})
     assert info.value.problems[0].startswith(f"{path}: line 3 column 1: invalid YAML")
+
+
+def test_publish_pair_defaults_to_the_contract_columns() -> None:
+    from cdc_repair.config import PairConfig
+
+    ref = {"server": "s", "table": "a.b"}
+    minimal = PairConfig(name="p", kind="publish", source=ref, target=ref)  # type: ignore[arg-type]
+    assert minimal.compare_columns(["id", "author_id", "title", "content", "status", "ctime", "utime"]) == [
+        "author_id", "title", "content", "status"]
+    ignoring = PairConfig(name="p", kind="publish", source=ref, target=ref, ignore=["status"])  # type: ignore[arg-type]
+    assert ignoring.compare_columns() == ["author_id", "title", "content"]
+    mirror = PairConfig(name="m", kind="mirror", source=ref, target=ref)  # type: ignore[arg-type]
+    assert mirror.compare_columns(["id", "x", "utime"]) == ["x", "utime"]
+    assert mirror.compare_summary()["not_compared"] == ["id"]

@@ -107,7 +107,7 @@ def test_catalogue_follows_the_naming_rules() -> None:
         if family.type == "histogram":
             assert family.name.endswith("_seconds"), family.name
     bounded = {"pair", "table", "type", "kind", "stage", "strategy", "job", "outcome", "source", "origin",
-               "status", "scan", "result", "reason", "topic", "partition", "version", "le"}
+               "status", "scan", "result", "reason", "topic", "partition", "version", "le", "role"}
     for family in metrics.REGISTRY.collect():
         if family.type == "info":  # info labels carry the values themselves (one series per source)
             continue

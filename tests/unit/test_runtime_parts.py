@@ -16,7 +16,6 @@ def test_build_triggers_maps_every_job_to_its_config_key() -> None:
     assert build_triggers(cfg) == {
         "full_validation": TriggerSpec("cron", "*/10 * * * *"),
         "window_scan": TriggerSpec("interval", 60),
-        "due_retries": TriggerSpec("interval", 5),
         "cleanup": TriggerSpec("cron", "30 4 * * *"),
         "lag_check": TriggerSpec("interval", 15),
         "full_scan_request": TriggerSpec("interval", 5),
@@ -128,13 +127,13 @@ def test_scheduler_stage_schedules_every_job_and_reschedules_live() -> None:
         while time.monotonic() < deadline and not (
                 stage.health() and all(stage.health()["next_runs"].values())):
             time.sleep(0.02)
-        assert set(stage.health()["next_runs"]) == {"full_validation", "window_scan", "due_retries", "cleanup",
-                                                    "lag_check", "full_scan_request"}
-        job = stage._scheduler.get_job("due_retries")
+        assert set(stage.health()["next_runs"]) == {"full_validation", "window_scan", "cleanup", "lag_check",
+                                                    "full_scan_request"}  # no repair job: the stage repairs
+        job = stage._scheduler.get_job("lag_check")
         assert job.max_instances == 1 and job.coalesce is True and job.misfire_grace_time == 300
-        raw["scheduler"]["retry_interval_s"] = 7
+        raw["scheduler"]["lag_check_interval_s"] = 7
         stage.update_settings(settings_from_mapping(raw))
-        assert stage._scheduler.get_job("due_retries").trigger.interval.total_seconds() == 7
+        assert stage._scheduler.get_job("lag_check").trigger.interval.total_seconds() == 7
         assert stage._scheduler.get_job("window_scan").trigger.interval.total_seconds() == 3600
     finally:
         stop.set()
