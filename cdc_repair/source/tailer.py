@@ -27,9 +27,11 @@ Contract for the daemon (runtime/) and `cdc-repair tail`:
 Delivery: every record is produced with acks=all on an explicit PK-hash partition (sink/partitioning.py). The
 checkpoint (file, pos, GTID set) is written only at a transaction boundary (XID/COMMIT/DDL) and only after the
 broker acknowledged every record before it. A restart resumes there: duplicates possible, losses not. It is
-written only when something moved that matters (records published, a DDL, another binlog file, or
-IDLE_SAVE_BYTES of binlog with nothing to publish): transactions capture does not publish, such as its own
-checkpoint writes when the state schema is on the captured server, cause no checkpoint write of their own.
+written only when something moved besides the checkpoint's own write (records published, a DDL, another binlog
+file, other transactions): with the state schema on the captured server, saving a checkpoint is itself a
+transaction in the binlog, and it must not cause the next save, or an idle tailer would write every second. So
+after each save the tailer notes the server's binlog end (which covers that write) and saves again only for a
+boundary past it or for records it published.
 
 Grouping: consecutive rows of one table and type inside a transaction are grouped per partition into one
 FlatMessage (`data` holds several rows, in binlog order), up to `capture.max_batch_rows` rows and ~1 MB.
@@ -75,9 +77,6 @@ GROUP_BYTES = 1 << 20  # raw row bytes per pending group before it is sent
 # server is asked for heartbeats this often when it has nothing to send, so a pause flushes within ~2x this.
 GROUP_MAX_AGE_S = 0.05
 CONFIRM_EVERY_RECORDS = 20000  # bound the futures kept inside one huge transaction
-# Binlog with nothing to publish (other schemas, our own state writes) is checkpointed past only this often, or
-# at a new binlog file: a restart re-reads at most this much, and idle capture writes nothing.
-IDLE_SAVE_BYTES = 64 << 20
 
 
 def _state_api() -> Any:
@@ -93,7 +92,9 @@ class Tailer:
         self.source = capture.server
         self.dsn = settings.server_dsn(capture.server)
         self.kafka = settings.kafka
-        self.matcher = TableMatcher(list(capture.include), [*capture.exclude, *self._own_state_schema()])
+        own_state = self._own_state_schema()
+        self.matcher = TableMatcher(list(capture.include), [*capture.exclude, *own_state])
+        self._saves_in_binlog = bool(own_state)  # each checkpoint save is a transaction in the captured binlog
         self.checkpoint_interval_s = checkpoint_interval_s
         self.ready = threading.Event()
         self._engine: Any = None
@@ -103,6 +104,7 @@ class Tailer:
         self._metric_children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
         self._saved: BinlogPosition | None = None
         self._sent_at_save = 0  # the sink's `sent` count when the checkpoint was last saved
+        self._own_write_end: BinlogPosition | None = None  # the server's binlog end right after that save
         self._boundary: BinlogPosition | None = None
         self._skipping = False  # streaming from a start timestamp, before the first transaction at or after it
         self._boundary_ts: float | None = None
@@ -568,17 +570,28 @@ class Tailer:
             self._save_checkpoint(boundary)
 
     def _worth_saving(self, boundary: BinlogPosition) -> bool:
-        """Records were published since the last save, or the binlog moved on far (another file, or
-        IDLE_SAVE_BYTES) with nothing to publish: never just because of transactions we do not publish."""
-        saved, sink = self._saved, self._sink
+        """Records were published since the last save, or the boundary is past the binlog end noted right after
+        it (other transactions): never just because of our own checkpoint write."""
+        saved, sink, own = self._saved, self._sink, self._own_write_end
         return (saved is None or (sink is not None and sink.sent != self._sent_at_save)
-                or boundary.file != saved.file or boundary.pos - saved.pos >= IDLE_SAVE_BYTES)
+                or own is None or boundary.is_after(own))
+
+    def _binlog_end(self) -> BinlogPosition | None:
+        """The server's binlog end now, when our checkpoint saves go to this server's binlog (else None)."""
+        if not self._saves_in_binlog:
+            return None
+        try:
+            return server_binlog(self.dsn).current
+        except (CdcRepairError, mysql.DriverError) as exc:  # then any later boundary counts as worth a save
+            log.debug("capture %s: binlog end not known after a checkpoint save: %s", self.source, exc)
+            return None
 
     def _save_checkpoint(self, position: BinlogPosition) -> None:
         _state_api().save_checkpoint(self._engine, self.source, position.file, position.pos, position.gtid_set,
                                      self._boundary_ts)
         self._saved = position
         self._sent_at_save = self._sink.sent if self._sink is not None else 0
+        self._own_write_end = self._binlog_end()
         metrics.CHECKPOINTS.labels(self.source).inc()
         metrics.BINLOG_POSITION.labels(self.source).info({"file": position.file})
         metrics.BINLOG_OFFSET.labels(self.source).set(position.pos)
