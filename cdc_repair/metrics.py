@@ -79,7 +79,8 @@ SCAN_THROTTLED = Counter("cdc_repair_scan_throttle_seconds_total", "Seconds a sc
                          ["pair"], registry=REGISTRY)
 
 # ---- repair
-REPAIRS = Counter("cdc_repair_repair_actions_total", "Repair actions by outcome (applied/failed/parked/guard_failed).",
+REPAIRS = Counter("cdc_repair_repair_actions_total",
+                  "Repair actions by outcome (applied/failed/parked/guard_failed/left/dirty/refused).",
                   ["pair", "strategy", "outcome"], registry=REGISTRY)
 REPAIR_LATENCY = Histogram("cdc_repair_repair_latency_seconds", "Time to apply one repair (guarded write + undo).",
                            ["strategy"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)

@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cdc_repair.db import mysql
@@ -230,26 +230,30 @@ def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[st
                 held.append((action, xid))
             else:
                 results.append(GuardFailed(action, now))
+        types = server.column_types(table)
+        records = {xid: UndoRecord(
+            xid=xid, branch_id=1, table=table, pk=action.pk, sql_type=action.op.value.upper(),
+            strategy=action.strategy.value, columns=tuple(action.written_columns), key_columns=tuple(key_cols),
+            before=current.get(action.pk), after=None, column_types=types) for action, xid in held}
+        if records:  # The undo rows go first: in the binlog they mark the transaction as the service's own
+            # write (DESIGN invariant 5; source/origin.py); their after-images are set once the rows are re-read.
+            mysql.execute(conn, rsql.insert_undo(list(records.values())))
         passed: list[tuple[RepairAction, str]] = []
         for (action, xid), affected in zip(held, _write(conn, [a for a, _ in held]), strict=True):
             if affected == 1:
                 passed.append((action, xid))
             else:  # 0: the printed guard refused it too, or the write would change nothing; no undo record
                 results.append(GuardFailed(action, current.get(action.pk)))
+                mysql.execute(conn, rsql.delete_undo(records.pop(xid)))
         if passed:
             written = [[v for _, v in a.key] for a, _ in passed if a.op is not Op.DELETE]
             after = server.read(table, key_cols, written) if written else {}
-            records = []
-            types = server.column_types(table)
             for action, xid in passed:
-                before = current.get(action.pk)
                 post = after.get(action.pk) if action.op is not Op.DELETE else None
-                records.append(UndoRecord(
-                    xid=xid, branch_id=1, table=table, pk=action.pk, sql_type=action.op.value.upper(),
-                    strategy=action.strategy.value, columns=tuple(action.written_columns),
-                    key_columns=tuple(key_cols), before=before, after=post, column_types=types))
-                results.append(Applied(action, xid, before, post))
-            mysql.execute(conn, rsql.insert_undo(records))
+                results.append(Applied(action, xid, records[xid].before, post))
+            finals = [replace(r, after=after[r.pk]) for r in records.values() if r.pk in after]
+            if finals:
+                mysql.execute(conn, rsql.set_undo_after_images(finals))
     if passed:
         crash_point("after_row_commit")
     return results

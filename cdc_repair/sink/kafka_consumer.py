@@ -40,6 +40,7 @@ class Record:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int
+    headers: tuple[tuple[str, bytes | None], ...] = ()  # e.g. the tailer's own-write mark and binlog coordinates
 
     @property
     def tp(self) -> TP:
@@ -102,7 +103,8 @@ class GroupConsumer:
         out: list[Record] = []
         for tp, msgs in batches.items():
             for m in msgs:
-                out.append(Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp))
+                out.append(Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp,
+                                  tuple(m.headers or ())))
         return out
 
     def commit(self, offsets: dict[TP, int], timeout_s: float = COMMIT_TIMEOUT_S) -> None:

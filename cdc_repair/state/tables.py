@@ -103,6 +103,18 @@ scan_progress = Table(
     UniqueConstraint("scan_id", "pair", name="uq_scan_progress"),
 )
 
+# The keys each full scan confirmed as different, so a resumed scan reports the whole scan's differences, also
+# those found before the interruption (read back through the ledger, whose status says if they are still open).
+scan_finding = Table(
+    "scan_finding",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("scan_id", String(64), nullable=False),
+    Column("pair", String(64), nullable=False),
+    Column("pk", String(768, collation="utf8mb4_bin"), nullable=False),
+    Index("ix_scan_finding_scan", "scan_id", "pair"),
+)
+
 # Scheduler job runs (start, end, outcome), shown in status.
 job_run = Table(
     "job_run",

@@ -18,7 +18,11 @@ Per key (pair, pk), from its latest event:
 4. a confirmed mismatch is written to the ledger (detected_by `stream`) with `source_event`: the latest
    source-side event of the key as `{"type", "database", "table", "es", "data": row, "old": changed columns,
    "mysqlType": column types}`
-   (the repairer's compensation needs the before-image), and `event_ts` (commit time, epoch s).
+   (the repairer's compensation needs the before-image), and `event_ts` (commit time, epoch s). The event
+   also holds `binlog` (the record's `cdc-repair-binlog` header: where compensation re-reads the change, never
+   trusting the message's values) and `first_binlog` (where the key's run of changes began).
+Records tagged `cdc-repair-origin: repair` (the service's own writes, see source/origin.py) are skipped: a
+repair never triggers another repair of itself.
 
 Offsets: per partition the committed offset is the first message that still has a key without a durable
 verdict, so a crash or a kill re-delivers (and re-checks) every unfinished key — at-least-once, idempotent.
@@ -42,6 +46,7 @@ from cdc_repair import metrics
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.db import mysql
 from cdc_repair.errors import MalformedMessageError, TransientError
+from cdc_repair.model.history import coordinates_from_headers, is_own_write, merge_source_event
 from cdc_repair.sink.flat_message import FlatMessage, parse_flat_message
 from cdc_repair.sink.kafka_admin import ensure_topics
 from cdc_repair.sink.kafka_consumer import TP, DeadLetters, GroupConsumer, Record
@@ -158,7 +163,8 @@ class IncrementalValidator:
         self._last_error: str | None = None
         self._errors_in_row = 0
         self._paused = False
-        self.stats = {"messages": 0, "rows": 0, "keys_checked": 0, "confirmed": 0, "dead_letters": 0, "commits": 0}
+        self.stats = {"messages": 0, "rows": 0, "keys_checked": 0, "confirmed": 0, "dead_letters": 0, "commits": 0,
+                      "own_writes": 0}
         self._consumer: GroupConsumer | None = None
         self._dlq: DeadLetters | None = None
         self._lag: dict[TP, int] | None = None  # None: not measured yet
@@ -278,6 +284,9 @@ class IncrementalValidator:
         self.high[tp] = max(self.high.get(tp, 0), rec.offset + 1)
         self.outstanding.setdefault(tp, {})
         self.stats["messages"] += 1
+        if is_own_write(rec.headers):  # a repair's own write (invariant 5): not a new source change
+            self.stats["own_writes"] += 1
+            return
         try:
             msg = parse_flat_message(rec.value or b"")
             entries = self._entries(msg)
@@ -287,6 +296,7 @@ class IncrementalValidator:
         now = time.time()
         es = msg.es / 1000.0 if msg.es else None
         due = settle_due(es, now, self.settings.validator.settle_delay_s)
+        coords = coordinates_from_headers(rec.headers, msg.gtid)
         for pair, key, event in entries:
             pk = pk_string(key)
             ident = (pair.name, pk)
@@ -300,8 +310,8 @@ class IncrementalValidator:
                 item.offsets.add((tp, rec.offset))
                 counts = self.outstanding[tp]
                 counts[rec.offset] = counts.get(rec.offset, 0) + 1
-            if event is not None:
-                item.source_event = event
+            if event is not None:  # where in the binlog compensation re-reads it (invariant 4)
+                item.source_event = merge_source_event(item.source_event, {**event, "binlog": coords})
             if es is not None:
                 item.event_ts = max(item.event_ts or 0.0, es)
             self.stats["rows"] += 1
