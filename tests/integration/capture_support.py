@@ -88,7 +88,7 @@ def read_messages(broker: Broker, topic: str, until: Callable[[list[FlatMessage]
     try:
         deadline = time.monotonic() + timeout_s
         parts: set[int] | None = None
-        while not parts and time.monotonic() < deadline:  # None, or empty until capture created the topic
+        while not parts and time.monotonic() < deadline:  # a just-created topic may list no partitions yet
             parts = consumer.partitions_for_topic(topic)
             if not parts:
                 time.sleep(0.2)
