@@ -12,9 +12,9 @@ import shutil
 import subprocess
 from collections.abc import Iterable
 
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.model.position import file_index
 from cdc_repair.sink.flat_message import FlatMessage
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 Change = tuple[str, int, int]  # (INSERT|UPDATE|DELETE, id, v)
 

@@ -33,13 +33,13 @@ from capture_support import ROOT, caught_up, read_messages, running_tailer, star
 
 from cdc_repair import metrics
 from cdc_repair.config import load_settings
-from cdc_repair.devservices import process
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.sink.flat_message import FlatMessage
 from cdc_repair.source.tailer import Tailer
 from cdc_repair.state import checkpoints
 from cdc_repair.state.engine import state_engine
+from cdc_repair_dev.devservices import process
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 
 @pytest.fixture
