@@ -170,11 +170,13 @@ def _limited(doc: dict[str, Any], limit: int | None) -> dict[str, Any]:
 
 def _print(doc: dict[str, Any], limit: int | None) -> None:
     shown = doc["found"] if limit is None else doc["found"][:limit]
+    lead = "-- " if "sql" in doc else ""  # with --print the whole output pipes to the mysql client: list as comments
     for f in shown:
         cols = f" ({', '.join(f['columns'])})" if f["columns"] else ""
-        click.echo(f"{f['kind']}\tkey={','.join(str(v) for v in f['key'])}{cols}")
+        line = f"{f['kind']}\tkey={','.join(str(v) for v in f['key'])}{cols}"
+        click.echo(lead + (line.replace("\n", "\\n").replace("\r", "\\r") if lead else line))
     if len(shown) < len(doc["found"]):
-        click.echo(f"… {len(doc['found']) - len(shown)} more (drop --limit, or use --json)")
+        click.echo(f"{lead}… {len(doc['found']) - len(shown)} more (drop --limit, or use --json)")
     if doc.get("sql"):
         click.echo("SET NAMES utf8mb4;")
         for stmt in doc["sql"]:
