@@ -33,6 +33,7 @@ from cdc_repair.errors import CdcRepairError, TerminalError
 from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.actions import Op, RepairAction
 from cdc_repair.repair.guard import guard_holds
+from cdc_repair.repair.locking import use_read_committed
 from cdc_repair.repair.undo_log import UNDO_TABLE, UndoRecord, ddl
 from cdc_repair.validate.rules import pk_string, rows_by_requested_key
 
@@ -90,7 +91,9 @@ class RowServer:
     @property
     def conn(self) -> mysql.Connection:
         if self._conn is None:
-            self._conn = mysql.connect(self.dsn, multi_statements=True)  # a batch's writes in one round trip
+            conn = mysql.connect(self.dsn, multi_statements=True)  # a batch's writes in one round trip
+            use_read_committed(conn, self.name)  # no gap locks: concurrent batches cannot deadlock (locking.py)
+            self._conn = conn
         return self._conn
 
     def reset(self) -> None:
@@ -170,13 +173,13 @@ class RowServer:
 
 
 def apply_batch(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[str], *,
-                after_lock: Callable[[], None] | None = None) -> list[Outcome]:
+                after_lock: Callable[[], None] | None = None, run_id: str | None = None) -> list[Outcome]:
     """Apply guarded actions on one table in one transaction (row-by-row fallback on error)."""
     if not actions:
         return []
     server.ensure_undo_table(actions[0].schema)
     try:
-        return _apply(server, actions, xids, after_lock)
+        return _apply(server, actions, xids, after_lock, run_id)
     except Exception as exc:
         err = mysql.classify(exc, f"repair batch on {actions[0].table}")
         not_unique = isinstance(exc, KeyNotUnique)
@@ -188,7 +191,7 @@ def apply_batch(server: RowServer, actions: Sequence[RepairAction], xids: Sequen
     out: list[Outcome] = []
     for action, xid in zip(actions, xids, strict=True):
         try:
-            out.extend(_apply(server, [action], [xid], after_lock))
+            out.extend(_apply(server, [action], [xid], after_lock, run_id))
         except Exception as exc:
             one = mysql.classify(exc, f"repair of {action.table} {action.pk}")
             server.reset()
@@ -211,7 +214,7 @@ class KeyNotUnique(TerminalError):
 
 
 def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[str],
-           after_lock: Callable[[], None] | None) -> list[Outcome]:
+           after_lock: Callable[[], None] | None, run_id: str | None = None) -> list[Outcome]:
     first = actions[0]
     table = first.table
     key_cols = [k for k, _ in first.key]
@@ -234,7 +237,8 @@ def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[st
         records = {xid: UndoRecord(
             xid=xid, branch_id=1, table=table, pk=action.pk, sql_type=action.op.value.upper(),
             strategy=action.strategy.value, columns=tuple(action.written_columns), key_columns=tuple(key_cols),
-            before=current.get(action.pk), after=None, column_types=types) for action, xid in held}
+            before=current.get(action.pk), after=None, column_types=types, run_id=run_id)
+            for action, xid in held}
         if records:  # The undo rows go first: in the binlog they mark the transaction as the service's own
             # write (DESIGN invariant 5; source/origin.py); their after-images are set once the rows are re-read.
             mysql.execute(conn, rsql.insert_undo(list(records.values())))

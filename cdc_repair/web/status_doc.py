@@ -51,8 +51,37 @@ class LedgerGroupDoc(TypedDict):
 
 
 class InconsistenciesDoc(TypedDict, total=False):
-    open_total: int
+    open_total: int | None  # None when the ledger cannot be read (never a false 0)
     by_pair_kind: list[LedgerGroupDoc]
+    oldest_open_age_s: float | None  # the oldest entry not yet repaired (None: nothing open)
+    oldest_open_pair: str | None
+    unavailable: str  # why the ledger could not be read (present only then)
+
+
+class ScanDoc(TypedDict, total=False):
+    """The newest full scan of one pair (state table `scan_progress`)."""
+
+    pair: str
+    scan_id: str
+    status: str  # running | done | failed
+    rows: int
+    rows_total: int | None  # the row estimate when the scan started
+    progress: float | None  # rows / rows_total (0..1)
+    chunks: int
+    diffs: int
+    rows_per_s: float | None
+    eta_s: float | None  # running scans only
+    silent_s: float | None  # running scans: seconds since the last saved progress (the page flags >= 120 s)
+    started_at: float
+    updated_at: float
+    finished_at: float | None
+
+
+class DeadLettersDoc(TypedDict, total=False):
+    topic: str
+    count: int | None  # sent by this daemon's validator since it started (None: no validator)
+    last_reason: str | None
+    last_at: float | None
 
 
 class RepairDoc(TypedDict, total=False):
@@ -90,6 +119,11 @@ class StatusDoc(TypedDict, total=False):
     recent_repairs: list[RepairDoc]  # newest first, at most ~20
     repair_counts: list[dict[str, Any]]  # every repair in the log: {pair, action, status, count}
     job_runs: list[JobRunDoc]  # newest first, at most ~20
+    last_job_runs: dict[str, JobRunDoc]  # the newest run of every job name
+    scans: list[ScanDoc]
+    dead_letters: DeadLettersDoc
+    config: dict[str, Any]  # {path, generation, last_reload: {ok, at, live, restart} | {ok, at, problems} | None}
+    unavailable: dict[str, str]  # section → why it could not be read (e.g. the state database is down)
     errors: list[str]  # problems building the document itself (e.g. "state database unreachable")
 
 
@@ -124,5 +158,16 @@ EXAMPLE_STATUS: StatusDoc = {
         {"job": "full_scan", "host": "cdc-repair-1", "started_at": "2026-11-22T03:00:00",
          "finished_at": "2026-11-22T03:02:11", "outcome": "ok", "detail": "rows=120000 diffs=2"},
     ],
+    "last_job_runs": {"full_scan": {"job": "full_scan", "host": "cdc-repair-1", "started_at": "2026-11-22T03:00:00",
+                                    "finished_at": "2026-11-22T03:02:11", "outcome": "ok",
+                                    "detail": "rows=120000 diffs=2"}},
+    "scans": [{"pair": "articles", "scan_id": "5f1c0a9e2b7d4c11", "status": "running", "rows": 40000,
+               "rows_total": 120000, "progress": 0.3333, "chunks": 40, "diffs": 1, "rows_per_s": 2000.0,
+               "eta_s": 40.0, "started_at": 1794999980.0, "updated_at": 1794999999.0, "finished_at": None}],
+    "dead_letters": {"topic": "cdc-repair.dlq", "count": 1, "last_reason": "malformed: no 'data' array",
+                     "last_at": 1794999000.0},
+    "config": {"path": "/etc/cdc-repair/config.yaml", "generation": 1,
+               "last_reload": {"ok": True, "at": 1794998000.0, "live": ["validator.settle_delay_s"], "restart": []}},
+    "unavailable": {},
     "errors": [],
 }

@@ -118,6 +118,8 @@ def test_stream_finds_exactly_the_planted_rows_and_dead_letters_bad_messages(env
         assert open_kinds(env) == expected
         health = running.validator.health()
         assert health["dead_letters"] == 2 and health["running"]
+        last = health["last_dead_letter"]  # the status page's "Dead letters" card shows its reason
+        assert last["reason"] and last["topic"] == env.settings.kafka.topic.name and last["at"] > 0
     finally:
         running.close()
     engine = state_engine(env.settings.state.dsn)

@@ -139,3 +139,10 @@ def test_scheduler_stage_schedules_every_job_and_reschedules_live() -> None:
         stop.set()
         thread.join(5)
     assert not thread.is_alive()
+
+
+def test_status_text_says_n_a_and_why_when_the_ledger_was_not_read() -> None:
+    why = "state database mysql://u:***@db:3306/s: MySQL error 2013: Lost connection"
+    text = render_text({"ledger": None, "unavailable": {"ledger": why}, "checkpoints": [], "recent_repairs": None,
+                        "job_runs": None})
+    assert f"ledger: n/a ({why})" in text and "0 open" not in text
