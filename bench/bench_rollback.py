@@ -33,10 +33,10 @@ from cdc_repair.config import Settings, settings_from_mapping
 from cdc_repair.db import mysql
 from cdc_repair.db.dsn import parse_dsn
 from cdc_repair.db.sql import Statement
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.repair.rollback import rollback
 from cdc_repair.repair.store import StateStore
 from cdc_repair.state.engine import state_engine
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 
 def snapshot(conn: mysql.Connection, table: str) -> list[tuple[Any, ...]]:

@@ -17,10 +17,10 @@ import yaml
 from kafka import KafkaConsumer, TopicPartition
 
 from cdc_repair.config import Settings, load_settings
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.sink.flat_message import FlatMessage, parse_flat_message
 from cdc_repair.source.tailer import Tailer
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -122,3 +122,11 @@ def start_tail_process(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
 
 def settings_of(path: Path) -> Settings:
     return load_settings(path)
+
+
+def caught_up(settings: Settings, engine: Any = None) -> bool:
+    """`status` reads lag 0 for the first capture: its checkpoint is at the server's binlog end, or only
+    transactions capture does not publish follow it (e.g. its own checkpoint write)."""
+    from cdc_repair.source.status import capture_status
+
+    return capture_status(settings, engine)["sources"][0]["lag_bytes"] == 0

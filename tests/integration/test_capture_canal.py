@@ -7,9 +7,9 @@ from pathlib import Path
 
 from capture_support import read_messages, rows_of, running_tailer, settings_of, unique, write_config
 
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.sink.flat_message import FlatMessage
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 
 def _last_gtid(cur: object) -> str:
@@ -29,7 +29,7 @@ def _binlog_gtids(mariadb: MariaDBServer, db: str) -> list[str]:
     tool = next(p for p in ("mariadb-binlog", "mysqlbinlog") if subprocess.run(["which", p], capture_output=True)
                 .returncode == 0)
     out = subprocess.run([tool, "--base64-output=decode-rows", "-v", *[str(datadir / f) for f in files]],
-                         capture_output=True, text=True, check=True).stdout
+                         capture_output=True, text=True, errors="replace", check=True).stdout
     gtids: list[str] = []
     current = ""
     for line in out.splitlines():

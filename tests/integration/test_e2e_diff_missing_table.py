@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cdc_repair.devservices.mariadb import MariaDBServer
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 
 @pytest.fixture

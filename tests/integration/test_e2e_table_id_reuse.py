@@ -13,9 +13,9 @@ from pathlib import Path
 from capture_support import read_messages, running_tailer, write_config
 
 from cdc_repair.config import load_settings
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.sink.flat_message import FlatMessage
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 
 def _table_ids(server: MariaDBServer, binlog: str) -> dict[str, int]:

@@ -15,10 +15,10 @@ from test_observe_roles import start_prometheus  # same folder (rootdir mode)
 from test_prometheus import query
 from test_web import seed_state, settings_for
 
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.state.engine import state_engine
 from cdc_repair.web import start_web
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 
 def eventually(predicate: Callable[[], Any], what: str, timeout_s: float = 60) -> Any:

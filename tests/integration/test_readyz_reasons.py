@@ -14,9 +14,9 @@ from typing import Any
 import yaml
 
 from cdc_repair.config import load_settings
-from cdc_repair.devservices import process
-from cdc_repair.devservices.mariadb import MariaDBServer
-from cdc_repair.runtime.harness import DaemonProcess, create_isolated_schema, isolated_raw_config
+from cdc_repair_dev.devservices import process
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
+from cdc_repair_dev.harness import DaemonProcess, create_isolated_schema, isolated_raw_config
 
 
 def readyz(port: int) -> tuple[int, dict[str, Any]]:

@@ -9,8 +9,8 @@ import pytest
 from test_repair_support import INSERT, Env, article, make_env
 
 from cdc_repair.commands.repair import run_repair
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.metrics import REPAIRS
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 N = 10_000
 

@@ -19,8 +19,8 @@ import pytest
 from test_repair_support import INSERT, Env, article, make_env
 
 from cdc_repair.commands.repair import run_repair
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.repair.store import Filters, StateStore
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 3000

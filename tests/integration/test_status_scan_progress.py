@@ -13,12 +13,12 @@ import pytest
 from test_validate_support import Env, make_env, plant_articles
 
 from cdc_repair import metrics
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.observe import refresh_ledger_gauges
 from cdc_repair.runtime.status import build_status
 from cdc_repair.state import scan_progress
 from cdc_repair.state.engine import state_engine
 from cdc_repair.validate.full_scan import run_full_scan
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 
 @pytest.fixture

@@ -19,12 +19,12 @@ from test_validate_support import (
     table_rows,
 )
 
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.sink.kafka_admin import ensure_topics
 from cdc_repair.state import ledger
 from cdc_repair.state.engine import state_engine
 from cdc_repair.validate.consumer import IncrementalValidator
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 
 @pytest.fixture

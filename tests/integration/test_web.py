@@ -26,13 +26,13 @@ import yaml
 
 from cdc_repair import metrics
 from cdc_repair.config import Settings, WebConfig, load_settings, settings_from_mapping
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.observe import LedgerGaugeStage, initialise_metric_labels, refresh_ledger_gauges
 from cdc_repair.runtime.supervisor import StageSpec, Supervisor
 from cdc_repair.state import tables
 from cdc_repair.state.engine import state_engine
 from cdc_repair.web import WebServer, start_web
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -104,7 +104,7 @@ def own_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mar
 
 def test_healthz_and_readyz_follow_broker_database_and_stages(own_services: tuple[MariaDBServer, Broker]) -> None:
     db, broker = own_services
-    from cdc_repair.devservices.demo_schema import apply_sql, webook_sql
+    from cdc_repair_dev.devservices.demo_schema import apply_sql, webook_sql
 
     db.root_connection().cursor().execute("CREATE DATABASE IF NOT EXISTS cdc_state_web")
     apply_sql(db.dsn(), webook_sql())  # the pair's tables (`tables:articles` checks they exist)
@@ -350,8 +350,8 @@ class _Daemon:
 @pytest.fixture
 def status_site(state: Any, demo_config: Any, mariadb: MariaDBServer) -> Iterator[tuple[WebServer, dict[str, Any]]]:
     """The web server serving the real status document (runtime/status.py) over a seeded state database."""
-    from cdc_repair.devservices.demo_schema import apply_sql, webook_sql
     from cdc_repair.runtime.status import build_status
+    from cdc_repair_dev.devservices.demo_schema import apply_sql, webook_sql
 
     chromium_binary()
     apply_sql(mariadb.dsn(), webook_sql())  # the demo pair's tables (readiness checks that they exist)

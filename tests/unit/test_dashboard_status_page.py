@@ -16,10 +16,11 @@ import pytest
 
 from cdc_repair.config import WebConfig
 from cdc_repair.errors import ConfigError
-from cdc_repair.web import EXAMPLE_STATUS, start_web
+from cdc_repair.web import start_web
 from cdc_repair.web.history import Totals, point
 from cdc_repair.web.page import fmt_number, fmt_time, render_page
 from cdc_repair.web.server import _StatusCache, stage_readiness
+from cdc_repair_dev.example_status import EXAMPLE_STATUS
 
 
 def example() -> dict[str, Any]:

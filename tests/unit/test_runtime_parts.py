@@ -7,7 +7,7 @@ import random
 from cdc_repair.commands.status import render_text
 from cdc_repair.config import SchedulerConfig
 from cdc_repair.runtime.scheduler import TriggerSpec, build_triggers
-from cdc_repair.runtime.workload import Model, WorkloadConfig, plan_op
+from cdc_repair_dev.workload import Model, WorkloadConfig, plan_op
 
 
 def test_build_triggers_maps_every_job_to_its_config_key() -> None:
