@@ -39,6 +39,7 @@ from cdc_repair.config import Settings
 from cdc_repair.errors import TransientError
 from cdc_repair.metrics import ERRORS
 from cdc_repair.repair.repairer import Repairer, WorkItem
+from cdc_repair.repair.runs import FINISHED, Heartbeat
 from cdc_repair.repair.store import OPEN, Filters, StateStore, new_id
 from cdc_repair.repair.throttle import RateLimiter
 
@@ -81,6 +82,12 @@ class RepairWorker:
         self.last_error: str | None = None
         self.passes = 0
         self._limiters: dict[str, RateLimiter] = {}  # repair.rate_limit_per_s holds across passes
+        # One registered run per worker, with a heartbeat: if this daemon dies or loses the state database
+        # mid-pass, other workers take its claims over after repair.dead_after_s instead of claim_timeout_s,
+        # and if it lives on, its next pass finds its own leftover claims under the same token.
+        self.run_id = new_id("worker")
+        self.token = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"[:128]
+        self._heartbeat: Heartbeat | None = None
 
     @property
     def settings(self) -> Settings:
@@ -93,7 +100,17 @@ class RepairWorker:
             self._settings = settings
 
     def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop(FINISHED)
+            self._heartbeat = None
         self.store.close()
+
+    def _registered_token(self) -> str:
+        """The worker's claim token, registered (with a heartbeat thread) before its first claim."""
+        if self._heartbeat is None:
+            self._heartbeat = Heartbeat(self.settings.state.dsn, self.run_id, self.token, "daemon",
+                                        self.settings.repair).start()
+        return self.token
 
     def run_due(self, limit: int | None = None, *, stop: threading.Event | None = None) -> RepairStats:
         """One pass: claim up to `limit` due entries, repair them pair by pair, update the ledger.
@@ -103,11 +120,11 @@ class RepairWorker:
         if not cfg.auto_repair:
             self._done(RepairStats())
             return RepairStats()
-        token = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"[:128]
+        token = self._registered_token()
         stats = RepairStats()
         self.last_run_at = time.time()
         entries = self.store.claim(token, Filters(), statuses=(OPEN,), due=True, limit=limit or cfg.batch_size,
-                                   stale_after_s=cfg.claim_timeout_s)
+                                   stale_after_s=cfg.claim_timeout_s, dead_after_s=cfg.dead_after_s)
         stats.claimed = len(entries)
         if not entries:
             self._done(stats)
