@@ -1,15 +1,17 @@
 """Apply guarded row writes with their undo records, one local transaction per batch (I/O adapter).
 
-Per batch (all actions on one table): `SELECT … FOR UPDATE` of the batch's rows with one IN query, and a
-`COUNT(*)` of the same keys (more rows than keys found: a key is not unique); each row is compared in Python
-with what its plan observed (the guard); each row that passes is written by its own guarded statement, the very
-statement `repair --print` shows (`sql.guarded_statement`; the batch's statements go in one round trip), and
-must affect exactly one row (0: it changed or the write would change nothing → `guard_failed`, no undo record;
-more: the key is not unique → the batch rolls back); then the written rows are re-read (the after-images, Seata
-style), their undo records inserted with one multi-row INSERT, and COMMIT. Rows whose guard fails are not
-touched and come back as `guard_failed` (the caller re-checks them). If the batch fails, it is rolled back and
-retried row by row, so one bad row never loses the others; a key matching several rows fails alone and its
-ledger entry is parked at once (`Failed.park`: retrying cannot help).
+Per batch (all actions on one table), in one transaction: a `COUNT(*)` of the batch's keys against the distinct
+keys found (more rows than keys: a key is not unique, nothing is written); then each row is written by its own
+guarded statement, the very statement `repair --print` shows (`sql.guarded_statement`; the batch's statements
+go in one round trip). The guard is a compare-and-set in the write's own WHERE clause (byte-exact compare of every
+observed column) and needs no separate locked read: the statement locks and compares the newest committed row,
+so a concurrent write is never overwritten. Each statement must affect exactly one row (0: the row changed or the
+write would change nothing → `guard_failed`, no undo record, the caller re-checks; more: the key is not unique →
+the batch rolls back). A write that affected its row replaced exactly the observed row, so the observed row is
+its before-image; the written rows are re-read (the after-images, Seata style), their undo records inserted with
+one multi-row INSERT, and COMMIT. If the batch fails, it is rolled back and retried row by row, so one bad row
+never loses the others; a key matching several rows fails alone and its ledger entry is parked at once
+(`Failed.park`: retrying cannot help).
 
 Test hook: env `CDC_REPAIR_DEV_CRASH_AT=after_row_commit` makes the process `os._exit(86)` right after the row
 transaction commits (before anything is written to the state DB), to prove a re-run neither loses nor
@@ -32,7 +34,6 @@ from cdc_repair.db.sql import Statement
 from cdc_repair.errors import CdcRepairError, TerminalError
 from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.actions import Op, RepairAction
-from cdc_repair.repair.guard import guard_holds
 from cdc_repair.repair.undo_log import UNDO_TABLE, UndoRecord, ddl
 from cdc_repair.validate.rules import pk_string, rows_by_requested_key
 
@@ -170,13 +171,13 @@ class RowServer:
 
 
 def apply_batch(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[str], *,
-                after_lock: Callable[[], None] | None = None) -> list[Outcome]:
+                in_transaction: Callable[[], None] | None = None) -> list[Outcome]:
     """Apply guarded actions on one table in one transaction (row-by-row fallback on error)."""
     if not actions:
         return []
     server.ensure_undo_table(actions[0].schema)
     try:
-        return _apply(server, actions, xids, after_lock)
+        return _apply(server, actions, xids, in_transaction)
     except Exception as exc:
         err = mysql.classify(exc, f"repair batch on {actions[0].table}")
         not_unique = isinstance(exc, KeyNotUnique)
@@ -188,7 +189,7 @@ def apply_batch(server: RowServer, actions: Sequence[RepairAction], xids: Sequen
     out: list[Outcome] = []
     for action, xid in zip(actions, xids, strict=True):
         try:
-            out.extend(_apply(server, [action], [xid], after_lock))
+            out.extend(_apply(server, [action], [xid], in_transaction))
         except Exception as exc:
             one = mysql.classify(exc, f"repair of {action.table} {action.pk}")
             server.reset()
@@ -211,7 +212,7 @@ class KeyNotUnique(TerminalError):
 
 
 def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[str],
-           after_lock: Callable[[], None] | None) -> list[Outcome]:
+           in_transaction: Callable[[], None] | None) -> list[Outcome]:
     first = actions[0]
     table = first.table
     key_cols = [k for k, _ in first.key]
@@ -219,30 +220,22 @@ def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[st
     conn = server.conn
     results: list[Outcome] = []
     with mysql.transaction(conn):
-        current = server.read(table, key_cols, keys, for_update=True)
-        _check_unique(conn, table, key_cols, keys, len(current))
-        if after_lock is not None:
-            after_lock()
-        held: list[tuple[RepairAction, str]] = []
-        for action, xid in zip(actions, xids, strict=True):
-            now = current.get(action.pk)
-            if guard_holds(now, action.observed):
-                held.append((action, xid))
-            else:
-                results.append(GuardFailed(action, now))
+        _check_unique(conn, table, key_cols, keys)
+        if in_transaction is not None:
+            in_transaction()
         passed: list[tuple[RepairAction, str]] = []
-        for (action, xid), affected in zip(held, _write(conn, [a for a, _ in held]), strict=True):
-            if affected == 1:
+        for action, xid, affected in zip(actions, xids, _write(conn, actions), strict=True):
+            if affected == 1:  # the compare-and-set held: the row was exactly `observed` (its before-image)
                 passed.append((action, xid))
-            else:  # 0: the printed guard refused it too, or the write would change nothing; no undo record
-                results.append(GuardFailed(action, current.get(action.pk)))
+            else:  # 0: the row changed since it was read, or the write would change nothing; no undo record
+                results.append(GuardFailed(action, None))
         if passed:
             written = [[v for _, v in a.key] for a, _ in passed if a.op is not Op.DELETE]
             after = server.read(table, key_cols, written) if written else {}
             records = []
             types = server.column_types(table)
             for action, xid in passed:
-                before = current.get(action.pk)
+                before = action.observed  # byte-equal to the row the write replaced: the guard compared it all
                 post = after.get(action.pk) if action.op is not Op.DELETE else None
                 records.append(UndoRecord(
                     xid=xid, branch_id=1, table=table, pk=action.pk, sql_type=action.op.value.upper(),
@@ -255,16 +248,17 @@ def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[st
     return results
 
 
-def _check_unique(conn: mysql.Connection, table: str, key_cols: Sequence[str], keys: Sequence[Sequence[Any]],
-                  found: int) -> None:
-    """More rows under the batch's keys than keys found: some key is not unique (row by row names which)."""
+def _check_unique(conn: mysql.Connection, table: str, key_cols: Sequence[str], keys: Sequence[Sequence[Any]]) -> None:
+    """More rows under the batch's keys than distinct keys among them (equal under the key's collation, as the
+    write's `key = …` compares): some key is not unique (row by row names which). Checked before writing, since
+    the byte-exact guard alone would let a write change one of two rows under the same key."""
     row = mysql.fetch_one(conn, rsql.count_by_keys(table, key_cols, keys))
-    matched = int(row[0]) if row else 0
-    if matched > found:
+    matched, distinct = (int(row[0]), int(row[1])) if row else (0, 0)
+    if matched > distinct:
         what = f"{', '.join(key_cols)} = {', '.join(str(v) for v in keys[0])}" if len(keys) == 1 else \
             f"({', '.join(key_cols)}) of this batch"
-        raise KeyNotUnique(f"key {what} matched {matched} rows of {table} where {found or 1} was expected: the key "
-                           f"is not unique; nothing written (give the table a PRIMARY or NOT NULL UNIQUE key on "
+        raise KeyNotUnique(f"key {what} matched {matched} rows of {table} where {distinct or 1} was expected: the "
+                           f"key is not unique; nothing written (give the table a PRIMARY or NOT NULL UNIQUE key on "
                            f"{', '.join(key_cols)} and remove the duplicates)")
 
 

@@ -1,13 +1,13 @@
 """Statement builders for repairs, undo records and rollbacks (pure: they return `Statement`s).
 
 Guarded single-row forms: what `repair --print` shows, and exactly what `repair --execute` runs (one per key,
-inside the batch transaction, after the batch's rows are locked and compared in Python):
+inside the batch transaction; the statement's WHERE clause is the guard, no separate locked read):
 - insert-if-absent: `INSERT INTO t (…) SELECT … FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM t WHERE key)`
 - compare-and-update: `UPDATE t SET … WHERE key AND <every observed column equals its observed value>`
 - compare-and-delete: `DELETE FROM t WHERE key AND <every observed column equals its observed value>`
 Each affects exactly 1 row, or 0 when the row no longer holds what was observed ("guard failed, re-check").
 There is no `LIMIT 1`: a key matching two rows must show as 2 affected rows (the executor then rolls back),
-never silently pick one. The guard is byte-exact like `--execute`'s Python guard: text is compared as its
+never silently pick one. The guard is byte-exact: text is compared as its
 utf8mb4 bytes (`CAST(CONVERT(c USING utf8mb4) AS BINARY) <=> CAST('…' AS BINARY)`), never under the column's
 collation, where `'Stale title'` equals `'STALE TITLE   '`; floats by the text the server renders them as (a
 FLOAT never equals its own value as a double literal); other values with `<=>` (binary strings byte by byte,
@@ -67,9 +67,11 @@ def select_by_keys(table: str, key_columns: Sequence[str], keys: Sequence[Sequen
 
 
 def count_by_keys(table: str, key_columns: Sequence[str], keys: Sequence[Sequence[Any]]) -> Statement:
-    """How many rows the keys match (more than the keys found means a key is not unique)."""
+    """How many rows the keys match, and how many distinct keys (under the key's collation) those rows hold:
+    more rows than distinct keys means a key is not unique."""
     params = tuple(v for key in keys for v in key)
-    return Statement(f"SELECT COUNT(*) FROM {quote_table(table)} WHERE {key_in(key_columns, len(keys))}", params)
+    return Statement(f"SELECT COUNT(*), COUNT(DISTINCT {quote_columns(key_columns)}) FROM {quote_table(table)} "
+                     f"WHERE {key_in(key_columns, len(keys))}", params)
 
 
 def select_columns(table: str) -> Statement:
