@@ -17,6 +17,7 @@ integers, decimals and times by value).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -33,21 +34,32 @@ def _eq_all(columns: Sequence[str], null_safe: bool = True) -> str:
     return " AND ".join(f"{quote_ident(c)} {op} %s" for c in columns)
 
 
-def _exact(column: str, value: Any) -> str:
-    """`column` holds exactly `value` (one %s): text by its utf8mb4 bytes, whatever the column's collation."""
-    if isinstance(value, str):
+def _kind(value: Any) -> str:
+    return "text" if isinstance(value, str) else "float" if isinstance(value, float) else "value"
+
+
+def _exact(column: str, kind: str) -> str:
+    """`column` holds exactly a value of this kind (one %s): text by its utf8mb4 bytes, whatever the column's
+    collation."""
+    if kind == "text":
         return f"CAST(CONVERT({quote_ident(column)} USING utf8mb4) AS BINARY) <=> CAST(%s AS BINARY)"
-    if isinstance(value, float):  # FLOAT 0.1 is 0.100000001 as a double: compare the text the server sent us
+    if kind == "float":  # FLOAT 0.1 is 0.100000001 as a double: compare the text the server sent us
         return f"CONCAT({quote_ident(column)}) <=> CONCAT(%s)"
     return f"{quote_ident(column)} <=> %s"
+
+
+@functools.lru_cache(maxsize=1024)
+def _guard_sql(key_columns: tuple[str, ...], shape: tuple[tuple[str, str], ...]) -> str:
+    """The guard's SQL for a key and the observed columns' kinds (cached: one text per table and row shape,
+    so a batch validates and quotes each identifier once, not once per row)."""
+    return " AND ".join([_eq_all(key_columns, null_safe=False), *(_exact(c, k) for c, k in shape)])
 
 
 def _guard(key: Row, observed: Row) -> tuple[str, tuple[Any, ...]]:
     """`key = … AND <each observed column exactly as observed>` (key columns too: their bytes may differ from
     the key the statement looks up under the collation), with its parameters."""
-    where = _eq_all(list(key), null_safe=False)
-    exact = [_exact(c, v) for c, v in observed.items()]
-    return " AND ".join([where, *exact]), (*key.values(), *observed.values())
+    shape = tuple((c, _kind(v)) for c, v in observed.items())
+    return _guard_sql(tuple(key), shape), (*key.values(), *observed.values())
 
 
 def key_in(key_columns: Sequence[str], n: int) -> str:
@@ -89,18 +101,25 @@ def select_column_types(table: str) -> Statement:
 # ---------------------------------------------------------------- guarded single-row writes
 
 
+@functools.lru_cache(maxsize=256)
+def _insert_sql(table: str, cols: tuple[str, ...], key_cols: tuple[str, ...]) -> str:
+    return (f"INSERT INTO {quote_table(table)} ({quote_columns(cols)}) SELECT {placeholders(len(cols))} FROM DUAL "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {quote_table(table)} WHERE {_eq_all(key_cols, null_safe=False)})")
+
+
+@functools.lru_cache(maxsize=256)
+def _update_head(table: str, cols: tuple[str, ...]) -> str:
+    sets = ", ".join(f"{quote_ident(c)} = %s" for c in cols)
+    return f"UPDATE {quote_table(table)} SET {sets} WHERE "
+
+
 def insert_if_absent(table: str, row: Row, key: Row) -> Statement:
-    cols = list(row)
-    key_cols = list(key)
-    sql = (f"INSERT INTO {quote_table(table)} ({quote_columns(cols)}) SELECT {placeholders(len(cols))} FROM DUAL "
-           f"WHERE NOT EXISTS (SELECT 1 FROM {quote_table(table)} WHERE {_eq_all(key_cols, null_safe=False)})")
-    return Statement(sql, (*row.values(), *key.values()))
+    return Statement(_insert_sql(table, tuple(row), tuple(key)), (*row.values(), *key.values()))
 
 
 def update_guarded(table: str, values: Row, key: Row, observed: Row) -> Statement:
-    sets = ", ".join(f"{quote_ident(c)} = %s" for c in values)
     where, params = _guard(key, observed)
-    return Statement(f"UPDATE {quote_table(table)} SET {sets} WHERE {where}", (*values.values(), *params))
+    return Statement(_update_head(table, tuple(values)) + where, (*values.values(), *params))
 
 
 def delete_guarded(table: str, key: Row, observed: Row) -> Statement:
