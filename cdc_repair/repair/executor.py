@@ -1,17 +1,17 @@
 """Apply guarded row writes with their undo records, one local transaction per batch (I/O adapter).
 
-Per batch (all actions on one table), in one transaction: a `COUNT(*)` of the batch's keys against the distinct
-keys found (more rows than keys: a key is not unique, nothing is written); then each row is written by its own
-guarded statement, the very statement `repair --print` shows (`sql.guarded_statement`; the batch's statements
-go in one round trip). The guard is a compare-and-set in the write's own WHERE clause (byte-exact compare of every
-observed column) and needs no separate locked read: the statement locks and compares the newest committed row,
-so a concurrent write is never overwritten. Each statement must affect exactly one row (0: the row changed or the
-write would change nothing → `guard_failed`, no undo record, the caller re-checks; more: the key is not unique →
-the batch rolls back). A write that affected its row replaced exactly the observed row, so the observed row is
-its before-image; the written rows are re-read (the after-images, Seata style), their undo records inserted with
-one multi-row INSERT, and COMMIT. If the batch fails, it is rolled back and retried row by row, so one bad row
-never loses the others; a key matching several rows fails alone and its ledger entry is parked at once
-(`Failed.park`: retrying cannot help).
+Per batch (all actions on one table), in one transaction: a check that no key of the batch matches several rows
+(`sql.non_unique_keys`; if one does, the batch rolls back) and each row written by its own guarded statement,
+the very statement `repair --print` shows (`sql.guarded_statement`), the check and the writes in one round trip.
+The guard is a compare-and-set in the write's own WHERE clause (byte-exact compare of every observed column) and
+needs no separate locked read: the statement locks and compares the newest committed row, so a concurrent write
+is never overwritten. Each statement must affect exactly one row (0: the row changed or the write would change
+nothing → `guard_failed`, no undo record, the caller re-checks; more: the key is not unique → the batch rolls
+back). A write that affected its row replaced exactly the observed row, so the observed row is its
+before-image; the written rows are re-read (the after-images, Seata style), their undo records inserted with one
+multi-row INSERT, and COMMIT. If the batch fails, it is rolled back and retried row by row, so one bad row never
+loses the others; a key matching several rows fails alone and its ledger entry is parked at once (`Failed.park`:
+retrying cannot help).
 
 Test hook: env `CDC_REPAIR_DEV_CRASH_AT=after_row_commit` makes the process `os._exit(86)` right after the row
 transaction commits (before anything is written to the state DB), to prove a re-run neither loses nor
@@ -216,11 +216,9 @@ def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[st
     first = actions[0]
     table = first.table
     key_cols = [k for k, _ in first.key]
-    keys = [[v for _, v in a.key] for a in actions]
     conn = server.conn
     results: list[Outcome] = []
     with mysql.transaction(conn):
-        _check_unique(conn, table, key_cols, keys)
         if in_transaction is not None:
             in_transaction()
         passed: list[tuple[RepairAction, str]] = []
@@ -248,27 +246,24 @@ def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[st
     return results
 
 
-def _check_unique(conn: mysql.Connection, table: str, key_cols: Sequence[str], keys: Sequence[Sequence[Any]]) -> None:
-    """More rows under the batch's keys than distinct keys among them (equal under the key's collation, as the
-    write's `key = …` compares): some key is not unique (row by row names which). Checked before writing, since
-    the byte-exact guard alone would let a write change one of two rows under the same key."""
-    row = mysql.fetch_one(conn, rsql.count_by_keys(table, key_cols, keys))
-    matched, distinct = (int(row[0]), int(row[1])) if row else (0, 0)
-    if matched > distinct:
-        what = f"{', '.join(key_cols)} = {', '.join(str(v) for v in keys[0])}" if len(keys) == 1 else \
-            f"({', '.join(key_cols)}) of this batch"
-        raise KeyNotUnique(f"key {what} matched {matched} rows of {table} where {distinct or 1} was expected: the "
-                           f"key is not unique; nothing written (give the table a PRIMARY or NOT NULL UNIQUE key on "
-                           f"{', '.join(key_cols)} and remove the duplicates)")
-
-
 def _write(conn: mysql.Connection, actions: Sequence[RepairAction]) -> list[int]:
-    """Run the actions' guarded statements (the ones `--print` shows; one round trip); each one's affected rows.
-    More than one row for a key raises (the transaction rolls back, the batch is retried row by row)."""
-    counts = mysql.execute_each(conn, [rsql.guarded_statement(a) for a in actions])
+    """Run the actions' guarded statements (the ones `--print` shows), after a check that no key of the batch
+    matches several rows, all in one round trip; each statement's affected rows. A key matching several rows
+    raises (the transaction rolls back, the batch is retried row by row, which names the key): the byte-exact
+    guard alone would let a write change one of two rows under the same key."""
+    first = actions[0]
+    key_cols = [k for k, _ in first.key]
+    check = rsql.non_unique_keys(first.table, key_cols, [[v for _, v in a.key] for a in actions])
+    not_unique, *counts = mysql.execute_each(conn, [check, *(rsql.guarded_statement(a) for a in actions)])
     for action, affected in zip(actions, counts, strict=True):
         if affected > 1:
             raise KeyNotUnique(f"{action.describe()}: the guarded write affected {affected} rows where 1 was "
                                f"expected: the key is not unique; rolled back (give {action.table} a PRIMARY or NOT "
                                f"NULL UNIQUE key and remove the duplicates)")
+    if not_unique:
+        what = f"{', '.join(key_cols)} = {', '.join(str(v) for _, v in first.key)}" if len(actions) == 1 else \
+            f"({', '.join(key_cols)}) of this batch"
+        raise KeyNotUnique(f"key {what} matched more than one row of {first.table}: the key is not unique; "
+                           f"nothing written (give the table a PRIMARY or NOT NULL UNIQUE key on "
+                           f"{', '.join(key_cols)} and remove the duplicates)")
     return counts

@@ -78,12 +78,12 @@ def select_by_keys(table: str, key_columns: Sequence[str], keys: Sequence[Sequen
     return Statement(f"SELECT {cols} FROM {quote_table(table)} WHERE {key_in(key_columns, len(keys))}{lock}", params)
 
 
-def count_by_keys(table: str, key_columns: Sequence[str], keys: Sequence[Sequence[Any]]) -> Statement:
-    """How many rows the keys match, and how many distinct keys (under the key's collation) those rows hold:
-    more rows than distinct keys means a key is not unique."""
+def non_unique_keys(table: str, key_columns: Sequence[str], keys: Sequence[Sequence[Any]]) -> Statement:
+    """One row per key that matches several rows (grouped under the key's collation, as `key = …` compares):
+    its row count is what a caller checks, so it can run in the same round trip as the writes."""
     params = tuple(v for key in keys for v in key)
-    return Statement(f"SELECT COUNT(*), COUNT(DISTINCT {quote_columns(key_columns)}) FROM {quote_table(table)} "
-                     f"WHERE {key_in(key_columns, len(keys))}", params)
+    return Statement(f"SELECT 1 FROM {quote_table(table)} WHERE {key_in(key_columns, len(keys))} "
+                     f"GROUP BY {quote_columns(key_columns)} HAVING COUNT(*) > 1", params)
 
 
 def select_columns(table: str) -> Statement:
