@@ -1,19 +1,22 @@
 """Full-scan speed: `cdc-repair validate --full` vs `pt-table-sync --print` vs the bare chunk-checksum queries.
 
-One run, one embedded MariaDB (buffer pool 2G), a mirror pair of two tables of N rows (~1.5 KB each) in two
-databases of the same server, with `--diff-ratio` of the rows divergent, split over every kind (missing in the
-target, extra in the target, different title, different last byte of the BLOB). Measured, in this order:
+One run, one embedded MariaDB (buffer pool 2G), for each `--rows` size (default 200,000 and 1,000,000): a mirror
+pair of two tables of N rows (~1.5 KB each, `utf8mb4_general_ci`) in two databases of the same server, measured
+first **identical**, then with planted differences of every hard kind, `--per-kind` rows each (default: N / 10,000):
+trailing space and case in a `_ci` VARCHAR, NULL vs '', a NUL byte, one microsecond in a DATETIME(6), the last
+BLOB byte, missing in the target, extra in the target, and one target row whose key (-5) is below the source's
+range. For each case, in this order:
 
   * ours: `cdc-repair --json validate --full --pair bench` as a subprocess (wall time, peak RSS via wait4);
-    its findings must be exactly the planted rows;
-  * bare: the same keyset chunking and COUNT + SUM(MD5) chunk queries on both sides (two connections, like
-    ours) with a fixed chunk size = ours' average, and nothing else (no drill-down, no ledger, no progress);
+    its findings must be exactly the planted rows (nothing on identical tables);
+  * bare: the same keyset chunks with COUNT + SUM(row hash) on both sides (two connections, concurrently) at a
+    fixed chunk size (ours' average), nothing else: once with ours' row hash, once with the MD5 row hash;
   * pt-table-sync --print (Debian `percona-toolkit`), syncing the target to the source: its printed statements
     must name the same rows.
 
-Prints one JSON document with the times and the ratios (pt / ours ≥ 2 and ours / bare ≤ 1.5 are the goals).
+Prints one JSON document with the times and the ratios (pt / ours and ours / bare).
 
-    .venv/bin/python bench/bench_full_scan.py [--rows 1000000] [--diff-ratio 0.001] [--skip-pt]
+    .venv/bin/python bench/bench_full_scan.py [--rows 200000,1000000] [--per-kind N] [--skip-pt]
 """
 
 from __future__ import annotations
@@ -35,12 +38,17 @@ from typing import Any
 import pymysql
 import yaml
 
+from cdc_repair.db.sql import Statement
 from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.validate import checksum as cs
 
 ROOT = Path(__file__).resolve().parents[1]
-DDL = """CREATE TABLE {db}.t (id BIGINT NOT NULL PRIMARY KEY, author_id BIGINT, title VARCHAR(255), content BLOB,
-  status TINYINT, ctime BIGINT, utime BIGINT) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+DDL = """CREATE TABLE {db}.t (id BIGINT NOT NULL PRIMARY KEY, author_id BIGINT, title VARCHAR(255), note VARCHAR(64),
+  content BLOB, status TINYINT, mtime DATETIME(6), ctime BIGINT, utime BIGINT)
+  ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci"""
+DETAIL: dict[int, str] = {}  # planted id → the kind of change (for reports of what a tool missed)
+KINDS = ("trailing_space", "case", "null_vs_empty", "nul_byte", "microsecond", "last_blob_byte", "missing",
+         "extra")
 
 
 def sql(conn: pymysql.connections.Connection, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
@@ -60,28 +68,38 @@ def generate(conn: pymysql.connections.Connection, rows: int) -> float:
     step = 100_000
     for lo in range(1, rows + 1, step):
         hi = min(rows, lo + step - 1)
-        sql(conn, "INSERT INTO bs_a.t SELECT seq, seq % 997, CONCAT('title ', seq), REPEAT(MD5(seq), 44), 2, seq, "
-                  f"seq FROM seq_{lo}_to_{hi}")  # MariaDB SEQUENCE engine
+        sql(conn, "INSERT INTO bs_a.t SELECT seq, seq % 997, CONCAT('title ', seq), NULL, REPEAT(MD5(seq), 44), 2, "
+                  "TIMESTAMP'2024-01-01 00:00:00' + INTERVAL seq SECOND + INTERVAL 123456 MICROSECOND, seq, seq "
+                  f"FROM seq_{lo}_to_{hi}")  # MariaDB SEQUENCE engine
         sql(conn, f"INSERT INTO bs_o.t SELECT * FROM bs_a.t WHERE id BETWEEN {lo} AND {hi}")
     return time.monotonic() - t0
 
 
-def plant(conn: pymysql.connections.Connection, rows: int, ratio: float, seed: int = 11) -> dict[int, str]:
-    n = max(4, int(rows * ratio))
-    ids = random.Random(seed).sample(range(1, rows + 1), n)
-    kinds: dict[int, str] = {}
-    quarter = n // 4
-    missing, extra, title, content = ids[:quarter], ids[quarter:2 * quarter], ids[2 * quarter:3 * quarter], \
-        ids[3 * quarter:]
+def plant(conn: pymysql.connections.Connection, rows: int, per_kind: int, seed: int = 11) -> dict[int, str]:
+    """`per_kind` rows of each hard kind (see the module docstring), plus key -5 online only."""
+    ids = random.Random(seed).sample(range(1, rows + 1), per_kind * len(KINDS))
+    by_kind = {k: ids[i * per_kind:(i + 1) * per_kind] for i, k in enumerate(KINDS)}
     marks = lambda xs: ",".join(str(x) for x in xs)  # noqa: E731
-    sql(conn, f"DELETE FROM bs_o.t WHERE id IN ({marks(missing)})")
-    sql(conn, f"DELETE FROM bs_a.t WHERE id IN ({marks(extra)})")
-    sql(conn, f"UPDATE bs_o.t SET title = CONCAT(title, '!') WHERE id IN ({marks(title)})")
-    sql(conn, f"UPDATE bs_o.t SET content = CONCAT(LEFT(content, LENGTH(content) - 1), 'Z') "
-              f"WHERE id IN ({marks(content)})")
-    kinds.update({i: "missing_in_target" for i in missing})
-    kinds.update({i: "extra_in_target" for i in extra})
-    kinds.update({i: "different" for i in [*title, *content]})
+    changes = {
+        "trailing_space": "title = CONCAT(title, ' ')",  # equal to the _ci (PAD SPACE) collation
+        "case": "title = UPPER(title)",  # equal to the _ci collation
+        "null_vs_empty": "note = ''",
+        "nul_byte": "title = CONCAT(LEFT(title, LENGTH(title) - 1), CHAR(0))",
+        "microsecond": "mtime = mtime + INTERVAL 1 MICROSECOND",
+        "last_blob_byte": "content = CONCAT(LEFT(content, LENGTH(content) - 1), 'Z')",
+    }
+    for kind, assignment in changes.items():
+        sql(conn, f"UPDATE bs_o.t SET {assignment} WHERE id IN ({marks(by_kind[kind])})")
+    sql(conn, f"DELETE FROM bs_o.t WHERE id IN ({marks(by_kind['missing'])})")
+    sql(conn, f"DELETE FROM bs_a.t WHERE id IN ({marks(by_kind['extra'])})")
+    sql(conn, "INSERT INTO bs_o.t SELECT -5, author_id, title, note, content, status, mtime, ctime, utime "
+              "FROM bs_o.t WHERE id = (SELECT MIN(id) FROM bs_o.t)")
+    DETAIL.clear()
+    DETAIL.update({i: k for k, ids_ in by_kind.items() for i in ids_})
+    DETAIL[-5] = "key_below_range"
+    kinds = {i: "different" for k in changes for i in by_kind[k]}
+    kinds.update({i: "missing_in_target" for i in by_kind["missing"]})
+    kinds.update({i: "extra_in_target" for i in [*by_kind["extra"], -5]})
     return kinds
 
 
@@ -117,20 +135,25 @@ def run_ours(config: Path) -> dict[str, Any]:
     return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "exit": code, "report": doc}
 
 
-def run_bare(server: MariaDBServer, chunk: int) -> dict[str, Any]:
-    """Keyset chunks of `chunk` rows; COUNT + SUM(MD5) on both sides concurrently; nothing else."""
+def run_bare(server: MariaDBServer, chunk: int, md5: bool) -> dict[str, Any]:
+    """Keyset chunks of `chunk` rows; COUNT + SUM(row hash) on both sides concurrently; nothing else.
+    `md5`: the MD5 row hash (the classic); else ours (see validate/checksum.py)."""
     conns = [server.root_connection(), server.root_connection()]
     types = {c: t for c, t in sql(conns[0], "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS "
                                             "WHERE TABLE_SCHEMA='bs_a' AND TABLE_NAME='t'")}
-    cols = [c for c in types if c != "id"]
-    h = cs.row_hash(cols, types, crc_prehash=True)  # what ours uses on MariaDB ≥ 10.8
+    cols = list(types)
+    h = cs.md5_row_hash(cols, types) if md5 else cs.row_hash(cols, types, crc32c=True)
     t0 = time.monotonic()
     lower: tuple[Any, ...] | None = None
     chunks = 0
     results: list[Any] = [None, None]
 
     def one(i: int, table: str, lo: Any, up: Any) -> None:
-        stmt = cs.chunk_checksum(table, ["id"], h, lo, up)
+        if md5:  # the classic: COUNT + SUM of the first 64 bits of each row's MD5
+            pred, params = cs.range_predicate(["id"], lo, up)
+            stmt = Statement(f"SELECT COUNT(*), SUM({h.sql}) FROM {table} WHERE {pred}", params)
+        else:
+            stmt = cs.chunk_checksum(table, ["id"], h, lo, up)
         results[i] = sql(conns[i], stmt.sql, stmt.params or None)
 
     while True:
@@ -152,8 +175,8 @@ def run_bare(server: MariaDBServer, chunk: int) -> dict[str, Any]:
     return {"seconds": time.monotonic() - t0, "chunks": chunks, "chunk_rows": chunk}
 
 
-_PT_ID = re.compile(r"`id`\s*=\s*'?(\d+)'?")
-_PT_VALUES = re.compile(r"VALUES\s*\('?(\d+)'?")
+_PT_ID = re.compile(r"`id`\s*=\s*'?(-?\d+)'?")
+_PT_VALUES = re.compile(r"VALUES\s*\('?(-?\d+)'?")
 
 
 def run_pt(server: MariaDBServer) -> dict[str, Any]:
@@ -190,44 +213,62 @@ def start_server(datadir: Path, buffer_pool: str) -> MariaDBServer:
     raise AssertionError("unreachable")
 
 
+def measure(server: MariaDBServer, config: Path, planted: dict[int, str], skip_pt: bool) -> dict[str, Any]:
+    """One case: ours, bare (ours' hash, MD5), pt-table-sync; each tool's findings against `planted`."""
+    ours = run_ours(config)
+    (pair,) = ours["report"]["pairs"]
+    found = {int(f["key"][0]): f["kind"] for f in pair["found"]}
+    avg_chunk = max(10, int(pair["rows"] / max(1, pair["chunks"])))
+    bare = run_bare(server, avg_chunk, md5=False)
+    bare_md5 = run_bare(server, avg_chunk, md5=True)
+    pt = {"skipped": "--skip-pt"} if skip_pt else run_pt(server)
+    pt_ids = pt.pop("ids", None)
+    wrong = {k: (DETAIL.get(k, planted.get(k)), found.get(k)) for k in planted.keys() | found.keys()
+             if planted.get(k) != found.get(k)}
+    out: dict[str, Any] = {
+        "planted": len(planted),
+        "ours": {"seconds": round(ours["seconds"], 2), "peak_rss_mb": round(ours["peak_rss_mb"], 1),
+                 "exact": not wrong, "wrong": dict(list(wrong.items())[:10]), "found": len(found),
+                 "exit": ours["exit"], "chunks": pair["chunks"], "dirty_chunks": pair["dirty_chunks"],
+                 "bisections": pair["bisections"], "rows_compared": pair["rows_compared"],
+                 "rows_checked": pair["rows_checked"], "scan_seconds": pair["seconds"]},
+        "bare_checksums": {k: round(v, 2) if isinstance(v, float) else v for k, v in bare.items()},
+        "bare_md5_checksums": {k: round(v, 2) if isinstance(v, float) else v for k, v in bare_md5.items()},
+        "pt_table_sync": {k: round(v, 2) if isinstance(v, float) else v for k, v in pt.items()},
+        "ratio_ours_vs_bare": round(ours["seconds"] / bare["seconds"], 2),
+    }
+    if pt_ids is not None:
+        out["pt_table_sync"]["same_rows"] = set(pt_ids) == set(planted)
+        out["pt_table_sync"]["missed"] = {k: DETAIL.get(k, planted[k]) for k in sorted(set(planted) - set(pt_ids))[:10]}
+        out["pt_table_sync"]["extra"] = sorted(set(pt_ids) - set(planted))[:10]
+        out["ratio_pt_vs_ours"] = round(pt["seconds"] / ours["seconds"], 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--diff-ratio", type=float, default=0.001)
+    ap.add_argument("--rows", default="200000,1000000", help="comma-separated table sizes")
+    ap.add_argument("--per-kind", type=int, default=None, help="planted rows per kind (default: rows / 10,000)")
     ap.add_argument("--skip-pt", action="store_true")
     ap.add_argument("--datadir", default=None, help="reuse a MariaDB data dir (default: a temporary one)")
     args = ap.parse_args()
     tmp = Path(args.datadir or tempfile.mkdtemp(prefix="bench-fullscan-"))
     server = start_server(tmp / "mariadb", "2G")
+    results = []
     try:
-        conn = server.root_connection("mysql")  # seq_N_to_M tables need a current database
-        gen_s = generate(conn, args.rows)
-        planted = plant(conn, args.rows, args.diff_ratio)
-        sql(conn, "ANALYZE TABLE bs_a.t, bs_o.t")
-        conn.close()
-        config = write_config(server, tmp / "bench.yaml")
-        ours = run_ours(config)
-        (pair,) = ours["report"]["pairs"]
-        found = {int(f["key"][0]): f["kind"] for f in pair["found"]}
-        avg_chunk = max(10, int(pair["rows"] / max(1, pair["chunks"])))
-        bare = run_bare(server, avg_chunk)
-        pt = {"skipped": "--skip-pt"} if args.skip_pt else run_pt(server)
-        pt_ids = pt.pop("ids", None)
-        result: dict[str, Any] = {
-            "bench": "full_scan", "rows": args.rows, "planted": len(planted), "generate_s": round(gen_s, 1),
-            "ours": {"seconds": round(ours["seconds"], 2), "peak_rss_mb": round(ours["peak_rss_mb"], 1),
-                     "rows_per_s": round(args.rows / ours["seconds"]), "exact": found == planted,
-                     "found": len(found), "chunks": pair["chunks"], "dirty_chunks": pair["dirty_chunks"],
-                     "bisections": pair["bisections"], "rows_compared": pair["rows_compared"],
-                     "rows_checked": pair["rows_checked"], "scan_seconds": pair["seconds"]},
-            "bare_checksums": {k: round(v, 2) if isinstance(v, float) else v for k, v in bare.items()},
-            "pt_table_sync": {k: round(v, 2) if isinstance(v, float) else v for k, v in pt.items()},
-            "ratio_ours_vs_bare": round(ours["seconds"] / bare["seconds"], 2),
-        }
-        if pt_ids is not None:
-            result["pt_table_sync"]["same_rows"] = set(pt_ids) == set(planted)
-            result["ratio_pt_vs_ours"] = round(pt["seconds"] / ours["seconds"], 2)
-        print(json.dumps(result, indent=2))
+        for rows in (int(r) for r in args.rows.split(",")):
+            conn = server.root_connection("mysql")  # seq_N_to_M tables need a current database
+            gen_s = generate(conn, rows)
+            sql(conn, "ANALYZE TABLE bs_a.t, bs_o.t")
+            config = write_config(server, tmp / "bench.yaml")
+            identical = measure(server, config, {}, args.skip_pt)
+            planted = plant(conn, rows, args.per_kind or max(1, rows // 10_000))
+            sql(conn, "ANALYZE TABLE bs_a.t, bs_o.t")
+            conn.close()
+            results.append({"rows": rows, "generate_s": round(gen_s, 1), "identical": identical,
+                            "planted": measure(server, config, planted, args.skip_pt)})
+            print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+        print(json.dumps({"bench": "full_scan", "kinds": [*KINDS, "key_below_range"], "runs": results}, indent=2))
     finally:
         server.stop()
         if args.datadir is None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cdc_repair.config import CaptureConfig, Settings
+from cdc_repair.observe import capture_stage_names
 from cdc_repair.runtime.daemon import Daemon, host_id
 from cdc_repair.runtime.jobs import JobContext
 from cdc_repair.runtime.leader import MySQLNamedLock, leader_idle_timeout
@@ -57,8 +58,7 @@ def stage_specs(live: LiveSettings, ctx: JobContext) -> list[StageSpec]:
     tailer = find_class(*TAILER)
     if tailer is not None:
         captures = live.current.capture
-        for cap in captures:
-            name = "capture" if len(captures) == 1 else f"capture:{cap.server}"
+        for cap, name in zip(captures, capture_stage_names(c.server for c in captures), strict=True):
             specs.append(StageSpec(name, _factory(tailer, live, cap), leader_only=True))
     validator = find_class(*VALIDATOR)
     if validator is not None:

@@ -14,17 +14,6 @@ from typing import Any
 import click
 
 from cdc_repair import __version__
-from cdc_repair.commands import (
-    check_config,
-    demo,
-    dev,
-    repair,
-    rollback,
-    run,
-    status,
-    tail,
-    validate,
-)
 from cdc_repair.commands.common import DEFAULT_CONFIG, EXIT_ERROR, CliContext, run_guarded
 from cdc_repair.log import setup_logging
 
@@ -33,8 +22,31 @@ class CliUsageError(click.UsageError):
     exit_code = EXIT_ERROR
 
 
+# subcommand → (module, attribute): imported when used, so `validate` does not pay for `repair`'s imports
+_COMMANDS = {"check-config": ("check_config", "command"), "tail": ("tail", "command"),
+             "validate": ("validate", "command"), "diff": ("diff", "command"),
+             "repair": ("repair", "command"), "rollback": ("rollback", "command"),
+             "status": ("status", "command"), "run": ("run", "command"), "demo": ("demo", "command"),
+             "dev": ("dev", "group")}
+
+
 class CdcRepairGroup(click.Group):
-    """A click group whose usage errors exit 1 (EXIT_ERROR), never click's 2, which here means differences."""
+    """A click group whose usage errors exit 1 (EXIT_ERROR), never click's 2, which here means differences.
+    Subcommands are imported on first use (start-up time of every CLI call)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *(c for c in _COMMANDS if c not in self.commands)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands or cmd_name not in _COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        import importlib
+
+        module, attr = _COMMANDS[cmd_name]
+        command: click.Command = getattr(importlib.import_module(f"cdc_repair.commands.{module}"), attr)
+        accept_json_anywhere(command)
+        self.add_command(command, cmd_name)
+        return command
 
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
                      **extra: Any) -> click.Context:
@@ -89,10 +101,6 @@ def cli(ctx: click.Context, config_path: Path, json_output: bool, log_format: st
     ctx.obj = CliContext(config_path=config_path, json_output=json_output, log_format=fmt, log_level=level)
 
 
-for _module in (check_config, tail, validate, repair, rollback, status, run, demo):
-    cli.add_command(_module.command)
-cli.add_command(dev.group)
-accept_json_anywhere(cli)
 
 
 def main() -> None:

@@ -111,6 +111,9 @@ class KafkaConfig(_Model):
     producer: ProducerConfig = ProducerConfig()
     consumer: ConsumerConfig = ConsumerConfig()
     dead_letter_topic: str = "cdc-repair.dlq"
+    # False for a broker whose reported end offsets are wrong (the embedded tansu reports the last batch's first
+    # offset + 1): consumer lag is then shown as "unknown" instead of a wrong number.
+    end_offsets_exact: bool = True
 
 
 class TableRef(_Model):

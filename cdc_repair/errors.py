@@ -52,3 +52,7 @@ class DirtyRowError(TerminalError):
 
 class DevServiceError(TerminalError):
     """An embedded development service (MariaDB, broker) could not be installed or started."""
+
+
+class BinlogUnavailableError(TerminalError):
+    """A binlog range that compensation must re-read is no longer on the server (purged)."""

@@ -1,7 +1,7 @@
 """Every Prometheus metric of the service, in one place (the only importer of prometheus_client).
 
 Naming: `cdc_repair_<stage>_<what>_<unit>`, base units (seconds, bytes), counters end in `_total`.
-Label sets are bounded: pair, table (configured tables only), kind, type, stage, strategy, job, outcome.
+Label sets are bounded: pair, table (configured tables only), kind, type, stage, role, strategy, job, outcome.
 Stages import the metric objects they need from here; none creates its own.
 """
 
@@ -53,8 +53,8 @@ CAPTURE_UNCAPTURABLE = Counter("cdc_repair_source_uncapturable_events_total",
 
 # ---- validate
 CONSUMER_LAG = Gauge("cdc_repair_validate_consumer_lag_messages",
-                     "Messages behind the partition end (approximate on tansu).", ["topic", "partition"],
-                     registry=REGISTRY)
+                     "End offset minus committed offset, per partition held by this daemon's validator.",
+                     ["topic", "partition"], registry=REGISTRY)
 KEYS_CHECKED = Counter("cdc_repair_validate_keys_checked_total", "Keys checked.", ["pair", "origin"],
                        registry=REGISTRY)
 VERDICTS = Counter("cdc_repair_validate_verdicts_total", "Verdicts by kind.", ["pair", "kind"], registry=REGISTRY)
@@ -79,7 +79,8 @@ SCAN_THROTTLED = Counter("cdc_repair_scan_throttle_seconds_total", "Seconds a sc
                          ["pair"], registry=REGISTRY)
 
 # ---- repair
-REPAIRS = Counter("cdc_repair_repair_actions_total", "Repair actions by outcome (applied/failed/parked/guard_failed).",
+REPAIRS = Counter("cdc_repair_repair_actions_total",
+                  "Repair actions by outcome (applied/failed/parked/guard_failed/left/dirty/refused).",
                   ["pair", "strategy", "outcome"], registry=REGISTRY)
 REPAIR_LATENCY = Histogram("cdc_repair_repair_latency_seconds", "Time to apply one repair (guarded write + undo).",
                            ["strategy"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
@@ -91,7 +92,10 @@ JOB_RUNS = Counter("cdc_repair_job_runs_total", "Scheduler job runs by outcome."
                    registry=REGISTRY)
 STAGE_RESTARTS = Counter("cdc_repair_stage_restarts_total", "Stage restarts after a failure.", ["stage"],
                          registry=REGISTRY)
-STAGE_UP = Gauge("cdc_repair_stage_up", "1 when the stage is running and ready.", ["stage"], registry=REGISTRY)
+STAGE_UP = Gauge("cdc_repair_stage_up",
+                 "1 when the stage is running; one series per stage on every daemon, labelled with the daemon's role "
+                 "(leader/standby): a leader-only stage is 0 on a standby by design.", ["stage", "role"],
+                 registry=REGISTRY)
 LEADER = Gauge("cdc_repair_leader", "1 when this daemon holds the leader lock.", registry=REGISTRY)
 ERRORS = Counter("cdc_repair_errors_total", "Errors caught at a stage boundary (logged with stack, retried).",
                  ["stage", "kind"], registry=REGISTRY)

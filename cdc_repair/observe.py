@@ -165,6 +165,12 @@ class LedgerGaugeStage:
 # ------------------------------------------------------------------ label initialisation
 
 
+def capture_stage_names(sources: Iterable[str]) -> list[str]:
+    """The daemon's capture stage names: `capture` for one source, `capture:<source>` for each of several."""
+    sources = list(sources)
+    return ["capture"] if len(sources) == 1 else [f"capture:{s}" for s in sources]
+
+
 def initialise_metric_labels(pairs: Iterable[str], sources: Iterable[str] = (), stages: Iterable[str] | None = None,
                              strategies: Iterable[str] = ("forward", "compensate"),
                              jobs: Iterable[str] = JOBS) -> None:
@@ -172,11 +178,12 @@ def initialise_metric_labels(pairs: Iterable[str], sources: Iterable[str] = (), 
 
     Prometheus practice: a counter that is only created on its first increment makes `rate()` and alerts
     blind until then. Only bounded label sets are initialised (never reason/error kinds).
-    `stages` defaults to the daemon's: `capture:<source>` per source, validate, repair, scheduler.
+    `stages` defaults to the daemon's names (`capture_stage_names`, validate, repair, scheduler).
+    `cdc_repair_stage_up` is not touched here: the supervisor owns it (one series per stage, with the role).
     """
     pairs, strategies, sources = list(pairs), list(strategies), list(sources)
     if stages is None:
-        stages = [*(f"capture:{s}" for s in sources), *STAGES]
+        stages = [*capture_stage_names(sources), *STAGES]
     for pair in pairs:
         for kind in INCONSISTENCY_KINDS:
             metrics.VERDICTS.labels(pair=pair, kind=kind)
@@ -194,7 +201,6 @@ def initialise_metric_labels(pairs: Iterable[str], sources: Iterable[str] = (), 
             metrics.JOB_RUNS.labels(job=job, outcome=outcome)
     for stage in stages:
         metrics.STAGE_RESTARTS.labels(stage=stage)
-        metrics.STAGE_UP.labels(stage=stage)
     for source in sources:
         metrics.BINLOG_PURGED.labels(source=source)
         metrics.CHECKPOINTS.labels(source=source)

@@ -54,7 +54,10 @@ def render_text(doc: dict[str, Any]) -> str:
     lines = [f"cdc-repair {doc.get('version')}  generated {_t(doc.get('generated_at'))} UTC"]
     lock = doc.get("leader_lock") or {}
     holder = lock.get("holder_connection_id")
-    lines.append(f"leader lock '{lock.get('name')}': " + (f"held (connection {holder})" if holder else "free"))
+    who = lock.get("holder") or {}
+    held_by = (f"held by {who['host']} pid {who['pid']} since {_t(who.get('since'))} UTC (connection {holder})"
+               if who.get("host") else f"held (connection {holder})")
+    lines.append(f"leader lock '{lock.get('name')}': " + (held_by if holder else "free"))
     lines.append("")
     lines.append("capture:")
     for c in doc.get("checkpoints") or []:

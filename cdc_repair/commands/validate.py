@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from cdc_repair.commands.common import EXIT_DIFFERENCES, EXIT_OK, CliContext, emit_json, fail, pass_ctx
+from cdc_repair.commands.progress import progress_display
 from cdc_repair.config import Settings
 from cdc_repair.errors import CdcRepairError
 from cdc_repair.preflight import require_unique_keys
@@ -90,20 +91,7 @@ def _full(ctx: CliContext, settings: Settings, pair_name: str | None, where: str
           resume: bool) -> dict[str, Any]:
     from cdc_repair.validate.full_scan import run_full_scan
 
-    if ctx.json_output or not sys.stderr.isatty():
-        return run_full_scan(settings, pair_name, resume, where=where).to_dict()
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    tasks: dict[str, Any] = {}
-    rows_col = TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows")
-    with Progress(TextColumn("{task.description}"), BarColumn(), rows_col, TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
-        def progress(pair: str, rows: int, total: int) -> None:
-            if pair not in tasks:
-                tasks[pair] = bar.add_task(pair, total=total)
-            bar.update(tasks[pair], completed=rows, total=total)
-
+    with progress_display("rows", enabled=not ctx.json_output) as progress:
         return run_full_scan(settings, pair_name, resume, where=where, on_progress=progress).to_dict()
 
 

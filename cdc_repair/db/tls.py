@@ -8,6 +8,7 @@ connection is refused with one line. PyMySQL silently falls back to plaintext wh
 
 from __future__ import annotations
 
+import functools
 import ssl
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,15 @@ def _build(tls: TlsOptions) -> ssl.SSLContext:
         ctx.verify_mode = ssl.CERT_NONE
     if tls.cert and tls.key:
         ctx.load_cert_chain(tls.cert, tls.key)
+    return ctx
+
+
+@functools.cache
+def preferred_context() -> ssl.SSLContext:
+    """PREFERRED mode's context: encrypted, server not authenticated (no CA store to load), built once."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
     return ctx
 
 

@@ -1,17 +1,18 @@
 """Apply guarded row writes with their undo records, one local transaction per batch (I/O adapter).
 
-Per batch (all actions on one table), in one transaction: a check that no key of the batch matches several rows
-(`sql.non_unique_keys`; if one does, the batch rolls back) and each row written by its own guarded statement,
-the very statement `repair --print` shows (`sql.guarded_statement`), the check and the writes in one round trip.
-The guard is a compare-and-set in the write's own WHERE clause (byte-exact compare of every observed column) and
-needs no separate locked read: the statement locks and compares the newest committed row, so a concurrent write
-is never overwritten. Each statement must affect exactly one row (0: the row changed or the write would change
-nothing → `guard_failed`, no undo record, the caller re-checks; more: the key is not unique → the batch rolls
-back). A write that affected its row replaced exactly the observed row, so the observed row is its
-before-image; the written rows are re-read (the after-images, Seata style), their undo records inserted with one
-multi-row INSERT, and COMMIT. If the batch fails, it is rolled back and retried row by row, so one bad row never
-loses the others; a key matching several rows fails alone and its ledger entry is parked at once (`Failed.park`:
-retrying cannot help).
+Per batch (all actions on one table), in one transaction and one round trip: the batch's undo records first
+(in the binlog they mark the transaction as the service's own write, DESIGN invariant 5, source/origin.py;
+before-image = the row the plan observed), a check that no key of the batch matches several rows
+(`sql.non_unique_keys`; if one does, the batch rolls back), and each row written by its own guarded statement,
+the very statement `repair --print` shows (`sql.guarded_statement`). The guard is a compare-and-set in the
+write's own WHERE clause (byte-exact compare of every observed column) and needs no separate locked read: the
+statement locks and compares the newest committed row, so a concurrent write is never overwritten, and a write
+that affected its row replaced exactly the observed row (hence the before-image). Each statement must affect
+exactly one row (0: the row changed or the write would change nothing → `guard_failed`, its undo record is
+deleted again, the caller re-checks; more: the key is not unique → the batch rolls back). Then the written rows
+are re-read (the after-images, Seata style), their records' after-images set with one UPDATE, and COMMIT. If
+the batch fails, it is rolled back and retried row by row, so one bad row never loses the others; a key
+matching several rows fails alone and its ledger entry is parked at once (`Failed.park`: retrying cannot help).
 
 Test hook: env `CDC_REPAIR_DEV_CRASH_AT=after_row_commit` makes the process `os._exit(86)` right after the row
 transaction commits (before anything is written to the state DB), to prove a re-run neither loses nor
@@ -25,7 +26,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cdc_repair.db import mysql
@@ -221,40 +222,48 @@ def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[st
     with mysql.transaction(conn):
         if in_transaction is not None:
             in_transaction()
+        types = server.column_types(table)
+        # before = the observed row: a write that affects its row replaced exactly that (the guard compares it all)
+        records = {xid: UndoRecord(
+            xid=xid, branch_id=1, table=table, pk=action.pk, sql_type=action.op.value.upper(),
+            strategy=action.strategy.value, columns=tuple(action.written_columns), key_columns=tuple(key_cols),
+            before=action.observed, after=None, column_types=types) for action, xid in zip(actions, xids, strict=True)}
         passed: list[tuple[RepairAction, str]] = []
-        for action, xid, affected in zip(actions, xids, _write(conn, actions), strict=True):
-            if affected == 1:  # the compare-and-set held: the row was exactly `observed` (its before-image)
+        refused: list[UndoRecord] = []
+        for action, xid, affected in zip(actions, xids, _write(conn, actions, list(records.values())), strict=True):
+            if affected == 1:  # the compare-and-set held
                 passed.append((action, xid))
             else:  # 0: the row changed since it was read, or the write would change nothing; no undo record
                 results.append(GuardFailed(action, None))
+                refused.append(records.pop(xid))
+        if refused:
+            mysql.execute(conn, rsql.delete_undo(refused))
         if passed:
             written = [[v for _, v in a.key] for a, _ in passed if a.op is not Op.DELETE]
             after = server.read(table, key_cols, written) if written else {}
-            records = []
-            types = server.column_types(table)
             for action, xid in passed:
-                before = action.observed  # byte-equal to the row the write replaced: the guard compared it all
                 post = after.get(action.pk) if action.op is not Op.DELETE else None
-                records.append(UndoRecord(
-                    xid=xid, branch_id=1, table=table, pk=action.pk, sql_type=action.op.value.upper(),
-                    strategy=action.strategy.value, columns=tuple(action.written_columns),
-                    key_columns=tuple(key_cols), before=before, after=post, column_types=types))
-                results.append(Applied(action, xid, before, post))
-            mysql.execute(conn, rsql.insert_undo(records))
+                results.append(Applied(action, xid, records[xid].before, post))
+            finals = [replace(r, after=after[r.pk]) for r in records.values() if r.pk in after]
+            if finals:
+                mysql.execute(conn, rsql.set_undo_after_images(finals))
     if passed:
         crash_point("after_row_commit")
     return results
 
 
-def _write(conn: mysql.Connection, actions: Sequence[RepairAction]) -> list[int]:
-    """Run the actions' guarded statements (the ones `--print` shows), after a check that no key of the batch
-    matches several rows, all in one round trip; each statement's affected rows. A key matching several rows
-    raises (the transaction rolls back, the batch is retried row by row, which names the key): the byte-exact
-    guard alone would let a write change one of two rows under the same key."""
+def _write(conn: mysql.Connection, actions: Sequence[RepairAction], records: Sequence[UndoRecord]) -> list[int]:
+    """In one round trip: the undo records (first: in the binlog they mark the transaction as the service's own
+    write, DESIGN invariant 5, source/origin.py; their after-images are set once the rows are re-read), a check
+    that no key of the batch matches several rows, and the actions' guarded statements (the ones `--print`
+    shows); returns each statement's affected rows. A key matching several rows raises (the transaction rolls
+    back, the batch is retried row by row, which names the key): the byte-exact guard alone would let a write
+    change one of two rows under the same key."""
     first = actions[0]
     key_cols = [k for k, _ in first.key]
     check = rsql.non_unique_keys(first.table, key_cols, [[v for _, v in a.key] for a in actions])
-    not_unique, *counts = mysql.execute_each(conn, [check, *(rsql.guarded_statement(a) for a in actions)])
+    _, not_unique, *counts = mysql.execute_each(
+        conn, [rsql.insert_undo(records), check, *(rsql.guarded_statement(a) for a in actions)])
     for action, affected in zip(actions, counts, strict=True):
         if affected > 1:
             raise KeyNotUnique(f"{action.describe()}: the guarded write affected {affected} rows where 1 was "

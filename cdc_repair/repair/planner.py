@@ -8,13 +8,11 @@ implementation), and the action follows from the kind and the matched rule:
   private article's `status = 3`), guarded by the whole observed target row;
 - `extra_in_target` (orphan, or a rule saying `absent`) → DELETE the target row, compare-and-delete.
 
-Compensate (AT-style): undo the binlog change that made the source diverge, from the event's before-image
-(`ledger.source_event`), guarded by Seata's dirty check: the live source row must still equal the change's
-after-image on the columns it changed (equal to the before-image: already reverted; else dirty).
-
-`source_event` may be a whole Canal FlatMessage dict (the row whose key matches is used) or one row's slice
-`{"type", "data": row, "old": row|null, "mysqlType": {...}}`. Binary column values are ISO-8859-1 text in
-FlatMessages (see `sink/flat_message.py`); `mysqlType` tells which columns are binary.
+Compensate (AT-style) is planned in `repair/compensate.py` from the key's changes re-read from the binlog;
+`row_event` here reads the ledger's `source_event` (the stream message, only a hint there): a whole Canal
+FlatMessage dict (the row whose key matches is used) or one row's slice `{"type", "data": row, "old":
+row|null, "mysqlType": {...}}`. Binary column values are ISO-8859-1 text in FlatMessages (see
+`sink/flat_message.py`); `mysqlType` tells which columns are binary.
 """
 
 from __future__ import annotations
@@ -24,8 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cdc_repair.config import PairConfig
-from cdc_repair.model.oversized import has_marker
-from cdc_repair.repair.actions import Op, Plan, RepairAction, Side, Strategy
+from cdc_repair.repair.actions import Op, Plan, RepairAction, Side
 from cdc_repair.repair.guard import flat_equal
 from cdc_repair.validate.rules import DIFFERENT, EXTRA, MISSING, OK, evaluate, rule_columns
 
@@ -40,12 +37,12 @@ def plan_forward(pair: PairConfig, key: Sequence[Any], source_row: Row | None, t
     pk = verdict.pk
     if not verdict.is_mismatch:
         return Plan(pair.name, pk, verdict.kind, None, "consistent" if verdict.kind == OK else "no expectation")
-    key_pairs = _key_pairs(pair, key, source_row or target_row)
+    kp = key_pairs(pair, key, source_row or target_row)
     target = pair.target.table
 
     def action(op: Op, label: str, values: Mapping[str, Any] | None = None) -> Plan:
         return Plan(pair.name, pk, verdict.kind, RepairAction(
-            pair=pair.name, pk=pk, key=key_pairs, side=Side.TARGET, table=target, op=op, label=label,
+            pair=pair.name, pk=pk, key=kp, side=Side.TARGET, table=target, op=op, label=label,
             values=dict(values or {}), observed=dict(target_row) if target_row is not None else None))
 
     if verdict.kind == EXTRA:
@@ -57,7 +54,7 @@ def plan_forward(pair: PairConfig, key: Sequence[Any], source_row: Row | None, t
         cols = [c for c in target_columns if c in source_row] or list(source_row)
         values = {c: source_row[c] for c in cols}
         values.update({c: v for c, v in fixed.items()})
-        values.update(dict(key_pairs))
+        values.update(dict(kp))
         return action(Op.INSERT, "copy_missing", values)
     if verdict.kind == DIFFERENT:
         values = {c: (fixed[c] if c in fixed else source_row.get(c)) for c in verdict.columns}
@@ -74,14 +71,14 @@ def compared_columns(pair: PairConfig, source_row: Row) -> list[str]:
     return rule_columns(pair, rule, list(source_row)) if rule is not None else []
 
 
-def _key_pairs(pair: PairConfig, key: Sequence[Any], row: Row | None) -> tuple[tuple[str, Any], ...]:
+def key_pairs(pair: PairConfig, key: Sequence[Any], row: Row | None) -> tuple[tuple[str, Any], ...]:
     """(column, value) of the key, typed from the row when there is one (else the given values)."""
     if row is not None and all(k in row for k in pair.key):
         return tuple((k, row[k]) for k in pair.key)
     return tuple(zip(pair.key, key, strict=True))
 
 
-# ---------------------------------------------------------------- compensation
+# ---------------------------------------------------------------- row images of a change (for compensation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,57 +138,3 @@ def row_event(source_event: Any, pair: PairConfig, pk: str,
     return chosen
 
 
-def plan_compensate(pair: PairConfig, key: Sequence[Any], source_row: Row | None, target_row: Row | None,
-                    source_event: Any, binary_columns: Iterable[str] = ()) -> Plan:
-    """Revert the source row to the before-image of the change that made the pair diverge.
-    `binary_columns`: the source table's BLOB/BINARY columns (see `row_event`)."""
-    verdict = evaluate(pair, source_row, target_row, key)
-    pk = verdict.pk
-    if not verdict.is_mismatch:
-        return Plan(pair.name, pk, verdict.kind, None, "consistent" if verdict.kind == OK else "no expectation")
-    event = row_event(source_event, pair, pk, binary_columns)
-    if event is None:
-        return Plan(pair.name, pk, verdict.kind, None,
-                    "no binlog change recorded for this key (ledger source_event is empty): compensation needs "
-                    "one; repair it with --strategy forward")
-    key_pairs = _key_pairs(pair, key, source_row or event.data)
-    key_cols = [k for k, _ in key_pairs]
-
-    def action(op: Op, label: str, values: Mapping[str, Any] | None = None) -> Plan:
-        return Plan(pair.name, pk, verdict.kind, RepairAction(
-            pair=pair.name, pk=pk, key=key_pairs, side=Side.SOURCE, table=pair.source.table, op=op, label=label,
-            values=dict(values or {}), observed=dict(source_row) if source_row is not None else None,
-            strategy=Strategy.COMPENSATE))
-
-    def dirty(why: str) -> Plan:
-        return Plan(pair.name, pk, DIRTY, None, f"dirty: {why}; an operator decides (or use --strategy forward)")
-
-    oversized = has_marker(event.data, event.old)
-    if oversized:  # the marker is not the value: never write it back
-        return dirty(f"the change's value(s) of {', '.join(oversized)} were too large to keep (oversized marker)")
-
-    if event.type == "UPDATE":
-        changed = [c for c in (event.old or {}) if c not in key_cols]
-        before = {**event.data, **(event.old or {})}
-        if source_row is None:
-            return dirty("the source row was deleted after the change")
-        if not changed:
-            return Plan(pair.name, pk, verdict.kind, None, "the change set no column: nothing to revert")
-        if event.matches(source_row, event.data, changed):
-            return action(Op.UPDATE, "revert_update", {c: event.db_value(c, before[c]) for c in changed})
-        if event.matches(source_row, before, changed):
-            return Plan(pair.name, pk, verdict.kind, None, "source already at the change's before-image")
-        return dirty(f"the source changed since the event on {', '.join(changed)}")
-    if event.type == "INSERT":
-        if source_row is None:
-            return Plan(pair.name, pk, verdict.kind, None, "source row already absent (insert already reverted)")
-        cols = [c for c in event.data if c in source_row]
-        if event.matches(source_row, event.data, cols):
-            return action(Op.DELETE, "revert_insert")
-        return dirty("the inserted source row changed since the event")
-    # DELETE: put the deleted row back
-    if source_row is not None:
-        if event.matches(source_row, event.data, list(event.data)):
-            return Plan(pair.name, pk, verdict.kind, None, "source row already restored")
-        return dirty("a different source row exists with the deleted row's key")
-    return action(Op.INSERT, "revert_delete", {c: event.db_value(c, v) for c, v in event.data.items()})

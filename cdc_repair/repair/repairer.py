@@ -25,12 +25,15 @@ from typing import Any
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.db import mysql
 from cdc_repair.db.sql import Statement, placeholders, quote_columns
-from cdc_repair.errors import CdcRepairError
+from cdc_repair.errors import BinlogUnavailableError, CdcRepairError
 from cdc_repair.metrics import REPAIR_LATENCY, REPAIRS
+from cdc_repair.model.history import ChangeHistory
+from cdc_repair.model.position import BinlogPosition
 from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.actions import Plan, RepairAction, Side, Strategy
+from cdc_repair.repair.compensate import REFUSED, History, Unavailable, plan_compensate, since_position
 from cdc_repair.repair.executor import Applied, Failed, GuardFailed, Outcome, RowServer, apply_batch
-from cdc_repair.repair.planner import DIRTY, plan_compensate, plan_forward
+from cdc_repair.repair.planner import DIRTY, plan_forward
 from cdc_repair.repair.store import REPAIRED, RESOLVED, StateStore, new_id
 from cdc_repair.repair.throttle import RateLimiter, wait_while_busy
 from cdc_repair.repair.undo_log import undo_table
@@ -46,6 +49,10 @@ PLANNED = "planned"  # dry-run / print
 LEFT = "left"  # still inconsistent (guard kept failing, or no action possible)
 FAILED = "failed"  # the write failed
 DIRTY_KEY = "dirty"  # compensation refused: the source changed since the event
+REFUSED_KEY = "refused"  # compensation refused: untrusted message, binlog gone, or nothing safe to revert to
+PARKED_KINDS = {DIRTY: DIRTY_KEY, REFUSED: REFUSED_KEY}  # plan kinds that need an operator: parked at once
+# The binlog re-reader (source/), wired by name like app.py's stages: repair/ never imports source/.
+HISTORY = ("cdc_repair.source.history", "BinlogHistory")
 FINISHED_OK = frozenset({DONE_REPAIRED, DONE_RESOLVED})
 
 
@@ -92,7 +99,7 @@ class RunReport:
     @property
     def differences_left(self) -> int:
         if self.mode != "execute":
-            return self.count(PLANNED) + self.count(LEFT) + self.count(DIRTY_KEY)
+            return self.count(PLANNED) + self.count(LEFT) + self.count(DIRTY_KEY) + self.count(REFUSED_KEY)
         return sum(1 for r in self.results if r.status not in FINISHED_OK)
 
     @property
@@ -115,7 +122,8 @@ class Repairer:
 
     def __init__(self, settings: Settings, store: StateStore | None = None, *, run_id: str | None = None,
                  max_rounds: int = 3, before_write: Callable[[Sequence[RepairAction]], None] | None = None,
-                 stop: threading.Event | None = None, limiters: dict[str, RateLimiter] | None = None) -> None:
+                 stop: threading.Event | None = None, limiters: dict[str, RateLimiter] | None = None,
+                 history: ChangeHistory | None = None) -> None:
         self.settings = settings
         self.store = store
         self.run_id = run_id or new_id("run")
@@ -128,6 +136,7 @@ class Repairer:
         self._thread_servers_lock = threading.Lock()
         self._pending_log: list[dict[str, Any]] = []
         self._limiters = limiters if limiters is not None else {}  # per pair; a worker keeps them across passes
+        self._history = history
         self.record_sql = False  # --print --execute: keep each applied write's guarded statement in its result
 
     def close(self) -> None:
@@ -164,22 +173,61 @@ class Repairer:
                 target_rows = tgt.read(pair.target.table, pair.key, keys)
                 source_rows = src.read(pair.source.table, pair.key, keys)
             target_cols = tgt.columns(pair.target.table)
-            binary = src.binary_columns(pair.source.table) if strategy is Strategy.COMPENSATE else set()
         except CdcRepairError:
             raise
         except Exception as exc:
             src.reset()
             tgt.reset()
             raise mysql.classify(exc, f"pair '{pair.name}': reading rows to repair") from exc
+        histories = self._histories(pair, items) if strategy is Strategy.COMPENSATE else {}
         plans = []
         for item in items:
             s, t = source_rows.get(item.pk), target_rows.get(item.pk)
             if strategy is Strategy.COMPENSATE:
                 event = item.entry.source_event if item.entry is not None else None
-                plans.append(plan_compensate(pair, item.key, s, t, event, binary))
+                plans.append(plan_compensate(pair, item.key, s, t, event, histories.get(item.pk)))
             else:
                 plans.append(plan_forward(pair, item.key, s, t, target_cols))
         return plans
+
+    def _histories(self, pair: PairConfig, items: Sequence[WorkItem]) -> dict[str, History]:
+        """The keys' changes re-read from the source's binlog, from the earliest recorded coordinates on (one
+        read for all; per start position when that one is gone, so one purged key does not refuse the rest)."""
+        starts: dict[str, BinlogPosition] = {}
+        for item in items:
+            since = since_position(item.entry.source_event) if item.entry is not None else None
+            if since is not None:
+                starts[item.pk] = since
+        if not starts:
+            return {}
+        first = min(starts.values(), key=BinlogPosition.key)
+        try:
+            return self._read_history(pair, [i for i in items if i.pk in starts], first)
+        except BinlogUnavailableError as exc:
+            if len({p.key() for p in starts.values()}) == 1:
+                return {pk: Unavailable(str(exc)) for pk in starts}
+        out: dict[str, History] = {}
+        for since in sorted(set(starts.values()), key=BinlogPosition.key):
+            group = [i for i in items if starts.get(i.pk) == since]
+            try:
+                out.update(self._read_history(pair, group, since))
+            except BinlogUnavailableError as exc:
+                out.update((i.pk, Unavailable(str(exc))) for i in group)
+        return out
+
+    def _read_history(self, pair: PairConfig, items: Sequence[WorkItem],
+                      start: BinlogPosition) -> dict[str, History]:
+        found = self.history.changes(pair.source.server, pair.source.table, pair.key, [i.key for i in items], start)
+        return {i.pk: found.get(i.key, []) for i in items}
+
+    @property
+    def history(self) -> ChangeHistory:
+        if self._history is None:
+            import importlib
+
+            module, name = HISTORY
+            self._history = getattr(importlib.import_module(module), name)(self.settings)
+        return self._history
 
     def dry_run(self, pair: PairConfig, items: Sequence[WorkItem], strategy: Strategy, *,
                 with_sql: bool = False) -> list[KeyResult]:
@@ -219,10 +267,12 @@ class Repairer:
                         if round_no == 0:
                             first_round_consistent.append(item)
                     else:
-                        res.status = DIRTY_KEY if plan.kind == DIRTY else LEFT
-                        res.transient = plan.kind != DIRTY
+                        res.status = PARKED_KINDS.get(plan.kind, LEFT)
+                        res.transient = plan.kind not in PARKED_KINDS
                         res.reason = plan.reason
-                        REPAIRS.labels(pair.name, strategy.value, "dirty" if plan.kind == DIRTY else "left").inc()
+                        REPAIRS.labels(pair.name, strategy.value, res.status).inc()
+                        if plan.kind in PARKED_KINDS:
+                            log.warning("compensation of %s %s %s: %s", pair.name, plan.pk, res.status, plan.reason)
                 elif round_no == self.max_rounds:
                     del remaining[plan.pk]
                     res.status = LEFT
@@ -462,7 +512,7 @@ def _by_key(actions: list[RepairAction]) -> list[RepairAction]:
 def _idle_status(plan: Plan) -> str:
     if plan.kind in (OK, NOT_APPLICABLE):
         return DONE_RESOLVED
-    return DIRTY_KEY if plan.kind == DIRTY else LEFT
+    return PARKED_KINDS.get(plan.kind, LEFT)
 
 
 def _short_sql(action: RepairAction) -> str:

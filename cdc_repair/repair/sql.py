@@ -25,6 +25,7 @@ from typing import Any
 from cdc_repair.db.sql import Statement, placeholders, quote_columns, quote_ident, quote_table
 from cdc_repair.repair.actions import Op, RepairAction
 from cdc_repair.repair.undo_log import INSERT_COLUMNS, SELECT_COLUMNS, UndoRecord, undo_table
+from cdc_repair.validate.rules import key_bytes_equal
 
 Row = Mapping[str, Any]
 
@@ -135,8 +136,9 @@ def guarded_statement(action: RepairAction) -> Statement:
     if action.observed is None:
         raise ValueError(f"{action.describe()}: an {action.op.value} needs the observed row as its guard")
     if action.op is Op.UPDATE:
-        return update_guarded(action.table, {c: v for c, v in action.values.items() if c not in key}, key,
-                              action.observed)
+        values = {c: v for c, v in action.values.items() if c not in key}
+        values.update({c: v for c, v in action.values.items() if c in key})  # a re-spelled key: set last
+        return update_guarded(action.table, values, key, action.observed)
     return delete_guarded(action.table, key, action.observed)
 
 
@@ -180,6 +182,32 @@ def insert_undo(records: Sequence[UndoRecord]) -> Statement:
     return Statement(sql, tuple(v for r in records for v in r.to_params()))
 
 
+def delete_undo(records: Sequence[UndoRecord]) -> Statement:
+    """Drop undo records written first (the marker) whose row writes then changed nothing: one statement through
+    the unique key (FORCE INDEX: see `set_undo_after_images`). All in one database, with one branch id."""
+    schema, branch = records[0].schema, records[0].branch_id
+    if any(r.schema != schema or r.branch_id != branch for r in records):
+        raise ValueError("delete_undo: records of one database and one branch id only")
+    table = undo_table(schema)
+    return Statement(f"DELETE {table} FROM {table} FORCE INDEX (`ux_undo_log`) WHERE `xid` IN "
+                     f"({placeholders(len(records))}) AND `branch_id` = %s", (*(r.xid for r in records), branch))
+
+
+def set_undo_after_images(records: Sequence[UndoRecord]) -> Statement:
+    """Fill the after-images of undo records inserted before their rows were written (the marker comes first
+    in a repair transaction): one `CASE xid` UPDATE through the unique key. FORCE INDEX: on a small undo_log
+    the optimizer prefers a table scan, which locks the other batches' fresh undo rows (deadlocks between
+    concurrent batches, measured); through the unique key only these records are locked."""
+    schema = records[0].schema
+    arms = " ".join(["WHEN %s THEN %s"] * len(records))
+    params: list[Any] = []
+    for r in records:
+        params += [r.xid, r.to_params()[INSERT_COLUMNS.index("after_image")]]
+    params += [r.xid for r in records]
+    return Statement(f"UPDATE {undo_table(schema)} FORCE INDEX (`ux_undo_log`) SET `after_image` = CASE `xid` "
+                     f"{arms} END WHERE `xid` IN ({placeholders(len(records))}) AND `branch_id` = 1", tuple(params))
+
+
 def select_undo(schema: str, xid: str, *, for_update: bool = False) -> Statement:
     lock = " FOR UPDATE" if for_update else ""
     return Statement(f"SELECT {quote_columns(SELECT_COLUMNS)} FROM {undo_table(schema)} WHERE `xid` = %s "
@@ -216,6 +244,9 @@ def restore_statement(record: UndoRecord, *, force: bool = False) -> Statement |
         return insert_rows(record.table, cols, [[before[c] for c in cols]])
     if before is not None and after is not None:
         values = {c: before.get(c) for c in record.columns if c not in record.key_columns}
+        # a key the repair re-spelled ('KEY10' -> 'key10') gets its old bytes back, set last
+        values.update({c: before.get(c) for c in record.key_columns if c in record.columns
+                       and not key_bytes_equal(before.get(c), after.get(c))})
         if not values:
             return None
         if force:  # the row may be gone: put the before-row back whole

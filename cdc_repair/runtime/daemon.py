@@ -38,8 +38,11 @@ class Daemon:
         self.supervisor = Supervisor(specs, backoff)
         self.elector = LeaderElector(lock, self._on_elected, self._on_lost,
                                      retry_s=lambda: self.live.current.ha.lock_retry_s)
-        self._stop = threading.Event()
-        self._elector_thread = threading.Thread(target=self.elector.run, args=(self._stop,), name="leader",
+        self._stop = threading.Event()  # set first: no leader stage starts any more
+        # The elector keeps (and keeps checking) the lock until the leader stages have stopped; only then is
+        # this event set and the lock released, so a standby never tails while this daemon still flushes.
+        self._elector_stop = threading.Event()
+        self._elector_thread = threading.Thread(target=self.elector.run, args=(self._elector_stop,), name="leader",
                                                 daemon=True)
         self._leader_lock = threading.Lock()
         self.started_at: float | None = None
@@ -75,6 +78,7 @@ class Daemon:
         with self._leader_lock:
             self._stop.set()
             ok = self.supervisor.stop_all(max(0.1, deadline - time.monotonic() - 1.0))
+        self._elector_stop.set()  # stages are down (or out of time): now release the leader lock
         if self._elector_thread.is_alive():
             self._elector_thread.join(max(0.1, deadline - time.monotonic()))
         self.stopped_cleanly = ok and not self._elector_thread.is_alive()
@@ -85,6 +89,7 @@ class Daemon:
 
     def _on_elected(self) -> None:
         with self._leader_lock:
+            self.supervisor.set_role("leader")
             if self._stop.is_set():
                 return
             for spec in self.supervisor.specs.values():
@@ -93,6 +98,7 @@ class Daemon:
 
     def _on_lost(self) -> None:
         self.supervisor.stop_where(lambda s: s.leader_only, self.shutdown_timeout_s)
+        self.supervisor.set_role("standby")
 
     @property
     def is_leader(self) -> bool:

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from cdc_repair import metrics
 from cdc_repair.db import mysql
 from cdc_repair.db.dsn import Dsn
-from cdc_repair.db.sql import Statement
+from cdc_repair.db.sql import Statement, quote_ident
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ class MySQLNamedLock:
 
     def __init__(self, dsn: Dsn, name: str, connect_timeout_s: float = 5.0, idle_timeout_s: int | None = None) -> None:
         self.dsn = dsn.with_database(None)
+        self.state_db = dsn.database  # where the holder's identity is recorded (table `leader`)
         self.name = name
         self.connect_timeout_s = connect_timeout_s
         # The server closes the lock's session after this many idle seconds: a holder that hangs (SIGSTOP, a
@@ -56,9 +60,22 @@ class MySQLNamedLock:
             raise
         if row is not None and row[0] == 1:
             self._conn = conn
+            self._record_holder(conn)
             return True
         conn.close()
         return False
+
+    def _record_holder(self, conn: Any) -> None:
+        """Say who holds the lock (host, pid, since) for status pages; the lock works without it."""
+        if not self.state_db:
+            return
+        sql = (f"INSERT INTO {quote_ident(self.state_db)}.`leader` (lock_name, host, pid, connection_id, since) "
+               "VALUES (%s, %s, %s, CONNECTION_ID(), UTC_TIMESTAMP()) ON DUPLICATE KEY UPDATE host = VALUES(host), "
+               "pid = VALUES(pid), connection_id = VALUES(connection_id), since = VALUES(since)")
+        try:
+            mysql.execute(conn, Statement(sql, (self.name, socket.gethostname(), os.getpid())))
+        except mysql.DriverError as exc:  # e.g. the table is not created yet: status shows the holder unknown
+            log.warning("could not record the leader lock holder in %s.leader: %s", self.state_db, exc)
 
     def still_held(self) -> bool:
         """True while our session still owns the lock; any error counts as lost."""
@@ -92,6 +109,28 @@ def lock_holder(dsn: Dsn, name: str) -> int | None:
     finally:
         conn.close()
     return int(row[0]) if row and row[0] is not None else None
+
+
+def lock_holder_info(dsn: Dsn, name: str) -> dict[str, Any]:
+    """Who holds `name`: {"connection_id", "host", "pid", "since" (epoch s)}, the identity fields None when
+    the holder did not record itself; {"connection_id": None} when the lock is free."""
+    conn = mysql.connect(dsn.with_database(None), timeout_s=5)
+    try:
+        row = mysql.fetch_one(conn, Statement("SELECT IS_USED_LOCK(%s)", (name,)))
+        holder = int(row[0]) if row and row[0] is not None else None
+        out: dict[str, Any] = {"connection_id": holder, "host": None, "pid": None, "since": None}
+        if holder is None or not dsn.database:
+            return out
+        rec = mysql.fetch_one(conn, Statement(
+            f"SELECT host, pid, connection_id, since FROM {quote_ident(dsn.database)}.`leader` WHERE lock_name = %s",
+            (name,)))
+    finally:
+        conn.close()
+    if rec is not None and int(rec[2]) == holder:
+        since = rec[3]
+        out.update(host=str(rec[0]), pid=int(rec[1]),
+                   since=since.replace(tzinfo=UTC).timestamp() if isinstance(since, datetime) else None)
+    return out
 
 
 def leader_idle_timeout(retry_s: float) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 from cdc_repair import __version__
 from cdc_repair.config import Settings
 from cdc_repair.runtime.daemon import host_id
-from cdc_repair.runtime.leader import lock_holder
+from cdc_repair.runtime.leader import lock_holder_info
 from cdc_repair.state import ledger, runs
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ def build_status(settings: Settings, engine: Any, daemon: Any = None) -> dict[st
     doc: dict[str, Any] = {"generated_at": time.time(), "version": __version__,
                            "host": daemon.host if daemon is not None else host_id(),
                            "leader": daemon.is_leader if daemon is not None else None}
+    if daemon is not None:
+        doc["role"] = "leader" if daemon.is_leader else "standby"
     errors: list[str] = []
     sections: dict[str, Callable[[], Any]] = {
         "checkpoints": lambda: _checkpoints(settings, engine),
@@ -42,8 +44,7 @@ def build_status(settings: Settings, engine: Any, daemon: Any = None) -> dict[st
                                   for (p, a, s), n in sorted(runs.repair_counts(engine).items())],
         "job_runs": lambda: runs.recent_runs(engine, 20),
         "last_job_runs": lambda: runs.last_run_per_job(engine),
-        "leader_lock": lambda: {"name": settings.ha.lock_name,
-                                "holder_connection_id": lock_holder(settings.state.dsn, settings.ha.lock_name)},
+        "leader_lock": lambda: _leader_lock(settings),
     }
     for name, compute in sections.items():
         try:
@@ -60,6 +61,7 @@ def build_status(settings: Settings, engine: Any, daemon: Any = None) -> dict[st
         dstatus = daemon.status()
         doc["stages"] = [dict(s, ready=s["status"] == "running" and (s.get("health") or {}).get("ready") is not False)
                          for s in dstatus["stages"]]
+        doc["lag"]["consumer_messages"] = _consumer_lag(dstatus["stages"])
         doc["config"] = dstatus["config"]
         doc["started_at"] = dstatus["started_at"]
     doc["errors"] = errors
@@ -89,7 +91,26 @@ def _lag(checkpoints: list[dict[str, Any]]) -> dict[str, Any]:
     return {"source_seconds": {c["source"]: c["lag_seconds"] for c in checkpoints
                                if isinstance(c.get("lag_seconds"), (int, float))},
             "source_bytes": {c["source"]: c["lag_bytes"] for c in checkpoints
-                             if isinstance(c.get("lag_bytes"), int)}}
+                             if isinstance(c.get("lag_bytes"), int)},
+            "consumer_messages": None}  # a running daemon's validator fills it in
+
+
+def _leader_lock(settings: Settings) -> dict[str, Any]:
+    info = lock_holder_info(settings.state.dsn, settings.ha.lock_name)
+    holder = None
+    if info["connection_id"] is not None:
+        holder = {k: info[k] for k in ("host", "pid", "since")}
+    return {"name": settings.ha.lock_name, "holder_connection_id": info["connection_id"], "holder": holder}
+
+
+def _consumer_lag(stages: list[dict[str, Any]]) -> int | str | None:
+    """This daemon's validator lag (its partitions), "unknown" where the broker's end offsets are wrong
+    (`kafka.end_offsets_exact: false`), None before the first measurement or without a validator."""
+    for stage in stages:
+        if stage.get("name") == "validate":
+            value = (stage.get("health") or {}).get("consumer_lag_messages")
+            return value if isinstance(value, (int, str)) else None
+    return None
 
 
 def _ledger(engine: Any) -> dict[str, Any]:

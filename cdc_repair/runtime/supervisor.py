@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cdc_repair import metrics
-from cdc_repair.errors import TerminalError
+from cdc_repair.errors import CdcRepairError, TerminalError
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,9 @@ class StageState:
 class _Runner:
     """The thread of one stage: build, run, on failure log + count + back off, until stopped."""
 
-    def __init__(self, spec: StageSpec, state: StageState, lock: threading.Lock, backoff: Backoff) -> None:
+    def __init__(self, spec: StageSpec, state: StageState, lock: threading.Lock, backoff: Backoff,
+                 set_up: Callable[[str, bool], None]) -> None:
+        self.set_up = set_up
         self.spec = spec
         self.state = state
         self.lock = lock
@@ -108,7 +110,7 @@ class _Runner:
             self._set(status="backoff", restarts=self.state.restarts + 1)
             self.stop_event.wait(delay)
         self._set(status="stopped", started_at=None)
-        metrics.STAGE_UP.labels(stage=self.spec.name).set(0)
+        self.set_up(self.spec.name, False)
         log.info("stage %s stopped", self.spec.name)
 
     def _attempt(self) -> BaseException | None:
@@ -117,18 +119,21 @@ class _Runner:
             stage = self.spec.factory()
             self.current = stage
             self._set(status="running", started_at=time.time())
-            metrics.STAGE_UP.labels(stage=self.spec.name).set(1)
+            self.set_up(self.spec.name, True)
             stage.run(self.stop_event)
             return None
         except Exception as exc:  # the stage boundary: log with stack, count, retry
             kind = "terminal" if isinstance(exc, TerminalError) else type(exc).__name__
-            log.exception("stage %s failed: %s", self.spec.name, exc)
+            if isinstance(exc, CdcRepairError):  # a known condition with its own clear message: one line
+                log.error("stage %s failed: %s", self.spec.name, exc)
+            else:
+                log.exception("stage %s failed: %s", self.spec.name, exc)
             metrics.ERRORS.labels(stage=self.spec.name, kind=kind[:40]).inc()
             self._set(failures=self.state.failures + 1, last_error=f"{type(exc).__name__}: {exc}"[:500],
                       last_error_at=time.time())
             return exc
         finally:
-            metrics.STAGE_UP.labels(stage=self.spec.name).set(0)
+            self.set_up(self.spec.name, False)
             self.current = None
 
 
@@ -144,6 +149,28 @@ class Supervisor:
         self._states = {s.name: StageState(s.name, s.leader_only) for s in specs}
         self._runners: dict[str, _Runner] = {}
         self._stopping: dict[str, threading.Thread] = {}  # threads told to stop, maybe still finishing
+        # `cdc_repair_stage_up{stage, role}`: exactly one series per stage from the start (a standby's capture
+        # too, at 0), relabelled when the daemon's role changes.
+        self.role = "standby"
+        self._up = {s.name: False for s in specs}
+        for name in self._up:
+            metrics.STAGE_UP.labels(stage=name, role=self.role).set(0)
+
+    def _set_up(self, name: str, up: bool) -> None:
+        with self._lock:
+            self._up[name] = up
+            metrics.STAGE_UP.labels(stage=name, role=self.role).set(1 if up else 0)
+
+    def set_role(self, role: str) -> None:
+        """leader | standby: move every stage's series to the new role label (the old series is removed)."""
+        with self._lock:
+            if role == self.role:
+                return
+            for name, up in self._up.items():
+                with contextlib.suppress(KeyError):
+                    metrics.STAGE_UP.remove(name, self.role)
+                metrics.STAGE_UP.labels(stage=name, role=role).set(1 if up else 0)
+            self.role = role
 
     def start(self, name: str, previous_timeout_s: float = 30.0) -> None:
         """Start the stage unless it is already running (idempotent).
@@ -161,7 +188,7 @@ class Supervisor:
             runner = self._runners.get(name)
             if runner is not None and runner.thread.is_alive() and not runner.stop_event.is_set():
                 return
-            runner = _Runner(self.specs[name], self._states[name], self._lock, self.backoff)
+            runner = _Runner(self.specs[name], self._states[name], self._lock, self.backoff, self._set_up)
             self._runners[name] = runner
         log.info("starting stage %s", name)
         runner.thread.start()

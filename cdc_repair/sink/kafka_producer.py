@@ -90,8 +90,10 @@ class KafkaSink:
 
     # ------------------------------------------------------------------ produce
 
-    def send(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
-        """Queue one record (blocks, logging, while the producer buffer is full because the broker is down)."""
+    def send(self, topic: str, partition: int, key: bytes | None, value: bytes,
+             headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Queue one record (blocks, logging, while the producer buffer is full because the broker is down).
+        `headers`: the tailer's own-write mark and binlog coordinates (see source/origin.py)."""
         if len(value) > self.config.producer.max_request_size - 512:
             raise TerminalError(f"a {len(value)}-byte message for {topic} exceeds kafka.producer.max_request_size "
                                 f"({self.config.producer.max_request_size}); raise it (and the broker's limit)")
@@ -99,7 +101,8 @@ class KafkaSink:
         waited = 0.0
         while True:
             try:
-                self._pending.append(producer.send(topic, value=value, key=key, partition=partition))
+                self._pending.append(producer.send(topic, value=value, key=key, partition=partition,
+                                                   headers=headers or None))
                 return
             except KafkaTimeoutError:
                 waited += 5.0

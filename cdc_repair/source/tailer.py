@@ -59,6 +59,7 @@ from cdc_repair.source.ddl import classify_ddl
 from cdc_repair.source.decoder import RowDecoder
 from cdc_repair.source.events import Commit, Ddl, Gtid, Heartbeat, PartialRows, Rotate, RowsData, StatementRows
 from cdc_repair.source.filters import TableMatcher
+from cdc_repair.source.origin import TxnOrigin
 from cdc_repair.source.uncapturable import UncapturableGuard
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class Tailer:
         self._lag_s: float | None = None
         self._txn_id = 0
         self._lag_gauge = metrics.BINLOG_LAG_SECONDS.labels(self.source)
+        self._origin = TxnOrigin(self.matcher)  # own-write marks and binlog coordinates (source/origin.py)
         self._guard = UncapturableGuard(self.source, self.dsn, self.matcher, capture.on_partial_image,
                                         lambda: self._engine)
         self._reset_txn_state()
@@ -137,13 +139,11 @@ class Tailer:
                     else:
                         log.exception("capture %s failed; retrying in %.0fs", self.source, delay)
                     self.ready.clear()
-                    metrics.STAGE_UP.labels("capture").set(0)
                     if stop.wait(delay):
                         break
                     delay = min(delay * 2, 30.0)
         finally:
             self.ready.clear()
-            metrics.STAGE_UP.labels("capture").set(0)
             if self._sink is not None:
                 self._sink.close()
                 self._sink = None
@@ -164,7 +164,8 @@ class Tailer:
                 self._ensure_topic(self.kafka.topic.name)
         decision = self._start_decision()
         server = server_binlog(self.dsn)
-        reader = BinlogReader(self.dsn, self.capture.server_id, decision.position, table_filter=self.matcher,
+        reader = BinlogReader(self.dsn, self.capture.server_id, decision.position,
+                              table_filter=self._origin.table_filter(),
                               is_mariadb=server.is_mariadb, only_schemas=self.matcher.only_schemas(),
                               heartbeat_s=min(self.capture.heartbeat_s, GROUP_MAX_AGE_S),
                               skip_to_timestamp=decision.skip_to_timestamp)
@@ -258,6 +259,7 @@ class Tailer:
     # ------------------------------------------------------------------ the event loop
 
     def _reset_txn_state(self) -> None:
+        self._origin.reset()
         self._in_txn = False
         self._gtid = ""
         self._gkey: tuple[RowDecoder, str] | None = None
@@ -272,7 +274,6 @@ class Tailer:
     def _stream(self, reader: BinlogReader, stop: threading.Event) -> None:
         last_ckpt = time.monotonic()
         self.ready.set()
-        metrics.STAGE_UP.labels("capture").set(1)
         sink = self._sink
         assert sink is not None
         for ev in reader.events():
@@ -281,8 +282,9 @@ class Tailer:
                 if sink.pending > CONFIRM_EVERY_RECORDS:
                     self._confirm(stop)
             elif isinstance(ev, Commit):
-                if time.monotonic() - self._gstart >= GROUP_MAX_AGE_S:
-                    self._flush_groups()
+                if self._origin.marked or time.monotonic() - self._gstart >= GROUP_MAX_AGE_S:
+                    self._flush_groups()  # a repair's rows never share a message with the next transaction's
+                self._origin.end_txn()
                 self._in_txn = False
                 self._skipping = False  # the reader passes only transactions at or after a start timestamp
                 self._boundary = ev.position
@@ -303,6 +305,7 @@ class Tailer:
             elif isinstance(ev, Ddl):
                 self._flush_groups()
                 self._on_ddl(ev)
+                self._origin.end_txn()
                 self._in_txn = False
                 self._skipping = False
                 self._boundary = ev.position
@@ -332,12 +335,16 @@ class Tailer:
 
     def _on_rows(self, ev: RowsData) -> None:
         decoder = ev.decoder
+        if self._origin.rows(decoder.schema.table, decoder.names, self._flush_groups):
+            self._in_txn = True  # a repair's marker row: not published, it tags the transaction's other rows
+            return
         kind = ev.kind
         key = (decoder, kind)
         if key != self._gkey or self._grows >= self.capture.max_batch_rows or self._gbytes >= GROUP_BYTES:
             self._flush_groups()
             self._gkey = key
             self._gstart = time.monotonic()
+        self._origin.grouped(self._boundary)
         self._in_txn = True
         images = decoder.images(ev.body, ev.start, ev.end)
         names = decoder.names
@@ -411,6 +418,7 @@ class Tailer:
         if not self._groups or self._gkey is None:
             self._groups = {}
             self._olds = {}
+            self._origin.flushed()
             return
         decoder, kind = self._gkey
         schema = decoder.schema
@@ -434,6 +442,7 @@ class Tailer:
         self._gbytes = 0
         self._gevents = 0
         self._gkey = None  # the next rows event starts a new group (and its age)
+        self._origin.flushed()
 
     def _send_rows(self, topic: str, partition: int, decoder: RowDecoder, kind: str,
                    rows: list[dict[str, str | None]], olds: list[dict[str, str | None]] | None, es: int,
@@ -457,7 +466,7 @@ class Tailer:
                     + self._send_rows(topic, partition, decoder, kind, rows[half:], olds[half:] if olds else None,
                                       es, ts))
         key = key_bytes([rows[0][n] for n in decoder.pk_names]) if len(rows) == 1 and decoder.pk_names else None
-        sink.send(topic, partition, key, value)
+        sink.send(topic, partition, key, value, self._origin.headers())
         return len(value)
 
     def _mark_oversized(self, fields: dict[str, Any], decoder: RowDecoder, size: int, limit: int) -> bytes:

@@ -8,13 +8,13 @@ transaction, after that chunk's confirmed verdicts are in the ledger.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, select, text, update
+from sqlalchemy import Engine, and_, delete, func, insert, select, text, update
 
-from cdc_repair.state.ledger import utcnow
-from cdc_repair.state.tables import scan_progress
+from cdc_repair.state.ledger import ACTIVE_STATUSES, utcnow
+from cdc_repair.state.tables import inconsistency, scan_finding, scan_progress
 
 RUNNING = "running"
 DONE = "done"
@@ -34,8 +34,10 @@ class ScanState:
 
 
 def start(engine: Engine, scan_id: str, pair: str, where_clause: str | None) -> None:
+    """Record a new scan of `pair` (its older scans' findings go: only the newest scan can be resumed)."""
     now = utcnow()
     with engine.begin() as conn:
+        conn.execute(delete(scan_finding).where(scan_finding.c.pair == pair))
         conn.execute(scan_progress.insert().values(scan_id=scan_id, pair=pair, status=RUNNING, last_key=None, chunks=0,
                                                    rows=0, diffs=0, where_clause=where_clause, started_at=now,
                                                    updated_at=now))
@@ -55,6 +57,34 @@ def finish(engine: Engine, scan_id: str, pair: str, status: str) -> None:
         conn.execute(update(scan_progress)
                      .where(and_(scan_progress.c.scan_id == scan_id, scan_progress.c.pair == pair))
                      .values(status=status, updated_at=now, finished_at=now if status == DONE else None))
+
+
+def add_findings(engine: Engine, scan_id: str, pair: str, pks: Sequence[str]) -> None:
+    """Remember the keys this scan confirmed (written after their ledger entries, before the chunk's progress)."""
+    if pks:
+        with engine.begin() as conn:
+            conn.execute(insert(scan_finding), [{"scan_id": scan_id, "pair": pair, "pk": pk} for pk in pks])
+
+
+def findings(engine: Engine, scan_id: str, pair: str, limit: int) -> tuple[dict[str, int], list[Finding]]:
+    """The differences a scan found over all its runs that are still active in the ledger: (count by kind,
+    up to `limit` of them in ledger order). Keys found twice (the part re-read after a resume) count once."""
+    f, i = scan_finding, inconsistency
+    found = (select(f.c.pk).where(and_(f.c.scan_id == scan_id, f.c.pair == pair)).distinct().subquery())
+    live = and_(i.c.pair == pair, i.c.pk == found.c.pk, i.c.status.in_(ACTIVE_STATUSES))
+    with engine.connect() as conn:
+        counts = {str(k): int(n) for k, n in conn.execute(
+            select(i.c.kind, func.count()).select_from(found.join(i, live)).group_by(i.c.kind)).all()}
+        rows = conn.execute(select(i.c.pk, i.c.kind, i.c.columns).select_from(found.join(i, live))
+                            .order_by(i.c.id).limit(limit)).all()
+    return counts, [Finding(str(r.pk), str(r.kind), tuple(r.columns or ())) for r in rows]
+
+
+@dataclass(frozen=True)
+class Finding:
+    pk: str
+    kind: str
+    columns: tuple[str, ...]
 
 
 def resumable(engine: Engine, pair: str) -> ScanState | None:

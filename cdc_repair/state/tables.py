@@ -103,6 +103,18 @@ scan_progress = Table(
     UniqueConstraint("scan_id", "pair", name="uq_scan_progress"),
 )
 
+# The keys each full scan confirmed as different, so a resumed scan reports the whole scan's differences, also
+# those found before the interruption (read back through the ledger, whose status says if they are still open).
+scan_finding = Table(
+    "scan_finding",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("scan_id", String(64), nullable=False),
+    Column("pair", String(64), nullable=False),
+    Column("pk", String(768, collation="utf8mb4_bin"), nullable=False),
+    Index("ix_scan_finding_scan", "scan_id", "pair"),
+)
+
 # Scheduler job runs (start, end, outcome), shown in status.
 job_run = Table(
     "job_run",
@@ -115,4 +127,16 @@ job_run = Table(
     Column("outcome", String(16), nullable=False),  # running | ok | failed | skipped
     Column("detail", Text, nullable=True),
     Index("ix_job_run_job_started", "job", "started_at"),
+)
+
+# Who holds the leader lock (`ha.lock_name`), written by the holder right after `GET_LOCK` on the lock's own
+# connection. The named lock itself only tells a connection id; a row counts only while that id still holds it.
+leader = Table(
+    "leader",
+    metadata,
+    Column("lock_name", String(64), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", BigInteger, nullable=False),
+    Column("connection_id", BigInteger, nullable=False),
+    Column("since", DateTime, nullable=False),
 )

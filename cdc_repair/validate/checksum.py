@@ -1,29 +1,34 @@
-"""Chunk-checksum SQL as values (pure): keyset ranges, per-row hash, COUNT + SUM of 64-bit MD5 slices.
+"""Chunk-checksum SQL as values (pure): keyset ranges, per-row hash, COUNT + SUM of mixed 64-bit row hashes.
 
-Per-row hash (computed in the server, the same expression on both sides):
+Per-row hash (computed in the server, the same expression on both sides): two 32-bit CRCs of two spellings of
+the row, one per half, each over
 
-    CAST(CONV(LEFT(MD5(CONCAT_WS('#', c1, MD5(blob2), c3, …, CONCAT(ISNULL(c1), …), CONCAT_WS(',', LENGTH(c1), …)
-                                 [, rule marker])), 16), 16, 10) AS UNSIGNED)
+    CONCAT_WS('#', key…, c1, PRE(blob2), c3, …, bitmap, len(c1), len(c3), … [, rule marker])
 
-* the ISNULL bitmap separates NULL from '' (CONCAT_WS skips NULLs);
-* the LENGTH list makes the `#`-joined string unambiguous (`('a#','b')` vs `('a','#b')`);
-* BLOB/TEXT columns are hashed by `MD5(col)` first so a 4 MB value never meets max_allowed_packet in CONCAT_WS;
-* MD5 is not linear, so unlike CRC32 equal edits in two rows cannot cancel; the chunk checksum is
-  `COUNT(*)` plus the SUM (not XOR: duplicate rows do not cancel) of the first 64 bits of each row's MD5.
+    half A = CRC32(…)   with PRE = CRC32     half B = CRC32C(…)   with PRE = CRC32C
 
-Projection: the columns the pair's rules can read (`when`, compared, `target_values`), raw, with no
-normalisation in SQL. Raw equality implies equality under the rules' normalisation (trim, float digits,
-timestamp precision only make *more* values equal), so a clean chunk is really consistent; rows that are
-consistent under the rules but not byte-equal (publish: drafts whose online row holds the last published
-version, private rows whose online title is older) make their chunk dirty and fall through to `check`,
-which returns ok/not_applicable for them: the cost is a re-hash of that chunk and one `check` per such row.
+* the key's bytes are hashed (a payload moved to another key, or a key re-spelled under a case-insensitive or
+  PAD SPACE collation, changes the hash);
+* the ISNULL bitmap (an integer, bit i = column i is NULL) separates NULL from '' (CONCAT_WS skips NULLs);
+* the LENGTH of every string column makes the `#`-joined string unambiguous (`('a#','b')` vs `('a','#b')`);
+* BLOB/TEXT/JSON columns are pre-hashed by that half's CRC, so a 4 MB value never meets max_allowed_packet
+  in CONCAT_WS; each half sees the value through its own polynomial.
 
-Rule marker: when some rule would reject a target row that is an exact copy of the source row (`expect:
-absent`, or `target_values` the source itself does not hold), the source side hashes a marker for rows
-under that rule, so those rows never hash equal and always reach `check`.
+The row's 64 bits are (A, B): two different polynomials (CRC-32 and Castagnoli), so a change goes unseen
+only if both miss it: never for a change within 32 consecutive bits of the string (one byte, one microsecond,
+a case or a NUL), else with probability 2^-64. CRCs are linear over GF(2), so the same edit in two rows shifts
+both rows' CRCs by the same XOR pattern, and an XOR (or even a plain SUM) over a chunk could let them cancel.
+So each half goes through murmur3's fmix32 (a bijection: different CRCs stay different; non-linear: the shift
+of one row no longer predicts another's) before the chunk sums them: chunk checksum = `COUNT(*)` and
+`SUM(fmix32(A) * 2^32 + fmix32(B))` as an exact DECIMAL (no wrap-around, so duplicates do not cancel either).
+Per chunk with k ≥ 2 differing rows, the sum of their pseudo-random 64-bit deltas is 0 with probability
+≈ 2^-62; a chunk with one differing row always differs (a bijection of a changed value changes), and a
+missing or extra row always changes COUNT. Without CRC32C on the server (MySQL, MariaDB < 10.8) the halves
+are the first two 32-bit words of MD5 of the same string (slower, same guarantees).
 
-Ranges are keyset: `(lower, upper]` on the key, lower/upper None meaning open. Composite keys use the
-expanded `(a > x) OR (a = x AND b > y)` form, which every MySQL/MariaDB version turns into an index range.
+The mixing reads each half twice, so chunk statements compute the halves in a derived table that the server
+materialises (`ORDER BY … LIMIT n`, or `LIMIT 2^64-1` where the scan has no bound) and mix them outside it;
+per-row hashes (leaf compares) are `A * 2^32 + B`, compared by value in Python.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from cdc_repair.db.sql import Statement, quote_columns, quote_ident, quote_table
 
 Key = tuple[Any, ...]
 
-# Column types hashed through MD5(col) first (long values; avoids CONCAT_WS hitting max_allowed_packet).
+# Column types pre-hashed (CRC32/CRC32C/MD5 of the value; keeps CONCAT_WS below max_allowed_packet).
 LONG_TYPES = frozenset({"tinyblob", "blob", "mediumblob", "longblob", "tinytext", "text", "mediumtext", "longtext",
                         "json", "geometry"})
 # Types whose values are strings (their LENGTH goes into the hash to keep column boundaries).
@@ -46,40 +51,80 @@ STRING_TYPES = frozenset({"char", "varchar", "binary", "varbinary", "enum", "set
 
 @dataclass(frozen=True)
 class HashSpec:
-    """The row-hash expression of one side (SQL text and its parameters)."""
+    """The row hash of one side: its two 32-bit halves as SQL (`a`, `b`) with their parameters.
 
-    sql: str
-    params: tuple[Any, ...] = ()
+    `HashSpec(sql)` (one expression) is accepted for a marker or a constant: it is then both halves."""
+
+    a: str
+    params_a: tuple[Any, ...] = ()
+    b: str | None = None
+    params_b: tuple[Any, ...] | None = None
+
+    @property
+    def sql(self) -> str:
+        """The per-row 64-bit value `A * 2^32 + B` (what leaf compares read)."""
+        return self.a if self.b is None else f"(({self.a}) << 32 | ({self.b}))"
+
+    @property
+    def params(self) -> tuple[Any, ...]:
+        return self.params_a if self.b is None else self.params_a + (self.params_b or ())
+
+    def halves(self) -> tuple[str, tuple[Any, ...]]:
+        """`A AS _ha, B AS _hb` for a derived table, and its parameters."""
+        if self.b is None:  # one 64-bit expression: its two words
+            return f"({self.a}) >> 32 AS `_ha`, ({self.a}) & 4294967295 AS `_hb`", self.params_a * 2
+        return f"{self.a} AS `_ha`, {self.b} AS `_hb`", self.params
+
+
+def fmix32(x: str) -> str:
+    """murmur3's 32-bit finaliser over the column `x` (a bijection of 0..2^32-1; BIGINT UNSIGNED arithmetic:
+    each product stays below 2^64)."""
+    m = f"(({x} ^ ({x} >> 16)) * 2246822507 & 4294967295)"
+    m = f"(({m} ^ ({m} >> 13)) * 3266489909 & 4294967295)"
+    return f"({m} ^ ({m} >> 16))"
+
+
+MIXED_SUM = f"COALESCE(SUM({fmix32('`_ha`')} * 4294967296 + {fmix32('`_hb`')}), 0)"
+NO_BOUND = "18446744073709551615"  # a LIMIT the server cannot merge away: the derived table is materialised
 
 
 def row_hash(columns: Sequence[str], types: dict[str, str], marker: HashSpec | None = None, *,
-             crc_prehash: bool = False) -> HashSpec:
-    """The per-row 64-bit hash expression over `columns` (see module docstring).
+             crc32c: bool = True) -> HashSpec:
+    """The per-row hash over `columns` (key first; see module docstring): CRC32/CRC32C halves when the server
+    has CRC32C(), else the two first 32-bit words of MD5."""
+    def text(pre: str) -> str:
+        parts: list[str] = []
+        lengths: list[str] = []
+        for col in columns:
+            q = quote_ident(col)
+            kind = types.get(col, "").lower()
+            if kind in LONG_TYPES:
+                parts.append(f"{pre}({q})")
+            else:
+                parts.append(q)
+                if kind in STRING_TYPES or not kind:
+                    lengths.append(f"LENGTH({q})")
+        # one integer per 60 columns (a shift by 64 or more gives 0)
+        bitmaps = [" | ".join(f"ISNULL({quote_ident(c)}) << {i}" for i, c in enumerate(columns[at:at + 60]))
+                   for at in range(0, len(columns), 60)] or ["0"]
+        pieces = [*parts, *(f"({b})" for b in bitmaps), *lengths]
+        if marker is not None:
+            pieces.append(marker.sql)
+        return "CONCAT_WS('#', " + ", ".join(pieces) + ")"
 
-    `crc_prehash`: pre-hash long columns as `CRC32(col), CRC32C(col)` (64 bits from two different
-    polynomials; ~7x cheaper than MD5 on a 1.4 KB BLOB) instead of `MD5(col)`. Only when both servers have
-    CRC32C() (MariaDB ≥ 10.8); the row's outer hash stays MD5 either way."""
-    parts: list[str] = []
-    lengths: list[str] = []
-    for col in columns:
-        q = quote_ident(col)
-        kind = types.get(col, "").lower()
-        if kind in LONG_TYPES:
-            parts.append(f"CRC32({q}), CRC32C({q})" if crc_prehash else f"MD5({q})")
-        else:
-            parts.append(q)
-            if kind in STRING_TYPES or not kind:
-                lengths.append(f"LENGTH({q})")
-    bitmap = "CONCAT(" + ", ".join(f"ISNULL({quote_ident(c)})" for c in columns) + ")" if columns else "''"
-    pieces = [*parts, bitmap]
-    if lengths:
-        pieces.append("CONCAT_WS(',', " + ", ".join(lengths) + ")")
-    params: tuple[Any, ...] = ()
-    if marker is not None:
-        pieces.append(marker.sql)
-        params = marker.params
-    inner = "CONCAT_WS('#', " + ", ".join(pieces) + ")"
-    return HashSpec(f"CAST(CONV(LEFT(MD5({inner}), 16), 16, 10) AS UNSIGNED)", params)
+    mp = marker.params if marker is not None else ()
+    if crc32c:
+        return HashSpec(f"CRC32({text('CRC32')})", mp, f"CRC32C({text('CRC32C')})", mp)
+    md5 = f"MD5({text('MD5')})"
+    return HashSpec(f"CONV(LEFT({md5}, 8), 16, 10)", mp, f"CONV(SUBSTRING({md5}, 9, 8), 16, 10)", mp)
+
+
+def md5_row_hash(columns: Sequence[str], types: dict[str, str]) -> HashSpec:
+    """The classic per-row hash (first 64 bits of MD5 over the same row string, blobs pre-hashed by MD5), as one
+    expression: what the full scan used before, kept for the benchmark's baseline."""
+    h = row_hash(columns, types, crc32c=False)
+    inner = h.a[len("CONV(LEFT("):-len(", 8), 16, 10)")]
+    return HashSpec(f"CAST(CONV(LEFT({inner}, 16), 16, 10) AS UNSIGNED)")
 
 
 def projection(pair: PairConfig, table_columns: Sequence[str]) -> list[str]:
@@ -191,43 +236,52 @@ def _statement(sql: str, params: tuple[Any, ...]) -> Statement:
 
 def chunk_checksum(table: str, key_cols: Sequence[str], h: HashSpec, lower: Key | None, upper: Key | None,
                    where: str | None = None) -> Statement:
-    """`SELECT COUNT(*), SUM(row hash)` over one key range."""
+    """`COUNT(*)` and the mixed hash sum over one key range."""
     pred, params = range_predicate(key_cols, lower, upper, where)
-    return _statement(f"SELECT COUNT(*), COALESCE(SUM({h.sql}), 0) FROM {quote_table(table)} WHERE {pred}",
-                      h.params + params)
+    halves, hp = h.halves()
+    return _statement(f"SELECT COUNT(*), {MIXED_SUM} FROM (SELECT {halves} FROM {quote_table(table)} WHERE {pred} "
+                      f"LIMIT {NO_BOUND}) AS `_c`", hp + params)
 
 
 def chunk_checksum_limit(table: str, key_cols: Sequence[str], h: HashSpec, lower: Key | None, limit: int,
                          where: str | None = None) -> Statement:
-    """The next `limit` rows after `lower` in one statement: `COUNT(*)`, `SUM(row hash)`, and `MAX(first key
+    """The next `limit` rows after `lower` in one statement: `COUNT(*)`, the mixed hash sum, and `MAX(first key
     column)` (the chunk's upper bound for a one-column key), so a chunk costs one round trip on the source."""
     pred, params = range_predicate(key_cols, lower, None, where)
     order = quote_columns(key_cols)
     first = quote_ident(key_cols[0])
-    inner = (f"SELECT {order}, {h.sql} AS `_h` FROM {quote_table(table)} WHERE {pred} ORDER BY {order} "
+    halves, hp = h.halves()
+    inner = (f"SELECT {order}, {halves} FROM {quote_table(table)} WHERE {pred} ORDER BY {order} "
              f"LIMIT {int(limit)}")
-    return _statement(f"SELECT COUNT(*), COALESCE(SUM(`_h`), 0), MAX({first}) FROM ({inner}) AS `_c`",
-                      h.params + params)
+    return _statement(f"SELECT COUNT(*), {MIXED_SUM}, MAX({first}) FROM ({inner}) AS `_c`", hp + params)
+
+
+def _bucket(q: str, bucket: int, offset: int) -> str:
+    return f"({q} - {int(offset)}) DIV {int(bucket)}" if offset else f"{q} DIV {int(bucket)}"
 
 
 def bucket_checksums_limit(table: str, key: str, h: HashSpec, lower: Key | None, limit: int, bucket: int,
-                           where: str | None = None) -> Statement:
-    """Like `chunk_checksum_limit` for a non-negative integer key, but one (COUNT, SUM, MAX key) per bucket
-    `key DIV bucket`: a dirty chunk then names its dirty buckets without reading the chunk again."""
+                           where: str | None = None, offset: int = 0) -> Statement:
+    """Like `chunk_checksum_limit` for an integer key, but one (COUNT, SUM, MAX key) per bucket
+    `(key - offset) DIV bucket` (`offset` ≤ every key, so buckets never straddle 0): a dirty chunk then names
+    its dirty buckets without reading the chunk again."""
     pred, params = range_predicate([key], lower, None, where)
     q = quote_ident(key)
-    inner = f"SELECT {q}, {h.sql} AS `_h` FROM {quote_table(table)} WHERE {pred} ORDER BY {q} LIMIT {int(limit)}"
-    return _statement(f"SELECT {q} DIV {int(bucket)} AS `_b`, COUNT(*), COALESCE(SUM(`_h`), 0), MAX({q}) "
-                      f"FROM ({inner}) AS `_c` GROUP BY `_b`", h.params + params)
+    halves, hp = h.halves()
+    inner = (f"SELECT {q}, {halves} FROM {quote_table(table)} WHERE {pred} ORDER BY {q} LIMIT {int(limit)}")
+    return _statement(f"SELECT {_bucket(q, bucket, offset)} AS `_b`, COUNT(*), {MIXED_SUM}, MAX({q}) "
+                      f"FROM ({inner}) AS `_c` GROUP BY `_b`", hp + params)
 
 
 def bucket_checksums(table: str, key: str, h: HashSpec, lower: Key | None, upper: Key | None, bucket: int,
-                     where: str | None = None) -> Statement:
-    """(bucket, COUNT, SUM) per `key DIV bucket` over one key range."""
+                     where: str | None = None, offset: int = 0) -> Statement:
+    """(bucket, COUNT, SUM) per `(key - offset) DIV bucket` over one key range."""
     pred, params = range_predicate([key], lower, upper, where)
     q = quote_ident(key)
-    return _statement(f"SELECT {q} DIV {int(bucket)} AS `_b`, COUNT(*), COALESCE(SUM({h.sql}), 0) "
-                      f"FROM {quote_table(table)} WHERE {pred} GROUP BY `_b`", h.params + params)
+    halves, hp = h.halves()
+    inner = f"SELECT {q}, {halves} FROM {quote_table(table)} WHERE {pred} LIMIT {NO_BOUND}"
+    return _statement(f"SELECT {_bucket(q, bucket, offset)} AS `_b`, COUNT(*), {MIXED_SUM} "
+                      f"FROM ({inner}) AS `_c` GROUP BY `_b`", hp + params)
 
 
 def row_hashes_in(table: str, key: str, h: HashSpec, ranges: Sequence[tuple[int, int]],

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from cdc_repair.config import PairConfig
 from cdc_repair.validate.rules import Verdict
 
 
@@ -79,3 +80,23 @@ class Rechecks:
 
     def pending(self, pair: str, pk: str) -> bool:
         return (pair, pk) in self._pending
+
+
+class RespelledOnce:
+    """Report a row whose key is spelled differently on the two sides once: the scan meets it under both
+    spellings ('key10' from the source, 'KEY10' from the target); both verdicts name the source's spelling.
+    Only such rows are remembered (a set as big as their number), every other key is met once per scan."""
+
+    def __init__(self, pair: PairConfig) -> None:
+        self.key = set(pair.key)
+        self.seen: set[str] = set()
+
+    def once(self, verdicts: list[Verdict]) -> list[Verdict]:
+        out = []
+        for v in verdicts:
+            if v.is_mismatch and self.key.intersection(v.columns):
+                if v.pk in self.seen:
+                    continue
+                self.seen.add(v.pk)
+            out.append(v)
+        return out

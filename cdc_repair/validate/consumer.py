@@ -9,7 +9,8 @@ In-process API (the daemon runs it as a stage):
     v.health() -> dict                           # running, assigned partitions, pending keys, last error, counters
 
 Per key (pair, pk), from its latest event:
-1. due at `es/1000 + validator.settle_delay_s` (the event's commit time plus the settle delay);
+1. due at `es/1000 + validator.settle_delay_s` (the event's commit time plus the settle delay), and at the latest
+   one settle delay after the message was received (a commit time from the future does not hold the key);
 2. checked with `check()` (one `IN (...)` query per side per `batch_max_keys`);
 3. ok / not_applicable → done (and an open ledger entry of the key is resolved);
    a mismatch is re-checked every `recheck_delay_s`; it is **confirmed** when it persists across `rechecks`
@@ -17,7 +18,11 @@ Per key (pair, pk), from its latest event:
 4. a confirmed mismatch is written to the ledger (detected_by `stream`) with `source_event`: the latest
    source-side event of the key as `{"type", "database", "table", "es", "data": row, "old": changed columns,
    "mysqlType": column types}`
-   (the repairer's compensation needs the before-image), and `event_ts` (commit time, epoch s).
+   (the repairer's compensation needs the before-image), and `event_ts` (commit time, epoch s). The event
+   also holds `binlog` (the record's `cdc-repair-binlog` header: where compensation re-reads the change, never
+   trusting the message's values) and `first_binlog` (where the key's run of changes began).
+Records tagged `cdc-repair-origin: repair` (the service's own writes, see source/origin.py) are skipped: a
+repair never triggers another repair of itself.
 
 Offsets: per partition the committed offset is the first message that still has a key without a durable
 verdict, so a crash or a kill re-delivers (and re-checks) every unfinished key — at-least-once, idempotent.
@@ -29,6 +34,7 @@ kept meanwhile and consumption pauses when more than MAX_PENDING keys wait.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -39,8 +45,10 @@ from typing import Any
 from cdc_repair import metrics
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.db import mysql
-from cdc_repair.errors import MalformedMessageError
+from cdc_repair.errors import MalformedMessageError, TransientError
+from cdc_repair.model.history import coordinates_from_headers, is_own_write, merge_source_event
 from cdc_repair.sink.flat_message import FlatMessage, parse_flat_message
+from cdc_repair.sink.kafka_admin import ensure_topics
 from cdc_repair.sink.kafka_consumer import TP, DeadLetters, GroupConsumer, Record
 from cdc_repair.sink.partitioning import topic_for
 from cdc_repair.state import ledger
@@ -53,7 +61,65 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING = 50_000  # × ~2 KB per pending key (its latest source row image) stays well under 200 MB
 COMMIT_EVERY_S = 0.5
+LAG_EVERY_S = 5.0  # consumer lag refresh: two small offset requests per interval
 MAX_BACKOFF_S = 10.0  # below max_poll_interval_ms: a backoff must not cost the group membership
+
+
+def settle_due(es: float | None, received: float, settle_s: float) -> float:
+    """When a key may be checked: `settle_s` after its commit time, but never later than `settle_s` after the
+    message arrived. A commit time from the future (a source clock running ahead, or a bad `es`) would otherwise
+    hold the key, and with it its partition's committed offset, until that time."""
+    start = received if es is None else min(es, received)
+    return start + settle_s
+
+
+def consumer_lag(ends: dict[TP, int], committed: dict[TP, int | None], beginnings: dict[TP, int]) -> dict[TP, int]:
+    """Messages behind the end per partition: end offset minus committed offset (a partition never committed
+    counts from its first offset); never negative."""
+    out = {}
+    for tp, end in ends.items():
+        base = committed.get(tp)
+        if base is None:
+            base = beginnings.get(tp, 0)
+        out[tp] = max(0, end - base)
+    return out
+
+
+def open_interruptibly(factory: Callable[[], GroupConsumer], stop: threading.Event) -> GroupConsumer | None:
+    """`factory()` (which blocks until the broker answers, up to the client's bootstrap timeout), given up as
+    soon as `stop` is set: a stop with the broker down must not wait for the client. A consumer that comes up
+    after that is closed in the background. Errors of `factory()` are raised here."""
+    done = threading.Event()
+    lock = threading.Lock()
+    result: dict[str, Any] = {}
+
+    def build() -> None:
+        try:
+            consumer = factory()
+        except BaseException as exc:  # handed to the caller's thread below
+            result["error"] = exc
+            done.set()
+            return
+        with lock:
+            abandoned = result.get("abandoned", False)
+            result["consumer"] = consumer
+        done.set()
+        if abandoned:
+            consumer.close()
+
+    threading.Thread(target=build, name="validate-connect", daemon=True).start()
+    while not done.wait(0.1):
+        if stop.is_set():
+            with lock:
+                if "consumer" not in result:
+                    result["abandoned"] = True
+                    log.info("validate: stopped while connecting to the Kafka broker")
+                    return None
+            break
+    if "error" in result:
+        raise result["error"]
+    consumer: GroupConsumer = result["consumer"]
+    return consumer
 
 
 @dataclass
@@ -70,9 +136,11 @@ class _Item:
 class IncrementalValidator:
     def __init__(self, settings: Settings, *, group_id: str | None = None, engine: StateEngine | None = None,
                  consumer_factory: Callable[..., GroupConsumer] | None = None,
-                 on_confirmed: Callable[[Verdict, float | None], None] | None = None) -> None:
+                 on_confirmed: Callable[[Verdict, float | None], None] | None = None,
+                 commit_interval_s: float = COMMIT_EVERY_S) -> None:
         """`on_confirmed(verdict, event_ts)` is called after a confirmed verdict is durable (benchmarks, hooks)."""
         self.settings = settings
+        self.commit_interval_s = commit_interval_s
         self.on_confirmed = on_confirmed
         self.group_id = group_id or settings.kafka.consumer.group_id
         self._engine = engine
@@ -95,9 +163,12 @@ class IncrementalValidator:
         self._last_error: str | None = None
         self._errors_in_row = 0
         self._paused = False
-        self.stats = {"messages": 0, "rows": 0, "keys_checked": 0, "confirmed": 0, "dead_letters": 0, "commits": 0}
+        self.stats = {"messages": 0, "rows": 0, "keys_checked": 0, "confirmed": 0, "dead_letters": 0, "commits": 0,
+                      "own_writes": 0}
         self._consumer: GroupConsumer | None = None
         self._dlq: DeadLetters | None = None
+        self._lag: dict[TP, int] | None = None  # None: not measured yet
+        self._stop = threading.Event()  # the running stop event (set by run)
 
     # ------------------------------------------------------------ public
 
@@ -114,28 +185,36 @@ class IncrementalValidator:
                 "assigned": sorted(f"{t}:{p}" for t, p in self.assigned),
                 "pending_keys": len(self.items), "rechecking": len(self.rechecks), "paused": self._paused,
                 "last_poll_age_s": round(time.monotonic() - self._last_poll, 3) if self._last_poll else None,
-                "last_error": self._last_error, **self.stats}
+                "last_error": self._last_error, "consumer_lag_messages": self._lag_total(), **self.stats}
+
+    def _lag_total(self) -> int | str | None:
+        if not self.settings.kafka.end_offsets_exact:
+            return "unknown"
+        return None if self._lag is None else sum(self._lag.values())
 
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set; then commit what is durable and return."""
+        self._stop = stop
         engine = self._engine or state_engine(self.settings.state.dsn)
         self.engine = engine
         self._dlq = DeadLetters(self.settings.kafka, self.settings.kafka.dead_letter_topic)
         self._running = True
-        metrics.STAGE_UP.labels("validate").set(1)
         try:
-            self._consumer = self._consumer_factory(self.settings.kafka, self.topics(), group_id=self.group_id,
-                                                    on_revoked=self._on_revoked, on_assigned=self._on_assigned)
-            last_commit = time.monotonic()
+            self._consumer = open_interruptibly(self._subscribe, stop)
+            if self._consumer is None:
+                return  # stopped while the broker did not answer
+            last_commit = last_lag = time.monotonic()
             while not stop.is_set():
                 self._step()
-                if time.monotonic() - last_commit >= COMMIT_EVERY_S:
+                if time.monotonic() - last_commit >= self.commit_interval_s:
                     self._commit()
                     last_commit = time.monotonic()
+                if time.monotonic() - last_lag >= LAG_EVERY_S:
+                    self._refresh_lag()
+                    last_lag = time.monotonic()
             self._commit()
         finally:
             self._running = False
-            metrics.STAGE_UP.labels("validate").set(0)
             if self._consumer is not None:
                 self._consumer.close()
             self._dlq.close()
@@ -144,6 +223,21 @@ class IncrementalValidator:
             self._conns.clear()
             if self._engine is None:
                 engine.dispose()
+
+    def _subscribe(self) -> GroupConsumer:
+        """Create the topics (data and dead-letter, `kafka.partitions` each) before subscribing, so no
+        subscription auto-creates one with the broker's default count; a count that differs is one warning."""
+        k = self.settings.kafka
+        if self._consumer_factory is GroupConsumer:  # an injected (test) consumer has no broker to prepare
+            try:
+                problems = ensure_topics(k.bootstrap_servers, [*self.topics(), k.dead_letter_topic], k.partitions,
+                                         k.replication_factor)
+            except TransientError as exc:  # e.g. no CREATE permission: the topics may exist anyway
+                problems = [f"{exc}; subscribing anyway"]
+            for line in problems:
+                log.warning("%s", line)
+        return self._consumer_factory(k, self.topics(), group_id=self.group_id, on_revoked=self._on_revoked,
+                                      on_assigned=self._on_assigned)
 
     # ------------------------------------------------------------ loop
 
@@ -170,7 +264,7 @@ class IncrementalValidator:
             for conn in self._conns.values():
                 conn.close()
             self._conns.clear()
-            time.sleep(min(MAX_BACKOFF_S, 0.5 * 2 ** min(self._errors_in_row, 6)))
+            self._stop.wait(min(MAX_BACKOFF_S, 0.5 * 2 ** min(self._errors_in_row, 6)))  # a stop ends the wait
 
     def _recheck_due_wall(self, now: float) -> float:
         nxt = self.rechecks.next_due()
@@ -190,6 +284,9 @@ class IncrementalValidator:
         self.high[tp] = max(self.high.get(tp, 0), rec.offset + 1)
         self.outstanding.setdefault(tp, {})
         self.stats["messages"] += 1
+        if is_own_write(rec.headers):  # a repair's own write (invariant 5): not a new source change
+            self.stats["own_writes"] += 1
+            return
         try:
             msg = parse_flat_message(rec.value or b"")
             entries = self._entries(msg)
@@ -197,9 +294,9 @@ class IncrementalValidator:
             self._dead_letter(rec, str(exc))
             return
         now = time.time()
-        settle = self.settings.validator.settle_delay_s
         es = msg.es / 1000.0 if msg.es else None
-        due = (es if es is not None else now) + settle
+        due = settle_due(es, now, self.settings.validator.settle_delay_s)
+        coords = coordinates_from_headers(rec.headers, msg.gtid)
         for pair, key, event in entries:
             pk = pk_string(key)
             ident = (pair.name, pk)
@@ -213,8 +310,8 @@ class IncrementalValidator:
                 item.offsets.add((tp, rec.offset))
                 counts = self.outstanding[tp]
                 counts[rec.offset] = counts.get(rec.offset, 0) + 1
-            if event is not None:
-                item.source_event = event
+            if event is not None:  # where in the binlog compensation re-reads it (invariant 4)
+                item.source_event = merge_source_event(item.source_event, {**event, "binlog": coords})
             if es is not None:
                 item.event_ts = max(item.event_ts or 0.0, es)
             self.stats["rows"] += 1
@@ -252,9 +349,9 @@ class IncrementalValidator:
                 self._dlq.send(rec, reason)
                 break
             except Exception:
-                if attempt == 4:
+                if attempt == 4 or self._stop.is_set():  # on stop: the message stays uncommitted, re-read later
                     raise
-                time.sleep(0.5 * 2**attempt)
+                self._stop.wait(0.5 * 2**attempt)
         self.stats["dead_letters"] += 1
 
     # ------------------------------------------------------------ checking
@@ -370,18 +467,45 @@ class IncrementalValidator:
         self._committed.update(offsets)
         self.stats["commits"] += 1
 
-    def _on_revoked(self, tps: list[TP]) -> None:
-        """Commit what is durable on the lost partitions, then forget their keys (the new owner re-reads them)."""
-        self._commit(tps)
+    def _refresh_lag(self) -> None:
+        """Set `cdc_repair_validate_consumer_lag_messages` for this validator's partitions from the broker's end
+        offsets and the committed offsets (none where the broker's end offsets are known to be wrong)."""
+        if self._consumer is None or not self.settings.kafka.end_offsets_exact:
+            return
+        tps = sorted(self.assigned)
+        try:
+            ends = self._consumer.end_offsets(tps) if tps else {}
+            committed: dict[TP, int | None] = {tp: self._committed.get(tp) for tp in tps}
+            unknown = [tp for tp, o in committed.items() if o is None]
+            if unknown:
+                committed.update(self._consumer.committed(unknown))
+            never = [tp for tp, o in committed.items() if o is None]
+            beginnings = self._consumer.beginning_offsets(never) if never else {}
+        except TransientError as exc:  # the next refresh retries; the last numbers stay
+            log.debug("validate: consumer lag not refreshed: %s", exc)
+            return
+        self._lag = consumer_lag(ends, committed, beginnings)
+        for (topic, part), lag in self._lag.items():
+            metrics.CONSUMER_LAG.labels(topic, str(part)).set(lag)
+
+    def _on_revoked(self, tps: list[TP]) -> dict[TP, int]:
+        """The lost partitions' durable offsets (the consumer commits them before handing the partitions over),
+        then forget their keys (the new owner re-reads from there). Runs inside `poll()`: no I/O here."""
+        offsets = {tp: o for tp, o in self.safe_offsets(tps).items() if self._committed.get(tp) != o}
         lost = set(tps)
         for item in list(self.items.values()):
             if any(tp in lost for tp, _ in item.offsets):
                 self._release(item)
         for tp in tps:
+            if self._lag is not None:
+                self._lag.pop(tp, None)
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(tp[0], str(tp[1]))
             self.assigned.discard(tp)
             self.outstanding.pop(tp, None)
             self.high.pop(tp, None)
             self._committed.pop(tp, None)
+        return offsets
 
     def _on_assigned(self, tps: list[TP]) -> None:
         self.assigned.update(tps)

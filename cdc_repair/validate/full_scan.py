@@ -1,5 +1,6 @@
-"""Full scan: keyset chunks, server-side COUNT + 64-bit MD5 SUM per chunk on both sides, bisection of dirty
-chunks, per-row hash merge join, `check` of the differing rows, re-checks, ledger. Resumable.
+"""Full scan: keyset chunks, server-side COUNT + exact SUM of mixed 64-bit row hashes (see `checksum`) per chunk
+on both sides, bisection of dirty chunks, per-row hash merge join, `check` of the differing rows, re-checks,
+ledger. Resumable; a resumed scan reports the whole scan's differences (`scan_finding`).
 
 In-process API (the daemon's scheduler and the CLI call it):
 
@@ -45,12 +46,13 @@ from cdc_repair.config import PairConfig, Settings
 from cdc_repair.db import mysql
 from cdc_repair.db.sql import Statement
 from cdc_repair.errors import TerminalError, TransientError
-from cdc_repair.state import ledger, scan_progress
+from cdc_repair.state import scan_progress
 from cdc_repair.state.engine import StateEngine, state_engine
 from cdc_repair.validate import checksum as cs
 from cdc_repair.validate.check import check
-from cdc_repair.validate.confirm import Rechecks
-from cdc_repair.validate.rules import MISMATCH_KINDS, Verdict, parse_pk, pk_string
+from cdc_repair.validate.confirm import Rechecks, RespelledOnce
+from cdc_repair.validate.rules import MISMATCH_KINDS, Verdict, parse_pk, pk_string, source_spelled
+from cdc_repair.validate.scan_store import LedgerScanStore, ScanStore
 
 log = logging.getLogger(__name__)
 
@@ -123,24 +125,29 @@ class ScanReport:
 
 def run_full_scan(settings: Settings, pair_name: str | None = None, resume: bool = False, *,
                   where: str | None = None, on_progress: Progress | None = None,
-                  stop: threading.Event | None = None, engine: StateEngine | None = None) -> ScanReport:
-    """Scan one pair or all pairs (see module docstring)."""
+                  stop: threading.Event | None = None, engine: StateEngine | None = None,
+                  store: ScanStore | None = None) -> ScanReport:
+    """Scan one pair or all pairs (see module docstring). `store` decides where progress and findings go
+    (default: the state database's ledger; `ReadOnlyScanStore` for a compare that writes nothing)."""
     pairs = [settings.pair(pair_name)] if pair_name else list(settings.pairs)
-    own_engine = engine is None
-    eng = engine or state_engine(settings.state.dsn)
+    own_engine = engine is None and store is None
+    eng = engine if engine is not None or store is not None else state_engine(settings.state.dsn)
+    if store is None:
+        assert eng is not None
+        store = LedgerScanStore(eng)
     report = ScanReport()
     t0 = time.monotonic()
     try:
         for pair in pairs:
-            with scan_progress.scan_lock(eng, pair.name) as mine:
+            with store.lock(pair.name) as mine:
                 if not mine:
                     raise TransientError(f"a full scan of pair '{pair.name}' is already running in another process "
                                          f"(it holds the state server's scan lock); wait for it or stop it")
-                report.pairs.append(_PairScan(settings, pair, eng, where, on_progress, stop).run(resume))
+                report.pairs.append(_PairScan(settings, pair, store, where, on_progress, stop).run(resume))
             if stop is not None and stop.is_set():
                 break
     finally:
-        if own_engine:
+        if own_engine and eng is not None:
             eng.dispose()
     report.seconds = time.monotonic() - t0
     return report
@@ -151,28 +158,40 @@ def run_full_scan(settings: Settings, pair_name: str | None = None, resume: bool
 
 class _Side:
     """One table of the pair: `scan` runs the pipelined chunk queries, `conn` everything else (drill-down,
-    check), so a drill-down never waits for the next chunk's query."""
+    check), so a drill-down never waits for the next chunk's query. `conn` opens on first use: a scan of
+    identical tables never needs it (each connection costs a TLS context and a handshake)."""
 
-    def __init__(self, conn: mysql.Connection, scan: mysql.Connection, table: str, h: cs.HashSpec) -> None:
-        self.conn = conn
+    def __init__(self, scan: mysql.Connection, table: str, h: cs.HashSpec,
+                 opener: Callable[[], mysql.Connection]) -> None:
         self.scan = scan
         self.table = table
         self.hash = h
+        self._opener = opener
+        self._conn: mysql.Connection | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def conn(self) -> mysql.Connection:
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._opener()
+            return self._conn
 
     def close(self) -> None:
-        for c in (self.conn, self.scan):
+        for c in (self._conn, self.scan):
             try:
-                c.close()
+                if c is not None:
+                    c.close()
             except Exception:  # already broken: nothing to release
                 log.debug("closing a scan connection failed", exc_info=True)
 
 
 class _PairScan:
-    def __init__(self, settings: Settings, pair: PairConfig, engine: StateEngine, where: str | None,
+    def __init__(self, settings: Settings, pair: PairConfig, store: ScanStore, where: str | None,
                  on_progress: Progress | None, stop: threading.Event | None) -> None:
         self.settings = settings
         self.pair = pair
-        self.engine = engine
+        self.store = store
         self.where = where
         self.on_progress = on_progress
         self.stop = stop
@@ -187,7 +206,9 @@ class _PairScan:
         self._saver = _LatestWriter(self._write)
         self.queue: list[tuple[Any, ...]] = []
         self.bucket: int | None = None
+        self.offset = 0  # buckets are (key - offset) DIV width
         self._last_work = time.monotonic()
+        self._respelled = RespelledOnce(pair)
 
     # -- setup
 
@@ -208,8 +229,10 @@ class _PairScan:
         tgt = self._connect(self.pair.target.server)
         s_types = self._types(src, self.pair.source.table)
         t_types = self._types(tgt, self.pair.target.table)
-        cols = cs.projection(self.pair, list(s_types))
-        missing = [c for c in [*cols, *self.pair.key] if c not in t_types or c not in s_types]
+        # the key's bytes are hashed too: a row moved to another key, or a key spelled otherwise under a
+        # case-/pad-insensitive collation ('KEY10' for 'key10'), changes its chunk's checksum
+        cols = [*self.pair.key, *cs.projection(self.pair, list(s_types))]
+        missing = [c for c in cols if c not in t_types or c not in s_types]
         if missing:
             raise TerminalError(f"pair '{self.pair.name}': column(s) {', '.join(missing)} missing in "
                                 f"{self.pair.source.table} or {self.pair.target.table} (fix the pair's columns)")
@@ -218,15 +241,17 @@ class _PairScan:
         marker = cs.rule_marker(self.pair)
         crc = _has_crc32c(src) and _has_crc32c(tgt)
         self.bucket = self._bucket_width(src, tgt, s_types, t_types)
-        s_hash = cs.row_hash(cols, types, marker, crc_prehash=crc)
-        t_hash = cs.row_hash(cols, types, cs.HashSpec("''") if marker else None, crc_prehash=crc)
-        return (_Side(src, self._connect(self.pair.source.server), self.pair.source.table, s_hash),
-                _Side(tgt, self._connect(self.pair.target.server), self.pair.target.table, t_hash))
+        s_hash = cs.row_hash(cols, types, marker, crc32c=crc)
+        t_hash = cs.row_hash(cols, types, cs.HashSpec("''") if marker else None, crc32c=crc)
+        return (_Side(src, self.pair.source.table, s_hash, lambda: self._connect(self.pair.source.server)),
+                _Side(tgt, self.pair.target.table, t_hash, lambda: self._connect(self.pair.target.server)))
 
     def _bucket_width(self, src: mysql.Connection, tgt: mysql.Connection, s_types: dict[str, str],
                       t_types: dict[str, str]) -> int | None:
-        """Bucketed checksums need one non-negative integer key column; the first width aims at BUCKET_ROWS
-        rows per bucket from the key span and the row estimate (later widths follow the measured density)."""
+        """Bucketed checksums need one integer key column; the first width aims at BUCKET_ROWS rows per bucket
+        from the key span and the row estimate (later widths follow the measured density). Buckets count from
+        the lowest key of either side (`self.offset`, when negative), so one online row below the source's range
+        (id -5) neither breaks buckets nor moves the chunk boundaries."""
         if len(self.pair.key) != 1:
             return None
         key = self.pair.key[0]
@@ -237,12 +262,13 @@ class _PairScan:
             row = mysql.fetch_one(conn, cs.min_key(table, key))
             if row is None or row[0] is None:
                 continue
-            if int(row[0]) < 0:
-                return None
             spans.append((int(row[0]), int(row[1])))
         if not spans:
             return BUCKET_ROWS
         lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+        if hi - lo >= 2**62:  # (key - offset) must stay a BIGINT
+            return None
+        self.offset = min(0, lo)
         schema, name = self.pair.source.table.split(".", 1)
         est = mysql.fetch_one(src, cs.estimated_rows(schema, name))
         rows = max(1, int(est[0] or 1) if est else 1)
@@ -251,7 +277,7 @@ class _PairScan:
     # -- main loop
 
     def run(self, resume: bool) -> PairScanResult:
-        state = scan_progress.resumable(self.engine, self.pair.name) if resume else None
+        state = self.store.resumable(self.pair.name) if resume else None
         scan_id = state.scan_id if state else uuid.uuid4().hex[:16]
         res = PairScanResult(self.pair.name, scan_id, resumed=state is not None)
         where = state.where_clause if state else self.where
@@ -263,7 +289,7 @@ class _PairScan:
             log.info("resuming full scan %s of pair %s after key %s (%d chunks done)", scan_id, self.pair.name,
                      state.last_key, state.chunks)
         else:
-            scan_progress.start(self.engine, scan_id, self.pair.name, where)
+            self.store.start(scan_id, self.pair.name, where)
         src, tgt = self._sides()
         t0 = time.monotonic()
         estimate = self._estimate(src, tgt)
@@ -276,7 +302,7 @@ class _PairScan:
             res.interrupted = self.stop is not None and self.stop.is_set()
             self._save(res, None if not res.interrupted else self._frontier(self.last_upper), final=True)
         except BaseException:
-            scan_progress.finish(self.engine, scan_id, self.pair.name, scan_progress.FAILED)
+            self.store.finish(scan_id, self.pair.name, scan_progress.FAILED)
             raise
         finally:
             res.seconds = time.monotonic() - t0
@@ -284,16 +310,24 @@ class _PairScan:
             self.pool.shutdown(wait=True)
             src.close()
             tgt.close()
-        scan_progress.finish(self.engine, scan_id, self.pair.name,
-                             scan_progress.FAILED if res.interrupted else scan_progress.DONE)
+        if res.resumed:
+            self._whole_scan(res)
+        self.store.finish(scan_id, self.pair.name, scan_progress.FAILED if res.interrupted else scan_progress.DONE)
         metrics.SCAN_ROWS_PER_SECOND.labels(self.pair.name).set(res.rows_per_s)
         return res
+
+    def _whole_scan(self, res: PairScanResult) -> None:
+        """A resumed scan reports every difference of the whole scan: also those confirmed before the
+        interruption (from `scan_finding`), as long as their ledger entry is still active."""
+        diffs, items = self.store.findings(res.scan_id, self.pair.name, MAX_REPORTED)
+        res.diffs = diffs
+        res.confirmed = [Verdict(self.pair.name, parse_pk(f.pk), f.kind, f.columns) for f in items]
 
     def _estimate(self, src: _Side, tgt: _Side) -> int:
         est = 0
         for side in (src, tgt):
             schema, name = side.table.split(".", 1)
-            row = mysql.fetch_one(side.conn, cs.estimated_rows(schema, name))
+            row = mysql.fetch_one(side.scan, cs.estimated_rows(schema, name))
             est = max(est, int(row[0] or 0) if row else 0)
         return est
 
@@ -362,7 +396,7 @@ class _PairScan:
 
     def _loop_buckets(self, res: PairScanResult, src: _Side, tgt: _Side, lower: tuple[Any, ...] | None,
                       estimate: int) -> None:
-        """`_loop` for a non-negative integer key: each chunk statement returns one (COUNT, SUM) per bucket of
+        """`_loop` for an integer key: each chunk statement returns one (COUNT, SUM) per bucket of
         `key DIV width` keys, so a dirty chunk only re-reads its dirty buckets (~BUCKET_ROWS rows each) and
         chunks can follow the time target whatever the difference density."""
         size = self.cfg.chunk_rows
@@ -381,7 +415,7 @@ class _PairScan:
                 avg_n, avg_t = avg_n * 0.75 + ns, avg_t * 0.75 + elapsed
                 size = int(max(10, min(avg_n / avg_t * self.cfg.chunk_time_target_s, self.cfg.max_chunk_rows)))
             if upper is not None and ns:
-                first = int(lower[0]) if lower is not None else min(b * used for b in b_src)
+                first = int(lower[0]) if lower is not None else min(b * used for b in b_src) + self.offset
                 width = max(1, round((int(upper[0]) - first) / ns * BUCKET_ROWS))
             fut = None
             if upper is not None and not self._stopped():
@@ -399,7 +433,7 @@ class _PairScan:
                 res.dirty_chunks += 1
                 ranges = []
                 for b in dirty:
-                    lo, hi = b * used, (b + 1) * used - 1
+                    lo, hi = self.offset + b * used, self.offset + (b + 1) * used - 1
                     if lower is not None:
                         lo = max(lo, int(lower[0]) + 1)
                     if upper is not None:
@@ -422,7 +456,8 @@ class _PairScan:
         t = time.monotonic()
         try:
             rows = mysql.fetch_all(side.scan, cs.bucket_checksums_limit(side.table, self.pair.key[0], side.hash,
-                                                                        lower, size, width, self.where))
+                                                                        lower, size, width, self.where,
+                                                                        self.offset))
         except Exception as exc:
             raise mysql.classify(exc, f"pair '{self.pair.name}': scanning {side.table}") from exc
         buckets = {int(r[0]): (int(r[1]), Decimal(r[2])) for r in rows}
@@ -434,7 +469,7 @@ class _PairScan:
                      width: int) -> tuple[dict[int, tuple[int, Decimal]], int]:
         try:
             rows = mysql.fetch_all(side.scan, cs.bucket_checksums(side.table, self.pair.key[0], side.hash, lower,
-                                                                  upper, width, self.where))
+                                                                  upper, width, self.where, self.offset))
         except Exception as exc:
             raise mysql.classify(exc, f"pair '{self.pair.name}': scanning {side.table}") from exc
         buckets = {int(r[0]): (int(r[1]), Decimal(r[2])) for r in rows}
@@ -618,7 +653,8 @@ class _PairScan:
     def _record(self, res: PairScanResult, verdicts: list[Verdict]) -> None:
         if not verdicts:
             return
-        ledger.record_verdicts(self.engine, verdicts, "full_scan")
+        verdicts = self._respelled.once([source_spelled(self.pair, v) for v in verdicts])
+        self.store.record(res.scan_id, self.pair.name, verdicts, [v.pk for v in verdicts if v.kind in MISMATCH_KINDS])
         for v in verdicts:
             if v.kind in MISMATCH_KINDS:
                 res.diffs[v.kind] = res.diffs.get(v.kind, 0) + 1
@@ -651,7 +687,7 @@ class _PairScan:
 
     def _write(self, scan_id: str, state: tuple[str | None, int, int, int]) -> None:
         last_key, chunks, rows, diffs = state
-        scan_progress.save(self.engine, scan_id, self.pair.name, last_key=last_key, chunks=chunks, rows=rows,
+        self.store.save(scan_id, self.pair.name, last_key=last_key, chunks=chunks, rows=rows,
                            diffs=diffs)
 
     def _throttle(self, rows_done: int, started: float) -> float:

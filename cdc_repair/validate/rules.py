@@ -41,7 +41,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -70,6 +70,9 @@ class Verdict:
     source: Row | None = None
     target: Row | None = None
     rule: int | None = None
+    # the source row's key when it spells the requested key otherwise ('key10' answering 'KEY10' under a _ci
+    # collation): the ledger records the row under it, so both spellings make one entry
+    source_key: tuple[Any, ...] | None = None
 
     @property
     def is_mismatch(self) -> bool:
@@ -165,8 +168,14 @@ def evaluate(pair: PairConfig, source_row: Row | None, target_row: Row | None,
         key = key_of(pair, present) if present is not None else ()
     key = tuple(key)
 
+    source_key = None
+    if source_row is not None and all(k in source_row for k in pair.key):
+        spelled = key_of(pair, source_row)
+        if spelled != key and pk_string(spelled) != pk_string(key):
+            source_key = spelled
+
     def verdict(kind: str, columns: Sequence[str] = (), rule: int | None = None) -> Verdict:
-        return Verdict(pair.name, key, kind, tuple(columns), source_row, target_row, rule)
+        return Verdict(pair.name, key, kind, tuple(columns), source_row, target_row, rule, source_key)
 
     if source_row is None:
         if target_row is None:
@@ -204,16 +213,35 @@ def rule_columns(pair: PairConfig, rule: RuleConfig, row_columns: Sequence[str] 
 
 
 def differing_columns(pair: PairConfig, rule: RuleConfig, source_row: Row, target_row: Row) -> list[str]:
-    """Columns that break the rule, in a stable order: compared columns first, then target_values ones."""
+    """Columns that break the rule, in a stable order: key columns spelled differently first (a collation may
+    pair 'KEY10' online with the source's 'key10', or 'k ' with 'k': a mirror's key must be byte-exact, whatever
+    `normalize` says), then compared columns, then target_values ones."""
     norm = pair.normalize
-    out: list[str] = []
+    out = [k for k in pair.key if k in source_row and k in target_row
+           and not key_bytes_equal(source_row[k], target_row[k])]
     for col in rule_columns(pair, rule, list(source_row)):
-        if not values_equal(source_row.get(col), target_row.get(col), norm):
+        if col not in out and not values_equal(source_row.get(col), target_row.get(col), norm):
             out.append(col)
     for col, want in rule.target_values.items():
         if col not in out and not _when_matches(target_row.get(col), want):
             out.append(col)
     return out
+
+
+def key_bytes_equal(a: Any, b: Any) -> bool:
+    """Key values equal byte for byte (text as UTF-8; numbers by value, as their types may differ per side)."""
+    if type(a) is type(b):
+        return bool(a == b)
+    if isinstance(a, str | bytes | bytearray) or isinstance(b, str | bytes | bytearray):
+        return _as_bytes(a if not isinstance(a, bytearray) else bytes(a)) == _as_bytes(
+            b if not isinstance(b, bytearray) else bytes(b))
+    return _text(a) == _text(b)
+
+
+def source_spelled(pair: PairConfig, verdict: Verdict) -> Verdict:
+    """The verdict under the source row's own key spelling (when it has a source row): a key the server's
+    collation answers with a differently spelled row ('KEY10' asked, 'key10' stored) is one row, reported once."""
+    return verdict if verdict.source_key is None else replace(verdict, key=verdict.source_key)
 
 
 def _when_matches(value: Any, want: Scalar | list[Scalar]) -> bool:

@@ -31,8 +31,8 @@ from cdc_repair.state import ledger
 from cdc_repair.state.engine import StateEngine, state_engine
 from cdc_repair.validate.check import check
 from cdc_repair.validate.checksum import range_predicate
-from cdc_repair.validate.confirm import Rechecks
-from cdc_repair.validate.rules import Verdict, pk_string
+from cdc_repair.validate.confirm import Rechecks, RespelledOnce
+from cdc_repair.validate.rules import Verdict, pk_string, source_spelled
 
 PAGE = 5000
 MAX_REPORTED = 100_000  # verdicts kept for the report; counts are exact beyond it
@@ -104,10 +104,10 @@ def _scan_pair(settings: Settings, engine: StateEngine, pair: PairConfig, since:
         for conn in (src, tgt):
             mysql.execute(conn, Statement("SET SESSION time_zone = '+00:00'"))
         checker = KeyChecker(settings, engine, pair, src, tgt, "window_scan")
-        for conn, table in ((src, pair.source.table), (tgt, pair.target.table)):
-            bound = utime_bound(conn, table, pair.utime_column, since)
-            for page in changed_keys(conn, table, pair.key, pair.utime_column, bound):
-                checker.add(page)  # a key changed on both sides is checked twice: harmless, memory stays flat
+        s_bound = utime_bound(src, pair.source.table, pair.utime_column, since)
+        t_bound = utime_bound(tgt, pair.target.table, pair.utime_column, since)
+        for page in changed_keys_both(src, tgt, pair, s_bound, t_bound):
+            checker.add(page)
         checker.drain()
         res.confirmed, res.diffs, res.keys_checked = checker.confirmed, checker.diffs, checker.checked
         metrics.SCAN_ROWS.labels(pair.name, "window").inc(checker.checked)
@@ -133,12 +133,13 @@ def utime_bound(conn: mysql.Connection, table: str, column: str, since: dt.datet
 
 
 def changed_keys(conn: mysql.Connection, table: str, key_cols: Sequence[str], column: str,
-                 bound: Any) -> Iterator[list[tuple[Any, ...]]]:
-    """Pages (keyset, PAGE keys each) of the keys with `column >= bound`."""
-    last: tuple[Any, ...] | None = None
+                 bound: Any, lower: tuple[Any, ...] | None = None,
+                 upper: tuple[Any, ...] | None = None) -> Iterator[list[tuple[Any, ...]]]:
+    """Pages (keyset, PAGE keys each) of the keys in (lower, upper] with `column >= bound`."""
+    last = lower
     order = quote_columns(key_cols)
     while True:
-        pred, params = range_predicate(key_cols, last, None)
+        pred, params = range_predicate(key_cols, last, upper)
         rows = mysql.fetch_all(conn, Statement(
             f"SELECT {order} FROM {quote_table(table)} WHERE {quote_ident(column)} >= %s AND {pred} "
             f"ORDER BY {order} LIMIT {PAGE}", (bound, *params)))
@@ -147,6 +148,32 @@ def changed_keys(conn: mysql.Connection, table: str, key_cols: Sequence[str], co
         if len(rows) < PAGE:
             return
         last = tuple(rows[-1])
+
+
+def changed_keys_both(src: mysql.Connection, tgt: mysql.Connection, pair: PairConfig, s_bound: Any,
+                      t_bound: Any) -> Iterator[list[tuple[Any, ...]]]:
+    """Pages of the keys changed on either side, each key once (a key changed on both sides is one key).
+
+    Walks the source's changed keys a page at a time; each page's key range (lower, upper] is then read from
+    the target, and the two are merged by canonical key, so memory stays at about two pages whatever the window
+    size. The server compares the range bounds (its collation orders the keys, not Python)."""
+    assert pair.utime_column is not None
+    t_table, column = pair.target.table, pair.utime_column
+    lower: tuple[Any, ...] | None = None
+    while True:
+        page = next(changed_keys(src, pair.source.table, pair.key, column, s_bound, lower), [])
+        upper = page[-1] if len(page) == PAGE else None
+        seen = {pk_string(k) for k in page}
+        for t_page in changed_keys(tgt, t_table, pair.key, column, t_bound, lower, upper):
+            page += [k for k in t_page if pk_string(k) not in seen]
+            if page:
+                yield page
+            page = []
+        if page:
+            yield page
+        if upper is None:
+            return
+        lower = upper
 
 
 class KeyChecker:
@@ -162,14 +189,17 @@ class KeyChecker:
         self.confirmed: list[Verdict] = []
         self.diffs: dict[str, int] = {}
         self.checked = 0
+        self.respelled = RespelledOnce(pair)
 
     def add(self, keys: Sequence[tuple[Any, ...]]) -> None:
         batch = self.settings.validator.batch_max_keys
+        rows: set[str] = set()  # a key asked under two spellings of one row ('key10', 'KEY10') is one key
         for start in range(0, len(keys), batch):
             verdicts = self._check(keys[start:start + batch])
-            self.checked += len(verdicts)
+            rows.update(source_spelled(self.pair, v).pk for v in verdicts)
             self._done(verdicts, self.rechecks.add(verdicts, time.monotonic()))
             self.poll()
+        self.checked += len(rows)
 
     def poll(self) -> None:
         due = self.rechecks.due(time.monotonic()).get(self.pair.name, [])
@@ -191,7 +221,9 @@ class KeyChecker:
         return verdicts
 
     def _done(self, verdicts: list[Verdict], confirmed: list[Verdict]) -> None:
-        _record(self.engine, [v for v in verdicts if not v.is_mismatch] + confirmed, self.detected_by)
+        consistent = [source_spelled(self.pair, v) for v in verdicts if not v.is_mismatch]
+        confirmed = self.respelled.once([source_spelled(self.pair, v) for v in confirmed])
+        _record(self.engine, consistent + confirmed, self.detected_by)
         for v in confirmed:
             metrics.CONFIRMED.labels(self.pair.name, v.kind).inc()
             self.diffs[v.kind] = self.diffs.get(v.kind, 0) + 1

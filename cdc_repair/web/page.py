@@ -95,19 +95,48 @@ def repairs_applied(status: Mapping[str, Any]) -> int:
     return sum(1 for r in _list(status.get("recent_repairs")) if _dict(r).get("status") == "applied")
 
 
+def role_of(status: Mapping[str, Any]) -> str | None:
+    """leader | standby | None (no daemon: e.g. the CLI's document)."""
+    role = status.get("role")
+    if role in ("leader", "standby"):
+        return str(role)
+    leader = status.get("leader")
+    return ("leader" if leader else "standby") if isinstance(leader, bool) else None
+
+
+def _role_badge(status: Mapping[str, Any]) -> str:
+    """A standby is a healthy state (it takes over when the leader goes), so both roles show as fine."""
+    role = role_of(status)
+    return '<span class="badge unknown">unknown</span>' if role is None else f'<span class="badge ok">{role}</span>'
+
+
+def _lock_holder(status: Mapping[str, Any]) -> str:
+    lock = _dict(status.get("leader_lock"))
+    if not lock:
+        return "n/a"
+    holder = _dict(lock.get("holder"))
+    if lock.get("holder_connection_id") is None:
+        return "nobody (free)"
+    if not holder.get("host"):
+        return f"connection {_s(lock.get('holder_connection_id'))} (host not recorded)"
+    return (f'{_s(holder.get("host"))} · pid {_s(holder.get("pid"))}'
+            f'<div class="detail">since {_s(fmt_time(holder.get("since")))}</div>')
+
+
 def _cards(status: Mapping[str, Any], ready: bool | None) -> str:
     lag = max_source_lag(status)
     consumer = _dict(status.get("lag")).get("consumer_messages")
     total = open_total(status)
     applied = repairs_applied(status)
-    leader = status.get("leader")
     cards = [
         ("ready", "Ready", _badge(ready), None),
         ("binlog-lag", "Binlog lag (s)", fmt_number(lag, 1), lag),
-        ("consumer-lag", "Consumer lag (msgs)", fmt_number(consumer), consumer),
+        ("consumer-lag", "Consumer lag (msgs)", "unknown" if consumer == "unknown" else fmt_number(consumer),
+         consumer),
         ("open-total", "Open inconsistencies", fmt_number(total), total),
         ("repairs-applied", "Repairs applied", fmt_number(applied), applied),
-        ("leader", "Leader", _badge(leader if isinstance(leader, bool) else None, "yes", "no"), None),
+        ("role", "Role", _role_badge(status), None),
+        ("leader-lock", "Leader lock held by", _lock_holder(status), None),
     ]
     out = []
     for ident, label, shown, value in cards:
@@ -120,13 +149,16 @@ def _cards(status: Mapping[str, Any], ready: bool | None) -> str:
 
 def _stages(status: Mapping[str, Any], readiness: Mapping[str, bool], reasons: Mapping[str, str]) -> str:
     rows = []
+    standby = role_of(status) == "standby"
     for st in _list(status.get("stages")):
         st = _dict(st)
         name = str(st.get("name", "?"))
         ready = st.get("ready") if isinstance(st.get("ready"), bool) else readiness.get(name)
         err = st.get("last_error")
+        badge = ('<span class="badge ok">standby (runs on the leader)</span>' if standby and st.get("leader_only")
+                 else _badge(ready))
         rows.append(f'<tr data-stage="{_s(name)}"><td>{_s(name)}</td><td>{_s(st.get("status", "?"))}</td>'
-                    f"<td>{_badge(ready)}</td><td class=num>{fmt_number(st.get('restarts', 0))}</td>"
+                    f"<td>{badge}</td><td class=num>{fmt_number(st.get('restarts', 0))}</td>"
                     f'<td class="err">{_s(err) if err else "—"}</td></tr>')
     deps = [f'<tr data-dependency="{_s(n)}"><td>{_s(n)}</td><td>{_badge(ok)}</td>'
             f'<td class="err">{_s(reasons.get(n, "")) if not ok else ""}</td></tr>'

@@ -256,14 +256,23 @@ class _Handler(BaseHTTPRequestHandler):
                                 "not_ready": sorted(k for k, v in checks.items() if not v)}
         if error:
             body["error"] = error
-        if self.server.probe is not None:
-            body["reasons"] = {k: v for k, v in self.server.probe.reasons().items() if not checks.get(k, True)}
+        body["reasons"] = self.reasons(checks)
         self._json(200 if ready else 503, body, head)
+
+    def reasons(self, checks: dict[str, bool]) -> dict[str, str]:
+        """Why each failing check fails: a dependency's probe result or a stage's state and last error; a
+        failing check never goes without a reason."""
+        found = dict(self.server.probe.reasons()) if self.server.probe is not None else {}
+        doc, error = self.server.status.get()
+        found.update(stage_reasons(doc))
+        if error:
+            found.setdefault("status", error)
+        return {k: found.get(k) or "not ready (no reason reported)" for k, ok in checks.items() if not ok}
 
     def _page(self, head: bool) -> None:
         doc, error = self.server.status.get()
         _, checks, ready_error = self.readiness()
-        reasons = self.server.probe.reasons() if self.server.probe is not None else {}
+        reasons = self.reasons(checks)
         html = render_page(doc or {}, checks, error=error or ready_error, reasons=reasons)
         self._send(200 if doc is not None else 503, html.encode(), "text/html; charset=utf-8", head=head)
 
@@ -281,6 +290,24 @@ def stage_readiness(doc: dict[str, Any] | None) -> dict[str, bool]:
             continue  # a follower's stand-by stages are stopped on purpose
         ready = stage.get("ready")
         out[str(stage["name"])] = bool(ready) if isinstance(ready, bool) else stage.get("status") == "running"
+    return out
+
+
+def stage_reasons(doc: dict[str, Any] | None) -> dict[str, str]:
+    """Per stage that is not ready: its state and its last error (the stage's own or from its health)."""
+    out: dict[str, str] = {}
+    for stage in (doc or {}).get("stages") or []:
+        if not isinstance(stage, dict) or "name" not in stage:
+            continue
+        raw_health = stage.get("health")
+        health: dict[str, Any] = raw_health if isinstance(raw_health, dict) else {}
+        error = stage.get("last_error") or health.get("last_error")
+        status = stage.get("status", "unknown")
+        if status != "running":
+            out[str(stage["name"])] = f"stage {status}" + (f": {error}" if error else "")
+        elif stage.get("ready") is False or health.get("ready") is False:
+            out[str(stage["name"])] = (f"running, not ready: {error}" if error
+                                       else "running, not ready yet (no error reported)")
     return out
 
 

@@ -24,7 +24,8 @@ class CheckpointDoc(TypedDict, total=False):
 class LagDoc(TypedDict, total=False):
     source_seconds: dict[str, float]  # capture server → binlog lag (s)
     source_bytes: dict[str, int]  # capture server → bytes behind the server's binlog end
-    consumer_messages: int | None  # validator consumer group lag (sum over partitions)
+    # this daemon's validator lag (sum over its partitions); "unknown" when kafka.end_offsets_exact is false
+    consumer_messages: int | str | None
 
 
 class StageDoc(TypedDict, total=False):
@@ -80,6 +81,8 @@ class StatusDoc(TypedDict, total=False):
     version: str
     host: str
     leader: bool | None  # None: HA not configured / unknown
+    role: str  # leader | standby (a running daemon only)
+    leader_lock: dict[str, Any]  # {name, holder_connection_id, holder: {host, pid, since} | None}
     checkpoints: list[CheckpointDoc]
     lag: LagDoc
     stages: list[StageDoc]

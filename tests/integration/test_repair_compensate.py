@@ -27,10 +27,17 @@ def env(mariadb: MariaDBServer) -> Iterator[Env]:
     e.drop()
 
 
-def flat(env: Env, kind: str, data: dict[str, Any], old: dict[str, Any] | None = None) -> dict[str, Any]:
+def binlog_position(env: Env) -> dict[str, Any]:
+    """Where the next transaction starts (what the tailer puts in a message's `cdc-repair-binlog` header)."""
+    file, pos = env.sql("SHOW MASTER STATUS")[0][:2]
+    return {"file": file, "pos": int(pos)}
+
+
+def flat(env: Env, kind: str, data: dict[str, Any], old: dict[str, Any] | None = None,
+         binlog: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the validator stores in ledger.source_event for one row change: the FlatMessage's row slice
     `{type, database, table, es, data: row, old: changed columns}` (values as strings, binary as latin-1, and
-    no mysqlType: the repairer finds the binary columns from the table)."""
+    no mysqlType) and the binlog coordinates from the record's header (`binlog`)."""
     def text(v: Any) -> str | None:
         if v is None:
             return None
@@ -42,21 +49,23 @@ def flat(env: Env, kind: str, data: dict[str, Any], old: dict[str, Any] | None =
                       pk_names=["id"], mysql_type=MYSQL_TYPES, es=1, ts=1)
     doc = msg.to_dict()
     return {"type": doc["type"], "database": doc["database"], "table": doc["table"], "es": doc["es"],
-            "data": doc["data"][0], "old": doc["old"][0] if doc["old"] else None}
+            "data": doc["data"][0], "old": doc["old"][0] if doc["old"] else None, "binlog": binlog}
 
 
-def half_done_publish(env: Env, i: int, *, previously_published: bool) -> dict[str, Any]:
+def half_done_publish(env: Env, i: int, *, previously_published: bool,
+                      title: str = "published title") -> dict[str, Any]:
     """The author publishes: the source row is updated to status 2 / new text, the online write fails."""
     draft = env.row(env.src, i)
     assert draft is not None
-    published = {**draft, "status": 2, "title": "published title", "content": "ünïcode body".encode(),
+    published = {**draft, "status": 2, "title": title, "content": "ünïcode body".encode(),
                  "utime": draft["utime"] + 1}
+    where = binlog_position(env)
     env.sql(f"UPDATE {env.src} SET status = 2, title = %s, content = %s, utime = %s WHERE id = %s",
             (published["title"], published["content"], published["utime"], i))
     old = {c: draft[c] for c in ("status", "title", "content", "utime") if draft[c] != published[c]}
     if previously_published:
         old.pop("status", None)
-    return flat(env, "UPDATE", published, old)
+    return flat(env, "UPDATE", published, old, where)
 
 
 def test_compensation_restores_the_pre_publish_source_row(env: Env) -> None:
@@ -116,11 +125,62 @@ def test_compensation_without_a_recorded_change_leaves_the_entry_and_says_why(en
 
 
 def test_pair_strategy_from_config_and_compensating_an_insert(env: Env) -> None:
+    where = binlog_position(env)
     env.many(INSERT.format(t=env.src), [article(13)])  # inserted as published, never reached the target
-    event = flat(env, "INSERT", env.row(env.src, 13) or {})
+    event = flat(env, "INSERT", env.row(env.src, 13) or {}, binlog=where)
     env.record([13], source_events={pk_string([13]): event})
     raw_pairs = [dict(env.raw["pairs"][0], strategy="compensate")]
     env2 = settings_from_mapping({**env.raw, "pairs": raw_pairs})
     report = run_repair(env2, mode="execute")
     assert [(r.status, r.strategy) for r in report.results] == [("repaired", "compensate")]
     assert env.row(env.src, 13) is None and env.row(env.tgt, 13) is None
+
+
+def test_repeated_half_done_publishes_revert_to_the_state_before_the_first(env: Env) -> None:
+    """An author retried a failed publish twice: all three source writes are undone, back to the row the
+    online table still shows (issue 11 item 5); the undo record allows rolling the compensation back."""
+    env.many(INSERT.format(t=env.src), [article(20, status=2, title="live v1")])
+    env.many(INSERT.format(t=env.tgt), [article(20, status=2, title="live v1")])
+    before = env.row(env.src, 20)
+    for n in (2, 3, 4):  # each publish is recorded by the validator (the ledger entry stays open)
+        event = half_done_publish(env, 20, previously_published=True, title=f"live v{n}")
+        env.record([20], source_events={pk_string([20]): event})
+    assert env.row(env.src, 20)["title"] == "live v4"
+
+    report = run_repair(env.settings, strategy="compensate", mode="execute")
+    assert [r.status for r in report.results] == ["repaired"], report.to_json()
+    assert env.row(env.src, 20) == before  # the state before the first half-done write, byte for byte
+    assert [v for v in env.verdicts([20]) if v.is_mismatch] == []
+    undo = env.sql(f"SELECT sql_type, strategy FROM {env.author}.undo_log WHERE pk = %s", (pk_string([20]),))
+    assert undo == [("UPDATE", "compensate")]
+
+    store = StateStore(env.settings.state.dsn)
+    try:
+        back = rollback(env.settings, store, report.run_id)
+    finally:
+        store.close()
+    assert [i.outcome for i in back.items] == ["undone"]
+    assert env.row(env.src, 20)["title"] == "live v4"
+
+
+def test_compensation_refuses_values_the_binlog_does_not_hold(env: Env) -> None:
+    """The ledger's message says the change set `old` values the binlog never had (a forged Kafka message),
+    or points at a binlog file the server no longer has: nothing is written, the refusal is in the ledger."""
+    env.many(INSERT.format(t=env.src), [article(30, status=1, title="draft 30"), article(31, status=1)])
+    real = half_done_publish(env, 30, previously_published=False)
+    forged = {**real, "old": {"title": "INJECTED-BY-KAFKA", "author_id": "666", "status": "1"}}
+    gone = {**half_done_publish(env, 31, previously_published=False),
+            "binlog": {"file": "binlog.000000", "pos": 4}}
+    env.record([30, 31], source_events={pk_string([30]): forged, pk_string([31]): gone})
+    published = {i: env.row(env.src, i) for i in (30, 31)}
+
+    report = run_repair(env.settings, strategy="compensate", mode="execute")
+    assert {r.pk: r.status for r in report.results} == {pk_string([30]): "refused", pk_string([31]): "refused"}
+    assert report.exit_code == 2
+    assert {i: env.row(env.src, i) for i in (30, 31)} == published  # nothing written
+    led = env.ledger()
+    assert led[pk_string([30])]["status"] == "failed"
+    assert "disagrees with the binlog" in led[pk_string([30])]["last_error"]
+    assert "INJECTED-BY-KAFKA" in led[pk_string([30])]["last_error"]
+    assert led[pk_string([31])]["status"] == "failed"
+    assert "no longer on server" in led[pk_string([31])]["last_error"]

@@ -107,7 +107,7 @@ def test_catalogue_follows_the_naming_rules() -> None:
         if family.type == "histogram":
             assert family.name.endswith("_seconds"), family.name
     bounded = {"pair", "table", "type", "kind", "stage", "strategy", "job", "outcome", "source", "origin",
-               "status", "scan", "result", "reason", "topic", "partition", "version", "le"}
+               "status", "scan", "result", "reason", "topic", "partition", "version", "le", "role"}
     for family in metrics.REGISTRY.collect():
         if family.type == "info":  # info labels carry the values themselves (one series per source)
             continue
@@ -232,3 +232,11 @@ def test_binding_beyond_loopback_warns_that_the_page_is_open(bind: str, warned: 
     assert bool(warning) is warned
     if warning:
         assert "no authentication" in warning and bind in warning
+
+
+def test_plain_progress_line_has_rate_and_eta() -> None:
+    from cdc_repair.commands.progress import progress_line
+
+    assert progress_line("articles", 1200, 10000, 2.0) == \
+        "articles: 1,200/10,000 rows (12%), 600 rows/s, ETA 15s"
+    assert progress_line("articles", 10, 5, 1.0) == "articles: 10/10 rows (100%), 10 rows/s"

@@ -62,12 +62,19 @@ def test_bound_event_lists_values_marked_upstream() -> None:
 
 
 def test_compensation_never_writes_the_marker_back() -> None:
+    """Compensation writes values re-read from the binlog (repair/compensate.py), never the message's: a marked
+    column is not compared with the binlog and the real value is the one written back."""
     from cdc_repair.config import PairConfig, TableRef
-    from cdc_repair.repair.planner import DIRTY, plan_compensate
+    from cdc_repair.model.history import KeyChange
+    from cdc_repair.model.position import BinlogPosition
+    from cdc_repair.repair.compensate import plan_compensate
 
     pair = PairConfig(name="items", kind="mirror", source=TableRef(server="a", table="d.items"),
                       target=TableRef(server="o", table="o.items"), key=["id"])
     deleted = {"type": "DELETE", "data": {"id": "5", "v": "1", "body": OVERSIZED_MARKER}, "old": None,
-               "oversized": ["body"]}
-    plan = plan_compensate(pair, ("5",), None, {"id": 5, "v": 1, "body": b"x" * 10}, deleted)
-    assert plan.action is None and plan.kind == DIRTY and "body" in plan.reason and "oversized" in plan.reason
+               "oversized": ["body"], "binlog": {"file": "bin.000001", "pos": 4}}
+    row = {"id": "5", "v": "1", "body": "x" * 10}
+    history = [KeyChange("DELETE", row, None, BinlogPosition("bin.000001", 4), {"body": "longblob"})]
+    plan = plan_compensate(pair, ("5",), None, {"id": 5, "v": 1, "body": b"x" * 10}, deleted, history)
+    assert plan.action is not None and plan.action.values["body"] == b"x" * 10
+    assert OVERSIZED_MARKER not in plan.action.values.values()

@@ -9,9 +9,12 @@ import pytest
 
 from cdc_repair.config import BackoffConfig, PairConfig, TableRef
 from cdc_repair.db.sql import Statement
+from cdc_repair.model.history import KeyChange
+from cdc_repair.model.position import BinlogPosition
 from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.actions import Op, Side, Strategy
-from cdc_repair.repair.planner import DIRTY, plan_compensate, plan_forward
+from cdc_repair.repair.compensate import REFUSED, Unavailable, plan_compensate
+from cdc_repair.repair.planner import DIRTY, plan_forward
 from cdc_repair.repair.store import backoff_s
 from cdc_repair.repair.throttle import RateLimiter, wait_while_busy
 from cdc_repair.repair.undo_log import UndoRecord
@@ -54,35 +57,83 @@ def test_orphan_is_deleted_and_ok_or_draft_needs_nothing() -> None:
     assert plan_forward(PAIR, ("5",), art(status=1, title="draft"), art(), COLS).kind == "not_applicable"
 
 
-def event(kind: str, data: dict[str, Any], old: dict[str, Any] | None = None) -> dict[str, Any]:
+POS = BinlogPosition("bin.000001", 100)
+TYPES = {"content": "blob", "status": "tinyint"}
+
+
+def event(kind: str, data: dict[str, Any], old: dict[str, Any] | None = None,
+          pos: BinlogPosition = POS) -> dict[str, Any]:
+    """A stream message as the ledger keeps it, with the binlog coordinates of its header."""
     return {"type": kind, "data": [data], "old": [old] if old is not None else None, "pkNames": ["id"],
-            "mysqlType": {"content": "blob", "status": "tinyint"}}
+            "mysqlType": TYPES, "binlog": {"file": pos.file, "pos": pos.pos}}
 
 
-def test_compensation_reverts_the_changed_columns_when_the_source_still_holds_the_after_image() -> None:
-    after = {"id": "5", "author_id": "1", "title": "pub", "content": "bÿ", "status": "2", "ctime": "1", "utime": "3"}
-    ev = event("UPDATE", after, {"status": "1", "title": "draft", "content": "dÿ", "utime": "2"})
+def change(kind: str, before: dict[str, Any] | None, after: dict[str, Any] | None, pos: int = 100,
+           by_repair: bool = False) -> KeyChange:
+    return KeyChange(kind, before, after, BinlogPosition("bin.000001", pos), TYPES, by_repair)
+
+
+DRAFT = {"id": "5", "author_id": "1", "title": "draft", "content": "dÿ", "status": "1", "ctime": "1", "utime": "2"}
+PUB = {**DRAFT, "title": "pub", "content": "bÿ", "status": "2", "utime": "3"}
+
+
+def test_compensation_reverts_to_the_binlog_before_image_when_the_source_still_holds_the_after_image() -> None:
+    ev = event("UPDATE", PUB, {"status": "1", "title": "draft", "content": "dÿ", "utime": "2"})
+    history = [change("UPDATE", DRAFT, PUB)]
     live = art(title="pub", content="bÿ".encode("latin-1"), utime=3)
-    plan = plan_compensate(PAIR, ("5",), live, None, ev)
+    plan = plan_compensate(PAIR, ("5",), live, None, ev, history)
     a = plan.action
     assert a is not None and (a.op, a.side, a.strategy, a.table) == (Op.UPDATE, Side.SOURCE, Strategy.COMPENSATE,
                                                                       "wa.articles")
     assert dict(a.values) == {"status": "1", "title": "draft", "content": "dÿ".encode("latin-1"), "utime": "2"}
-    assert plan_compensate(PAIR, ("5",), art(status=1, title="draft"), None, ev).kind == "not_applicable"
-    republish = event("UPDATE", {**after, "title": "v2"}, {"title": "v1"})
-    already = plan_compensate(PAIR, ("5",), art(title="v1"), art(title="v0"), republish)
-    assert already.action is None and "already" in already.reason
-    dirty = plan_compensate(PAIR, ("5",), {**live, "title": "edited again"}, None, ev)
+    assert plan_compensate(PAIR, ("5",), art(status=1, title="draft"), None, ev, history).kind == "not_applicable"
+    dirty = plan_compensate(PAIR, ("5",), {**live, "title": "edited again"}, None, ev, history)
     assert dirty.action is None and dirty.kind == DIRTY and "title" in dirty.reason
+
+
+def test_a_message_whose_images_disagree_with_the_binlog_is_refused() -> None:
+    forged = event("UPDATE", PUB, {"title": "INJECTED-BY-KAFKA", "author_id": "666", "status": "1"})
+    live = art(title="pub", content="bÿ".encode("latin-1"), utime=3)
+    plan = plan_compensate(PAIR, ("5",), live, None, forged, [change("UPDATE", DRAFT, PUB)])
+    assert plan.action is None and plan.kind == REFUSED
+    assert "disagrees with the binlog" in plan.reason and "INJECTED-BY-KAFKA" in plan.reason
+    nothing = plan_compensate(PAIR, ("5",), live, None, forged, [])
+    assert nothing.kind == REFUSED and "no change of key" in nothing.reason
+    gone = plan_compensate(PAIR, ("5",), live, None, forged, Unavailable("binlog file bin.000001 is gone"))
+    assert gone.kind == REFUSED and "gone" in gone.reason and "--strategy forward" in gone.reason
+    no_coords = {k: v for k, v in forged.items() if k != "binlog"}
+    left = plan_compensate(PAIR, ("5",), live, None, no_coords, [change("UPDATE", DRAFT, PUB)])
+    assert left.action is None and left.kind == "missing_in_target" and "coordinates" in left.reason
+
+
+def test_repeated_half_done_writes_revert_to_the_last_state_consistent_with_the_target() -> None:
+    v1 = {**PUB, "title": "v1"}
+    v2 = {**PUB, "title": "v2", "utime": "4"}
+    v3 = {**PUB, "title": "v3", "utime": "5"}
+    history = [change("UPDATE", v1, v2, 100), change("UPDATE", v2, v3, 200)]
+    ev = {**event("UPDATE", v3, {"title": "v2", "utime": "4"}, BinlogPosition("bin.000001", 200)),
+          "first_binlog": {"file": "bin.000001", "pos": 100}}
+    target = art(title="v1", content="bÿ".encode("latin-1"))
+    live = art(title="v3", content="bÿ".encode("latin-1"), utime=5)
+    a = plan_compensate(PAIR, ("5",), live, target, ev, history).action
+    assert a is not None and dict(a.values) == {"title": "v1", "utime": "3"}
+    later = [*history, change("UPDATE", v3, {**v3, "title": "v4"}, 300)]
+    dirty = plan_compensate(PAIR, ("5",), {**live, "title": "v4"}, target, ev, later)
+    assert dirty.kind == DIRTY and "changed again" in dirty.reason
+    gap = [change("UPDATE", v1, {**v2, "title": "x"}, 100), change("UPDATE", v2, v3, 200)]
+    assert "gap" in plan_compensate(PAIR, ("5",), live, target, ev, gap).reason
+    other_target = art(title="v0", content="bÿ".encode("latin-1"))
+    nowhere = plan_compensate(PAIR, ("5",), live, other_target, ev, history)
+    assert nowhere.kind == REFUSED and "nothing safe to revert to" in nowhere.reason
 
 
 def test_compensation_of_insert_and_delete_and_without_event() -> None:
     row = {"id": "5", "author_id": "1", "title": "t", "content": "c", "status": "2", "ctime": "1", "utime": "2"}
-    a = plan_compensate(PAIR, ("5",), art(), None, event("INSERT", row)).action
+    a = plan_compensate(PAIR, ("5",), art(), None, event("INSERT", row), [change("INSERT", None, row)]).action
     assert a is not None and a.op is Op.DELETE
-    a = plan_compensate(PAIR, ("5",), None, art(), event("DELETE", row)).action
+    a = plan_compensate(PAIR, ("5",), None, art(), event("DELETE", row), [change("DELETE", row, None)]).action
     assert a is not None and a.op is Op.INSERT and a.values["content"] == b"c"
-    none = plan_compensate(PAIR, ("5",), art(), None, None)
+    none = plan_compensate(PAIR, ("5",), art(), None, None, None)
     assert none.action is None and "--strategy forward" in none.reason
 
 

@@ -190,3 +190,20 @@ def test_rows_by_requested_key_costs_no_query_for_int_keys_or_absent_rows() -> N
 
     wanted = {'["5"]': ("5",), '["6"]': ("6",), '["-7"]': (-7,)}
     assert rows_by_requested_key(["id"], wanted, [{"id": 5}], fetch) == {'["5"]': {"id": 5}}
+
+
+def test_a_key_spelled_otherwise_is_different_on_the_key_whatever_trim_says() -> None:
+    """A collation may pair 'KEY10' with 'key10' or 'k ' with 'k'; the mirror's key must be byte-exact."""
+    from cdc_repair.validate.rules import key_bytes_equal, source_spelled
+
+    m = mirror_pair(key=["code"], normalize=NormalizeConfig(trim=True))
+    src = {"code": "key10", "name": "n"}
+    v = evaluate(m, src, {"code": "KEY10", "name": "n"}, ("KEY10",))
+    assert (v.kind, v.columns, v.key, v.source_key) == (DIFFERENT, ("code",), ("KEY10",), ("key10",))
+    assert source_spelled(m, v).key == ("key10",) and source_spelled(m, v).pk == '["key10"]'
+    assert evaluate(m, src, {"code": "key10 ", "name": "n "}, ("key10",)).columns == ("code",)  # trim: only values
+    same = evaluate(m, src, dict(src), ("key10",))
+    assert same.kind == OK and same.source_key is None and source_spelled(m, same) is same
+    assert evaluate(mirror_pair(), {"id": 5, "a": 1}, {"id": 5, "a": 1}, ("5",)).source_key is None  # Kafka text
+    assert key_bytes_equal(5, "5") and key_bytes_equal(b"k", "k") and not key_bytes_equal("k", "k ")
+    assert not key_bytes_equal("KEY10", "key10") and key_bytes_equal(Decimal("5.00"), Decimal("5.0"))

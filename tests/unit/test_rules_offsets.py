@@ -108,3 +108,11 @@ def test_revoked_partitions_forget_their_keys() -> None:
     assert list(v.items) == [("articles", '["1"]')] and v.safe_offsets() == {(TOPIC, 0): 0}
     health: dict[str, Any] = v.health()
     assert health["pending_keys"] == 1 and health["dead_letters"] == 0
+
+
+def test_settle_is_bounded_by_the_receive_time() -> None:
+    from cdc_repair.validate.consumer import settle_due
+
+    assert settle_due(100.0, received=105.0, settle_s=1.0) == 101.0  # commit time in the past: from it
+    assert settle_due(99999999999.999, received=105.0, settle_s=1.0) == 106.0  # from the future: from arrival
+    assert settle_due(None, received=105.0, settle_s=1.0) == 106.0

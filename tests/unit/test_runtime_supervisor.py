@@ -257,3 +257,26 @@ def test_a_restarted_stage_never_overlaps_its_previous_instance() -> None:
     assert wait_for(lambda: running == [1])
     assert overlaps == []
     assert sup.stop_all(2.0)
+
+
+def test_stage_up_has_one_series_per_stage_that_follows_the_role() -> None:
+    class Idle:
+        def run(self, stop_event: threading.Event) -> None:
+            stop_event.wait()
+
+    def series() -> dict[tuple[str, str], float]:
+        return {(s.labels["stage"], s.labels["role"]): s.value for m in metrics.REGISTRY.collect()
+                if m.name == "cdc_repair_stage_up" for s in m.samples if s.labels["stage"].startswith("role-t-")}
+
+    sup = Supervisor([StageSpec("role-t-capture", Idle, leader_only=True), StageSpec("role-t-validate", Idle)])
+    assert series() == {("role-t-capture", "standby"): 0, ("role-t-validate", "standby"): 0}
+    sup.start("role-t-validate")
+    deadline = time.monotonic() + 10
+    while series().get(("role-t-validate", "standby")) != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    sup.set_role("leader")
+    assert series() == {("role-t-capture", "leader"): 0, ("role-t-validate", "leader"): 1}
+    sup.set_role("standby")
+    assert series() == {("role-t-capture", "standby"): 0, ("role-t-validate", "standby"): 1}
+    assert sup.stop_all(5)
+    assert series() == {("role-t-capture", "standby"): 0, ("role-t-validate", "standby"): 0}
