@@ -3,9 +3,10 @@
 Setup (own embedded MariaDB unless --dsn): `articles` with N rows of ~--row-bytes each; `published_articles`
 with 90 % of them changed (title/content) and 10 % missing, and a ledger entry per key. Then, in the same run
 and alternating, `repeats` times each:
-- guarded: `cdc-repair repair --execute` for every ledger entry (claim, re-read source+target, plan with the
-  rules, SELECT … FOR UPDATE per batch, guard, write, after-image, multi-row undo INSERT, re-check, repair_log,
-  ledger close);
+- guarded: `cdc-repair repair --execute` for every ledger entry (claim, re-read target+source, plan with the
+  rules; per batch one round trip with the multi-row undo INSERT, the key check and one compare-and-set
+  statement per row, then the after-image read and the undo after-image UPDATE; re-check, repair_log, ledger
+  close);
 - baseline: read the source rows and `INSERT … ON DUPLICATE KEY UPDATE` them into the target, 100 rows per
   statement, commit per batch (what baseline.md §5 measured at ~12k rows/s), no guard, no undo, no ledger.
 Every run is verified: all N keys consistent afterwards. Before every timed run (both modes) the script waits

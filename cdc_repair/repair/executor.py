@@ -10,7 +10,9 @@ statement locks and compares the newest committed row, so a concurrent write is 
 that affected its row replaced exactly the observed row (hence the before-image). Each statement must affect
 exactly one row (0: the row changed or the write would change nothing → `guard_failed`, its undo record is
 deleted again, the caller re-checks; more: the key is not unique → the batch rolls back). Then the written rows
-are re-read (the after-images, Seata style), their records' after-images set with one UPDATE, and COMMIT. If
+are re-read (the after-images, Seata style) and checked against the after-images the records were inserted
+with (the observed row with the written values): only records the server stored otherwise (a default, padding,
+a trigger) get their after-image set, with one UPDATE; then COMMIT. If
 the batch fails, it is rolled back and retried row by row, so one bad row never loses the others; a key
 matching several rows fails alone and its ledger entry is parked at once (`Failed.park`: retrying cannot help).
 
@@ -35,7 +37,7 @@ from cdc_repair.db.sql import Statement
 from cdc_repair.errors import CdcRepairError, TerminalError
 from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.actions import Op, RepairAction
-from cdc_repair.repair.undo_log import UNDO_TABLE, UndoRecord, ddl
+from cdc_repair.repair.undo_log import UNDO_TABLE, UndoRecord, ddl, encode_image
 from cdc_repair.validate.rules import pk_string, rows_by_requested_key
 
 log = logging.getLogger(__name__)
@@ -223,11 +225,13 @@ def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[st
         if in_transaction is not None:
             in_transaction()
         types = server.column_types(table)
-        # before = the observed row: a write that affects its row replaced exactly that (the guard compares it all)
+        # before = the observed row: a write that affects its row replaced exactly that (the guard compares it
+        # all); after = the row the write should leave, checked against the re-read row below
         records = {xid: UndoRecord(
             xid=xid, branch_id=1, table=table, pk=action.pk, sql_type=action.op.value.upper(),
             strategy=action.strategy.value, columns=tuple(action.written_columns), key_columns=tuple(key_cols),
-            before=action.observed, after=None, column_types=types) for action, xid in zip(actions, xids, strict=True)}
+            before=action.observed, after=_expected_after(action, server.columns(table)), column_types=types)
+            for action, xid in zip(actions, xids, strict=True)}
         passed: list[tuple[RepairAction, str]] = []
         refused: list[UndoRecord] = []
         for action, xid, affected in zip(actions, xids, _write(conn, actions, list(records.values())), strict=True):
@@ -244,17 +248,37 @@ def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[st
             for action, xid in passed:
                 post = after.get(action.pk) if action.op is not Op.DELETE else None
                 results.append(Applied(action, xid, records[xid].before, post))
-            finals = [replace(r, after=after[r.pk]) for r in records.values() if r.pk in after]
-            if finals:
+            finals = [replace(r, after=after.get(r.pk)) for r in records.values()
+                      if r.sql_type != "DELETE" and not _same_image(r, after.get(r.pk))]
+            if finals:  # the server stored something else (a default, padding, a trigger, a type conversion)
                 mysql.execute(conn, rsql.set_undo_after_images(finals))
     if passed:
         crash_point("after_row_commit")
     return results
 
 
+def _expected_after(action: RepairAction, columns: Sequence[str]) -> Row | None:
+    """The row a successful write leaves if the server stores the written values as given: the observed row with
+    the written columns set (an insert: its values, in table order). Only a guess, checked against the re-read
+    row before COMMIT (`_same_image`): it saves rewriting every undo record when the guess is right."""
+    if action.op is Op.DELETE:
+        return None
+    if action.op is Op.INSERT:
+        values = action.values
+        return {c: values[c] for c in columns} if set(values) == set(columns) else dict(values)
+    return {**(action.observed or {}), **action.values}
+
+
+def _same_image(record: UndoRecord, row: Row | None) -> bool:
+    """The record's after-image is exactly the image of `row` (the same JSON bytes: same columns, order, types,
+    values)."""
+    return encode_image(record.table, record.after, record.key_columns, record.column_types) == \
+        encode_image(record.table, row, record.key_columns, record.column_types)
+
+
 def _write(conn: mysql.Connection, actions: Sequence[RepairAction], records: Sequence[UndoRecord]) -> list[int]:
     """In one round trip: the undo records (first: in the binlog they mark the transaction as the service's own
-    write, DESIGN invariant 5, source/origin.py; their after-images are set once the rows are re-read), a check
+    write, DESIGN invariant 5, source/origin.py; their after-images are checked once the rows are re-read), a check
     that no key of the batch matches several rows, and the actions' guarded statements (the ones `--print`
     shows); returns each statement's affected rows. A key matching several rows raises (the transaction rolls
     back, the batch is retried row by row, which names the key): the byte-exact guard alone would let a write
