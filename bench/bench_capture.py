@@ -6,6 +6,8 @@ Writes the workload first (so the binlog is fixed), then measures, on the same b
   * tailer: `cdc-repair --config X tail` as a subprocess starting at the range's first position; the clock runs
     from its first checkpoint write (startup excluded) until its checkpoint reaches the range end, i.e. every
     record before it was acknowledged by the broker (acks=all). Peak RSS of the tailer process is reported.
+    Run twice per workload: `per_transaction` (the default, Canal-faithful: a FlatMessage never holds rows of two
+    transactions) and `across_transactions` (`capture.group_across_transactions: true`, the throughput option).
 
 Workloads on webook_author.articles (~1.5 KB rows): `insert` = multi-row INSERT batches; `update` = single-row
 UPDATE transactions (autocommit). Prints one JSON document.
@@ -97,7 +99,7 @@ def baseline(server: MariaDBServer, start: tuple[str, int], end: tuple[str, int]
 
 
 def tail(server: MariaDBServer, broker: Broker, workdir: Path, name: str, start: tuple[str, int],
-         end: tuple[str, int]) -> dict[str, Any]:
+         end: tuple[str, int], *, across_transactions: bool = False) -> dict[str, Any]:
     raw = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     dsn = server.dsn().to_url()
     for s in raw["servers"].values():
@@ -108,10 +110,11 @@ def tail(server: MariaDBServer, broker: Broker, workdir: Path, name: str, start:
     raw["kafka"]["topic"] = {"mode": "single", "name": f"bench-{name}-{uuid.uuid4().hex[:6]}"}
     raw["capture"][0]["start"] = {"file": start[0], "pos": start[1]}
     raw["capture"][0]["include"] = ["webook_author.articles"]
+    raw["capture"][0]["group_across_transactions"] = across_transactions
     cfg = workdir / f"{name}.yaml"
     cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
     log = open(workdir / f"{name}.log", "w")  # noqa: SIM115 - kept open for the child's lifetime
-    argv = [str(ROOT / ".venv" / "bin" / "cdc-repair"), "--config", str(cfg), "--log-level", "WARNING", "tail"]
+    argv = [sys.executable, "-m", "cdc_repair", "--config", str(cfg), "--log-level", "WARNING", "tail"]
     proc = subprocess.Popen(argv, stdout=log, stderr=log)
     conn = server.root_connection()
     t0 = t1 = None
@@ -191,15 +194,18 @@ def main() -> None:
                                   round(args.txns / upd_s)}
         for name, start, end, units in (("insert", a0, a1, args.rows), ("update", a1, b1, args.txns)):
             base = baseline(server, start, end)
-            tailer = tail(server, broker, workdir, name, start, end)
-            rate = units / tailer["seconds"]
-            result[name] = {
-                "baseline_pymysqlrepl": base,
-                "tailer_seconds": tailer["seconds"],
-                "tailer_peak_rss_mb": tailer["peak_rss_mb"],
-                ("tailer_rows_per_s" if name == "insert" else "tailer_txns_per_s"): round(rate, 1),
-                "tailer_rows_per_s_vs_baseline": round((base["rows"] / tailer["seconds"]) / base["rows_per_s"], 2),
-            }
+            result[name] = {"baseline_pymysqlrepl": base}
+            for mode in ("per_transaction", "across_transactions"):
+                tailer = tail(server, broker, workdir, f"{name}_{mode}", start, end,
+                              across_transactions=mode == "across_transactions")
+                rate = units / tailer["seconds"]
+                result[name][mode] = {
+                    "tailer_seconds": tailer["seconds"],
+                    "tailer_peak_rss_mb": tailer["peak_rss_mb"],
+                    ("tailer_rows_per_s" if name == "insert" else "tailer_txns_per_s"): round(rate, 1),
+                    "tailer_rows_per_s_vs_baseline": round((base["rows"] / tailer["seconds"]) / base["rows_per_s"],
+                                                           2),
+                }
         print(json.dumps(result, indent=2))
     finally:
         broker.stop()

@@ -77,6 +77,10 @@ class CaptureConfig(_Model):
     on_partial_image: Literal["fail", "skip_and_full_validate"] = "fail"
     heartbeat_s: float = Field(1.0, gt=0)
     max_batch_rows: int = Field(2000, ge=1)
+    # Canal never mixes transactions in one FlatMessage; true groups rows of consecutive transactions (throughput)
+    group_across_transactions: bool = False
+    enum_set: Literal["index", "label"] = "index"  # Canal: ENUM index, SET bitmask; label: member names
+    partition_hash: Literal["database_and_key", "key"] = "database_and_key"  # canal.mq.database.hash true/false
 
 
 class TopicConfig(_Model):

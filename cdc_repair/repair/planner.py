@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cdc_repair.config import PairConfig
+from cdc_repair.model.canal_values import labelled_row
 from cdc_repair.repair.actions import Op, Plan, RepairAction, Side
 from cdc_repair.repair.guard import flat_equal
 from cdc_repair.validate.rules import DIFFERENT, EXTRA, MISSING, OK, evaluate, rule_columns
@@ -134,7 +135,10 @@ def row_event(source_event: Any, pair: PairConfig, pk: str,
     for row, before in zip(data, olds, strict=False):
         if isinstance(row, Mapping) and all(k in row for k in pair.key) and \
                 pk_string([row[k] for k in pair.key]) == pk:
-            chosen = RowEvent(kind, dict(row), dict(before) if isinstance(before, Mapping) else None, mysql_type)
+            sql_type = source_event.get("sqlType") or {}  # Canal's ENUM index / SET bitmask → member names
+            chosen = RowEvent(kind, labelled_row(row, mysql_type, sql_type),
+                              labelled_row(before, mysql_type, sql_type) if isinstance(before, Mapping) else None,
+                              mysql_type)
     return chosen
 
 

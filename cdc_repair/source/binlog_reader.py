@@ -222,8 +222,9 @@ def table_schema(table: Any) -> TableSchema:
 class SchemaCache:
     """Compiled plans per table id, tied to the library's Table object; filtered tables map to None."""
 
-    def __init__(self, table_filter: TableFilter) -> None:
+    def __init__(self, table_filter: TableFilter, *, enum_labels: bool = False) -> None:
         self.table_filter = table_filter
+        self.enum_labels = enum_labels
         self._plans: dict[int, tuple[Any, RowDecoder | None]] = {}
         self.compiled = 0
 
@@ -233,7 +234,7 @@ class SchemaCache:
             return hit[1]
         plan = None
         if self.table_filter(str(table.schema), str(table.table)):
-            plan = RowDecoder(table_schema(table), _json_text)
+            plan = RowDecoder(table_schema(table), _json_text, enum_labels=self.enum_labels)
             self.compiled += 1
             log.debug("compiled row plan for %s.%s (table id %d)", table.schema, table.table, table_id)
         self._plans[table_id] = (table, plan)
@@ -352,10 +353,10 @@ class BinlogReader:
 
     def __init__(self, dsn: Dsn, server_id: int, start: BinlogPosition, *, table_filter: TableFilter,
                  is_mariadb: bool, only_schemas: list[str] | None = None, heartbeat_s: float = 1.0,
-                 skip_to_timestamp: float | None = None) -> None:
+                 skip_to_timestamp: float | None = None, enum_labels: bool = False) -> None:
         self.dsn = dsn
         self.start = start
-        self.schemas = SchemaCache(table_filter)
+        self.schemas = SchemaCache(table_filter, enum_labels=enum_labels)
         self.gtids = GtidTracker(start.gtid_set, is_mariadb)
         self._stream_connects = 0
         # Not the library's skip_to_timestamp: it also drops heartbeats (their timestamp is 0) for the whole

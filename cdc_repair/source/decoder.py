@@ -8,8 +8,9 @@ It only supports the FULL row image (every column present), which capture requir
 Value text (Canal's): integers in decimal; DECIMAL plain with its scale; DATETIME `YYYY-MM-DD HH:MM:SS[.f]`
 with as many fraction digits as the column's precision; TIMESTAMP likewise, in UTC; DATE `YYYY-MM-DD`; TIME
 `[-]HH:MM:SS[.f]`; text decoded with the column charset; binary (BLOB/BINARY/VARBINARY/GEOMETRY) as
-ISO-8859-1 text (byte n → code point n, lossless); ENUM the value name; SET names joined by commas; BIT the
-number in decimal; JSON (MySQL binary JSON) as JSON text via the injected `json_decoder`.
+ISO-8859-1 text (byte n → code point n, lossless); ENUM its index and SET its bitmask in decimal (Canal's
+RowsLogBuffer; member names with `enum_labels`); FLOAT/DOUBLE as Java's toString; BIT the number in decimal;
+JSON (MySQL binary JSON) as JSON text via the injected `json_decoder`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from cdc_repair.errors import SchemaDriftError
@@ -63,22 +65,50 @@ def decode_decimal(raw: bytes, precision: int, decimals: int) -> str:
 
 
 def float_text(value: float) -> str:
-    """FLOAT as Java's Float.toString would print it: the shortest text that reads back as the same float32."""
-    for digits in range(6, 10):
-        text = f"{value:.{digits}g}"
+    """FLOAT as Java's `Float.toString` prints it (Canal: `String.valueOf(Float)`): the shortest digits that read
+    back as the same float32, in Java's layout (`1.5`, `1.0E7`, `1.0E-5`, `3.4E38`)."""
+    if value != value or value in (_INF, -_INF) or value == 0.0:
+        return _java_special(value)
+    for digits in range(2, 10):  # Java picks among 2-digit decimals when 1 digit would do (the closest one)
+        text = f"{value:.{digits - 1}e}"
         if _F32.unpack(_F32.pack(float(text)))[0] == value:
-            break
-    return _java_number(text)
+            return _java_layout(text)
+    return _java_layout(f"{value:.8e}")
 
 
 def double_text(value: float) -> str:
-    return _java_number(repr(value))
+    """DOUBLE as Java's `Double.toString` prints it (JDK >= 19: the shortest digits that read back, as Python's
+    repr, but the closest 2-digit decimal when 1 digit would do: `4.9E-324`)."""
+    if value != value or value in (_INF, -_INF) or value == 0.0:
+        return _java_special(value)
+    text = repr(value)
+    return _java_layout(f"{value:.1e}" if len(Decimal(text).normalize().as_tuple().digits) == 1 else text)
 
 
-def _java_number(text: str) -> str:
-    if "e" in text or "n" in text or "." in text:  # exponent, inf/nan, or already has a fraction
-        return text
-    return text + ".0"
+_INF = float("inf")
+
+
+def _java_special(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value == 0.0:
+        return "-0.0" if str(value).startswith("-") else "0.0"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def _java_layout(text: str) -> str:
+    """Decimal `text` (Python repr or %e) in Java's toString layout: plain for 1e-3 <= |v| < 1e7, else `d.dddEn`."""
+    negative, digit_tuple, exp = Decimal(text).as_tuple()
+    digits = "".join(map(str, digit_tuple))
+    stripped = digits.rstrip("0") or "0"
+    exponent = len(digits) - 1 + int(exp)  # decimal exponent of the first digit
+    digits = stripped
+    sign = "-" if negative else ""
+    if -3 <= exponent < 7:
+        if exponent >= 0:
+            return f"{sign}{digits[:exponent + 1].ljust(exponent + 1, '0')}.{digits[exponent + 1:] or '0'}"
+        return f"{sign}0.{'0' * (-exponent - 1)}{digits}"
+    return f"{sign}{digits[0]}.{digits[1:] or '0'}E{exponent}"
 
 
 def _frac_text(frac: int, fsp: int) -> str:
@@ -143,10 +173,12 @@ def old_time_text(raw: int) -> str:
 
 
 def set_text(mask: int, names: tuple[str, ...]) -> str:
+    """SET as its member names joined by ',' (the `enum_set: label` option; Canal writes the bitmask)."""
     return ",".join(name for i, name in enumerate(names) if mask >> i & 1)
 
 
 def enum_text(index: int, names: tuple[str, ...]) -> str:
+    """ENUM as its member name (the `enum_set: label` option; Canal writes the index; 0, the error value, is "")."""
     return names[index - 1] if 0 < index <= len(names) else ""
 
 
@@ -159,7 +191,7 @@ def _int_code(col: ColumnSpec) -> tuple[str, int]:
     return f"str(_ifb(d[p:p + {size}], 'little', signed={signed}))", size
 
 
-def _column_code(i: int, col: ColumnSpec, env: dict[str, Any]) -> list[str]:
+def _column_code(i: int, col: ColumnSpec, env: dict[str, Any], enum_labels: bool = False) -> list[str]:
     """Lines that set `v{i}` from `d` at `p` and advance `p` (value known to be non-NULL)."""
     t = col.type_code
     v = f"v{i}"
@@ -209,8 +241,10 @@ def _column_code(i: int, col: ColumnSpec, env: dict[str, Any]) -> list[str]:
     if t == T.TIME:
         return [f"{v} = _old_time(_ifb(d[p:p + 3], 'little'))", "p += 3"]
     if t in (T.ENUM, T.SET):
-        env[f"_names{i}"] = col.values
         size = col.size or 1
+        if not enum_labels:  # Canal (RowsLogBuffer): the ENUM index and the SET bitmask, as integers
+            return [f"{v} = str(_ifb(d[p:p + {size}], 'little'))", f"p += {size}"]
+        env[f"_names{i}"] = col.values
         func = "_enum" if t == T.ENUM else "_set"
         return [f"{v} = {func}(_ifb(d[p:p + {size}], 'little'), _names{i})", f"p += {size}"]
     if t == T.BIT:
@@ -219,8 +253,10 @@ def _column_code(i: int, col: ColumnSpec, env: dict[str, Any]) -> list[str]:
     raise SchemaDriftError(f"column {col.name}: binlog type {t} is not supported by the capture decoder")
 
 
-def compile_image_decoder(schema: TableSchema, json_decoder: JsonDecoder | None = None) -> ImageDecoder:
-    """One function `(body, pos) -> (values, new_pos)` decoding a FULL row image of `schema`."""
+def compile_image_decoder(schema: TableSchema, json_decoder: JsonDecoder | None = None, *,
+                          enum_labels: bool = False) -> ImageDecoder:
+    """One function `(body, pos) -> (values, new_pos)` decoding a FULL row image of `schema`.
+    `enum_labels`: ENUM/SET as member names instead of Canal's index/bitmask."""
     cols = schema.columns
     env: dict[str, Any] = {
         "_ifb": int.from_bytes, "_f32": struct.Struct("<f").unpack_from, "_f64": struct.Struct("<d").unpack_from,
@@ -235,7 +271,7 @@ def compile_image_decoder(schema: TableSchema, json_decoder: JsonDecoder | None 
         lines.append(f"    if nulls & {1 << i}:")
         lines.append(f"        v{i} = None")
         lines.append("    else:")
-        lines.extend("        " + line for line in _column_code(i, col, env))
+        lines.extend("        " + line for line in _column_code(i, col, env, enum_labels))
     values = ", ".join(f"v{i}" for i in range(len(cols)))
     lines.append(f"    return ({values}{',' if len(cols) == 1 else ''}), p")
     source = "\n".join(lines)
@@ -249,17 +285,25 @@ def _no_json(raw: bytes) -> str | None:
 
 
 class RowDecoder:
-    """The compiled plan of one table: image decoder plus Canal's per-table `mysqlType`/`sqlType`/`pkNames`."""
+    """The compiled plan of one table: image decoder plus Canal's per-table `mysqlType`/`sqlType`/`pkNames`.
 
-    __slots__ = ("decode_image", "mysql_type", "names", "pk_indexes", "pk_names", "schema", "sql_type",
-                 "unsigned_ints")
+    `mysql_type` starts as the type derived from the TableMap (binlog metadata has no display widths, ZEROFILL or
+    FLOAT/DOUBLE (M,D)); `declared_mysql_type` is filled once by the tailer with the declared column types
+    (information_schema, when they still describe this TableMap; see source/declared_types.py).
+    """
 
-    def __init__(self, schema: TableSchema, json_decoder: JsonDecoder | None = None) -> None:
+    __slots__ = ("declared_mysql_type", "decode_image", "mysql_type", "names", "pk_indexes", "pk_names", "schema",
+                 "sql_type", "unsigned_ints")
+
+    def __init__(self, schema: TableSchema, json_decoder: JsonDecoder | None = None, *,
+                 enum_labels: bool = False) -> None:
         self.schema = schema
         self.names = schema.names
-        self.decode_image = compile_image_decoder(schema, json_decoder)
+        self.decode_image = compile_image_decoder(schema, json_decoder, enum_labels=enum_labels)
         self.mysql_type = {c.name: c.mysql_type for c in schema.columns}
-        self.sql_type = {c.name: c.sql_type for c in schema.columns}
+        self.declared_mysql_type: dict[str, str] | None = None
+        self.sql_type = {c.name: T.J_VARCHAR if enum_labels and c.type_code in (T.ENUM, T.SET) else c.sql_type
+                         for c in schema.columns}
         self.pk_names = list(schema.pk_names) or None
         self.pk_indexes = schema.pk_indexes
         # (index, name, signed max, widened code) of unsigned integer columns, for Canal's per-value widening

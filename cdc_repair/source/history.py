@@ -47,7 +47,9 @@ class BinlogHistory:
         database, _, name = table.partition(".")
         reader = BinlogReader(dsn, random.randint(2**31, 2**32 - 2), start,
                               table_filter=lambda s, t: (s == database and t == name) or t == MARKER_TABLE,
-                              is_mariadb=info.is_mariadb, only_schemas=[database], heartbeat_s=self.heartbeat_s)
+                              is_mariadb=info.is_mariadb, only_schemas=[database], heartbeat_s=self.heartbeat_s,
+                              enum_labels=True)  # values to write back: ENUM/SET as member names, not Canal's
+                              # index/bitmask (planner.row_event reads the message's back the same way)
         try:
             found = _collect(reader, start, info.current, key_columns, set(keys), name)
         except BinlogPurgedError as exc:

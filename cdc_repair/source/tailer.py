@@ -24,8 +24,10 @@ Delivery: every record is produced with acks=all on an explicit PK-hash partitio
 checkpoint (file, pos, GTID set) is written only at a transaction boundary (XID/COMMIT/DDL) and only after the
 broker acknowledged every record before it. A restart resumes there: duplicates possible, losses not.
 
-Grouping: consecutive rows of one table and type inside a transaction are grouped per partition into one
-FlatMessage (`data` holds several rows, in binlog order), up to `capture.max_batch_rows` rows and ~1 MB.
+Grouping (sink/grouping.py, Canal's event buffer): consecutive rows of one table and type inside a transaction are
+grouped per partition into one FlatMessage (`data` holds several rows, in binlog order), up to
+`capture.max_batch_rows` rows and ~1 MB; a message never holds rows of two transactions unless
+`capture.group_across_transactions` is on. Encoding: sink/flat_message.py; partitions: sink/partitioning.py.
 """
 
 from __future__ import annotations
@@ -34,8 +36,6 @@ import logging
 import threading
 import time
 from typing import Any
-
-import orjson
 
 from cdc_repair import metrics
 from cdc_repair.checkpoint.resume import StartDecision, resolve_start
@@ -52,10 +52,13 @@ from cdc_repair.errors import (
 from cdc_repair.model.oversized import OVERSIZED_FIELD, OVERSIZED_MARKER, shrink_images
 from cdc_repair.model.position import BinlogPosition
 from cdc_repair.preflight import REQUIRED_BINLOG, binlog_problems, fetch_grants, grant_problems, parse_grants
+from cdc_repair.sink.flat_message import dml_fields, encode_ddl, encode_fields, image_rows, update_rows
+from cdc_repair.sink.grouping import Group, Part, TransactionGrouper
 from cdc_repair.sink.kafka_producer import KafkaSink
-from cdc_repair.sink.partitioning import java_string_hash, key_bytes, topic_for
+from cdc_repair.sink.partitioning import hash_seed, key_bytes, partitions_of, topic_for
 from cdc_repair.source.binlog_reader import BinlogReader, server_binlog
 from cdc_repair.source.ddl import classify_ddl
+from cdc_repair.source.declared_types import DeclaredTypes
 from cdc_repair.source.decoder import RowDecoder
 from cdc_repair.source.events import Commit, Ddl, Gtid, Heartbeat, PartialRows, Rotate, RowsData, StatementRows
 from cdc_repair.source.filters import TableMatcher
@@ -69,6 +72,9 @@ GROUP_BYTES = 1 << 20  # raw row bytes per pending group before it is sent
 # server is asked for heartbeats this often when it has nothing to send, so a pause flushes within ~2x this.
 GROUP_MAX_AGE_S = 0.05
 CONFIRM_EVERY_RECORDS = 20000  # bound the futures kept inside one huge transaction
+# Encoded messages are handed to the producer in bursts (each stays its own record): one kafka-python send per
+# record is cheap, but waking its sender thread for every new batch costs a GIL hand-off per small transaction.
+OUTBOX_RECORDS = 1000
 
 
 def _state_api() -> Any:
@@ -98,8 +104,13 @@ class Tailer:
         self._boundary_ts: float | None = None
         self._last_error: str | None = None
         self._lag_s: float | None = None
-        self._txn_id = 0
         self._lag_gauge = metrics.BINLOG_LAG_SECONDS.labels(self.source)
+        self._grouper = TransactionGrouper(across_transactions=capture.group_across_transactions,
+                                           max_rows=capture.max_batch_rows, max_bytes=GROUP_BYTES,
+                                           max_age_s=GROUP_MAX_AGE_S)
+        self._declared = DeclaredTypes(self.dsn)
+        self._max_message = self.kafka.producer.max_request_size - 1024  # a larger group is split in halves
+        self._seeds: dict[str, int] = {}
         self._origin = TxnOrigin(self.matcher)  # own-write marks and binlog coordinates (source/origin.py)
         self._guard = UncapturableGuard(self.source, self.dsn, self.matcher, capture.on_partial_image,
                                         lambda: self._engine)
@@ -168,7 +179,8 @@ class Tailer:
                               table_filter=self._origin.table_filter(),
                               is_mariadb=server.is_mariadb, only_schemas=self.matcher.only_schemas(),
                               heartbeat_s=min(self.capture.heartbeat_s, GROUP_MAX_AGE_S),
-                              skip_to_timestamp=decision.skip_to_timestamp)
+                              skip_to_timestamp=decision.skip_to_timestamp,
+                              enum_labels=self.capture.enum_set == "label")
         self._boundary = decision.position
         # `start: {timestamp}`: no checkpoint until the first transaction at or after it has committed, so a
         # restart meanwhile resolves the timestamp again instead of resuming amid the skipped transactions
@@ -183,6 +195,7 @@ class Tailer:
             raise
         finally:
             reader.close()
+            self._declared.close()
 
     def _abandon_after_error(self) -> None:
         """After a failure mid-stream: keep what Kafka acknowledged, resume from the last safe boundary.
@@ -190,7 +203,7 @@ class Tailer:
         Rows still grouped but unsent may belong to transactions before `_boundary`, so then the boundary is
         not safe and we fall back to the saved checkpoint (re-reading means duplicates, never losses).
         """
-        unsent = bool(self._groups)
+        unsent = self._grouper.pending or bool(self._outbox)
         boundary, self._boundary = self._boundary, self._saved  # pessimistic until proven acked
         self._reset_txn_state()
         sink = self._sink
@@ -261,15 +274,11 @@ class Tailer:
     def _reset_txn_state(self) -> None:
         self._origin.reset()
         self._in_txn = False
-        self._gtid = ""
-        self._gkey: tuple[RowDecoder, str] | None = None
-        self._groups: dict[int, list[dict[str, str | None]]] = {}
-        self._olds: dict[int, list[dict[str, str | None]]] = {}
-        self._grows = 0
-        self._gbytes = 0
-        self._gts = 0
-        self._gevents = 0
-        self._gstart = 0.0
+        self._grouper.discard()
+        self._outbox: list[tuple[str, int, bytes | None, bytes, list[tuple[str, bytes]]]] = []
+        self._outbox_since = 0.0
+        self._outbox_counts: dict[tuple[str, str], list[int]] = {}  # metrics, counted when the outbox drains
+        self._outbox_es = 0
 
     def _stream(self, reader: BinlogReader, stop: threading.Event) -> None:
         last_ckpt = time.monotonic()
@@ -282,14 +291,16 @@ class Tailer:
                 if sink.pending > CONFIRM_EVERY_RECORDS:
                     self._confirm(stop)
             elif isinstance(ev, Commit):
-                if self._origin.marked or time.monotonic() - self._gstart >= GROUP_MAX_AGE_S:
+                self._send_groups(self._grouper.commit())
+                if self._origin.marked:
                     self._flush_groups()  # a repair's rows never share a message with the next transaction's
+                elif self._outbox and time.monotonic() - self._outbox_since >= GROUP_MAX_AGE_S:
+                    self._drain_outbox()
                 self._origin.end_txn()
                 self._in_txn = False
                 self._skipping = False  # the reader passes only transactions at or after a start timestamp
                 self._boundary = ev.position
                 self._boundary_ts = float(ev.timestamp)
-                self._txn_id += 1
                 if ev.timestamp:
                     self._lag_s = max(0.0, time.time() - ev.timestamp)
                     self._lag_gauge.set(self._lag_s)
@@ -301,16 +312,16 @@ class Tailer:
                 self._guard.tick()
             elif isinstance(ev, Gtid):
                 self._in_txn = True
-                self._gtid = ev.gtid
+                self._grouper.begin(ev.gtid)
             elif isinstance(ev, Ddl):
                 self._flush_groups()
                 self._on_ddl(ev)
+                self._grouper.commit()
                 self._origin.end_txn()
                 self._in_txn = False
                 self._skipping = False
                 self._boundary = ev.position
                 self._boundary_ts = float(ev.timestamp)
-                self._txn_id += 1
                 self._checkpoint(stop)
                 last_ckpt = time.monotonic()
             elif isinstance(ev, Heartbeat):
@@ -335,64 +346,22 @@ class Tailer:
 
     def _on_rows(self, ev: RowsData) -> None:
         decoder = ev.decoder
-        if self._origin.rows(decoder.schema.table, decoder.names, self._flush_groups):
-            self._in_txn = True  # a repair's marker row: not published, it tags the transaction's other rows
-            return
-        kind = ev.kind
-        key = (decoder, kind)
-        if key != self._gkey or self._grows >= self.capture.max_batch_rows or self._gbytes >= GROUP_BYTES:
-            self._flush_groups()
-            self._gkey = key
-            self._gstart = time.monotonic()
-        self._origin.grouped(self._boundary)
         self._in_txn = True
+        if self._origin.rows(decoder.schema.table, decoder.names, self._flush_groups):
+            return  # a repair's marker row: not published, it tags the transaction's other rows
         images = decoder.images(ev.body, ev.start, ev.end)
-        names = decoder.names
-        pk_idx = decoder.pk_indexes
-        nparts = self._partition_count(decoder)
-        groups = self._groups
-        single_pk = pk_idx[0] if len(pk_idx) == 1 else None
-        if kind == "UPDATE":
-            olds = self._olds
-            for j in range(0, len(images), 2):
-                before, after = images[j], images[j + 1]
-                row = dict(zip(names, after, strict=True))
-                old = {n: b for n, b, a in zip(names, before, after, strict=True) if b != a}
-                p = self._partition(after, single_pk, pk_idx, nparts)
-                bucket = groups.get(p)
-                if bucket is None:
-                    groups[p] = [row]
-                    olds[p] = [old]
-                else:
-                    bucket.append(row)
-                    olds[p].append(old)
-            rows = len(images) // 2
+        if ev.kind == "UPDATE":
+            rows, olds = update_rows(decoder.names, images)
+            keyed = images[1::2]  # Canal hashes the after-image
         else:
-            for image in images:
-                p = self._partition(image, single_pk, pk_idx, nparts)
-                bucket = groups.get(p)
-                if bucket is None:
-                    groups[p] = [dict(zip(names, image, strict=True))]
-                else:
-                    bucket.append(dict(zip(names, image, strict=True)))
-            rows = len(images)
-        self._grows += rows
-        self._gbytes += ev.end - ev.start
-        self._gts = ev.timestamp
-        self._gevents += 1
-
-    @staticmethod
-    def _partition(image: tuple[str | None, ...], single_pk: int | None, pk_idx: tuple[int, ...],
-                   nparts: int) -> int:
-        if nparts <= 1:
-            return 0
-        if single_pk is not None:
-            h = java_string_hash(image[single_pk] or "")
-        else:
-            h = 0
-            for i in pk_idx:
-                h ^= java_string_hash(image[i] or "")
-        return abs(h) % nparts
+            rows, olds, keyed = image_rows(decoder.names, images), None, images
+        database = decoder.schema.database
+        seed = self._seeds.get(database)
+        if seed is None:
+            seed = self._seeds[database] = hash_seed(database, self.capture.partition_hash)
+        partitions = partitions_of(keyed, decoder.pk_indexes, self._partition_count(decoder), seed)
+        self._send_groups(self._grouper.add(decoder, ev.kind, rows, olds, partitions, ev.timestamp * 1000,
+                                            ev.end - ev.start, txn_start=self._boundary))
 
     def _partition_count(self, decoder: RowDecoder) -> int:
         topic = self._topic(decoder.schema.database, decoder.schema.table)
@@ -415,58 +384,78 @@ class Tailer:
         self._partitions[topic] = sink.partitions(topic)
 
     def _flush_groups(self) -> None:
-        if not self._groups or self._gkey is None:
-            self._groups = {}
-            self._olds = {}
-            self._origin.flushed()
-            return
-        decoder, kind = self._gkey
+        """Send every row held by the grouper and the outbox (before waiting for acks, a DDL, or on a pause)."""
+        self._send_groups(self._grouper.flush())
+        self._drain_outbox()
+
+    def _drain_outbox(self) -> None:
+        outbox = self._outbox
+        if outbox:
+            send = self._sink.send  # type: ignore[union-attr]  # set while streaming
+            for topic, partition, key, value, headers in outbox:
+                send(topic, partition, key, value, headers)
+            self._outbox = []
+        for (table, kind), (events, rows, nbytes) in self._outbox_counts.items():
+            children = self._children(table, kind)
+            children[0].inc(events)
+            children[1].inc(rows)
+            children[2].inc(nbytes)
+        self._outbox_counts = {}
+        if self._outbox_es:  # lag of the last row event handed to Kafka
+            self._lag_s = max(0.0, time.time() - self._outbox_es / 1000)
+            self._lag_gauge.set(self._lag_s)
+            self._outbox_es = 0
+
+    def _send_groups(self, groups: list[Group]) -> None:
+        for group in groups:
+            self._send_group(group)
+
+    def _send_group(self, group: Group) -> None:
+        decoder: RowDecoder = group.table  # type: ignore[assignment]  # the tailer keys groups by table plan
         schema = decoder.schema
         topic = self._topic(schema.database, schema.table)
-        es = self._gts * 1000
+        mysql_type = self._declared.mysql_type(decoder)
         ts = int(time.time() * 1000)
-        total = 0
-        for p, rows in self._groups.items():
-            olds = self._olds.get(p) if kind == "UPDATE" else None
-            total += self._send_rows(topic, p, decoder, kind, rows, olds, es, ts)
-        children = self._children(schema.qualified, kind)
-        children[0].inc(self._gevents)
-        children[1].inc(self._grows)
-        children[2].inc(total)
-        if self._gts:
-            self._lag_s = max(0.0, time.time() - self._gts)
-            self._lag_gauge.set(self._lag_s)
-        self._groups = {}
-        self._olds = {}
-        self._grows = 0
-        self._gbytes = 0
-        self._gevents = 0
-        self._gkey = None  # the next rows event starts a new group (and its age)
+        self._origin.grouped(group.txn_start)  # type: ignore[arg-type]  # the tailer passes BinlogPosition | None
+        headers = self._origin.headers()  # repair mark, and where the group's first transaction starts
         self._origin.flushed()
+        total = 0
+        for p, part in group.parts.items():
+            total += self._send_rows(topic, p, decoder, group.kind, part, part.rows, part.olds, mysql_type, ts,
+                                     headers)
+        counts = self._outbox_counts.get((schema.qualified, group.kind))
+        if counts is None:
+            self._outbox_counts[(schema.qualified, group.kind)] = [group.events, group.rows, total]
+        else:
+            counts[0] += group.events
+            counts[1] += group.rows
+            counts[2] += total
+        if group.es:
+            self._outbox_es = group.es
+        if len(self._outbox) >= OUTBOX_RECORDS:
+            self._drain_outbox()
 
-    def _send_rows(self, topic: str, partition: int, decoder: RowDecoder, kind: str,
-                   rows: list[dict[str, str | None]], olds: list[dict[str, str | None]] | None, es: int,
-                   ts: int) -> int:
+    def _send_rows(self, topic: str, partition: int, decoder: RowDecoder, kind: str, part: Part,
+                   rows: list[dict[str, str | None]], olds: list[dict[str, str | None]] | None,
+                   mysql_type: dict[str, str], ts: int, headers: list[tuple[str, bytes]]) -> int:
         schema = decoder.schema
-        fields = {
-            "data": rows, "database": schema.database, "es": es, "gtid": self._gtid, "id": self._txn_id,
-            "isDdl": False, "mysqlType": decoder.mysql_type, "old": olds, "pkNames": decoder.pk_names, "sql": "",
-            "sqlType": _sql_type(decoder, rows), "table": schema.table, "ts": ts, "type": kind,
-        }
-        value = orjson.dumps(fields)
-        sink = self._sink
-        assert sink is not None
-        limit = self.kafka.producer.max_request_size - 1024
+        fields = dml_fields(database=schema.database, table=schema.table, kind=kind, rows=rows, olds=olds,
+                            pk_names=decoder.pk_names, mysql_type=mysql_type, sql_type=_sql_type(decoder, rows),
+                            es=part.es, ts=ts, id=part.txn_id, gtid=part.gtid)
+        value = encode_fields(fields)
+        limit = self._max_message
         if len(value) > limit and len(rows) == 1:
             value = self._mark_oversized(fields, decoder, len(value), limit)
-        if len(value) > limit and len(rows) > 1:
+        if len(rows) > 1 and len(value) > limit:
             half = len(rows) // 2
-            return (self._send_rows(topic, partition, decoder, kind, rows[:half], olds[:half] if olds else None,
-                                    es, ts)
-                    + self._send_rows(topic, partition, decoder, kind, rows[half:], olds[half:] if olds else None,
-                                      es, ts))
+            return (self._send_rows(topic, partition, decoder, kind, part, rows[:half],
+                                    olds[:half] if olds else None, mysql_type, ts, headers)
+                    + self._send_rows(topic, partition, decoder, kind, part, rows[half:],
+                                      olds[half:] if olds else None, mysql_type, ts, headers))
         key = key_bytes([rows[0][n] for n in decoder.pk_names]) if len(rows) == 1 and decoder.pk_names else None
-        sink.send(topic, partition, key, value, self._origin.headers())
+        if not self._outbox:
+            self._outbox_since = time.monotonic()
+        self._outbox.append((topic, partition, key, value, headers))
         return len(value)
 
     def _mark_oversized(self, fields: dict[str, Any], decoder: RowDecoder, size: int, limit: int) -> bytes:
@@ -479,13 +468,13 @@ class Tailer:
         if olds:
             fields["old"] = [images[1]]
         fields[OVERSIZED_FIELD] = replaced
-        value = orjson.dumps(fields)
+        value = encode_fields(fields)
         table = decoder.schema.qualified
         metrics.CAPTURE_OVERSIZED.labels(table).inc()
         key = ", ".join(f"{n}={images[0].get(n) if images[0] else None}" for n in keys) or "without a key"
         log.warning("capture %s: %s of %s row %s (gtid %s) is %d bytes as a FlatMessage, over "
                     "kafka.producer.max_request_size (%d): published with %s replaced by %r; validation reads the "
-                    "row from the database", self.source, fields["type"], table, key, self._gtid or "-", size,
+                    "row from the database", self.source, fields["type"], table, key, fields["gtid"] or "-", size,
                     self.kafka.producer.max_request_size, ", ".join(replaced), OVERSIZED_MARKER)
         return value
 
@@ -509,11 +498,11 @@ class Tailer:
         topic = self._topic(info.database, info.table)
         if topic not in self._partitions:
             self._ensure_topic(topic)
-        value = orjson.dumps({
-            "data": None, "database": info.database, "es": ev.timestamp * 1000, "gtid": self._gtid, "id": self._txn_id,
-            "isDdl": True, "mysqlType": None, "old": None, "pkNames": None, "sql": ev.sql, "sqlType": None,
-            "table": info.table, "ts": int(time.time() * 1000), "type": info.type,
-        })
+        if not self._grouper.in_txn:  # no GTID event before it (GTIDs off): the DDL is a transaction of its own
+            self._grouper.begin("")
+        value = encode_ddl(database=info.database, table=info.table, kind=info.type, sql=ev.sql,
+                           es=ev.timestamp * 1000, ts=int(time.time() * 1000), id=self._grouper.txn_id,
+                           gtid=self._grouper.gtid)
         sink = self._sink
         assert sink is not None
         sink.send(topic, 0, None, value)

@@ -125,3 +125,52 @@ def java_sql_type(type_code: int, *, binary: bool = False) -> int:
     if type_code in (BLOB, TINY_BLOB, MEDIUM_BLOB, LONG_BLOB):
         return J_BLOB if binary else J_CLOB
     return J_VARCHAR
+
+
+# ---------------------------------------------------------------- declared column types (Canal's mysqlType)
+
+# information_schema DATA_TYPE values each binlog type can be declared as
+_DECLARED_FAMILY: dict[int, frozenset[str]] = {
+    TINY: frozenset({"tinyint"}), SHORT: frozenset({"smallint"}), INT24: frozenset({"mediumint"}),
+    LONG: frozenset({"int"}), LONGLONG: frozenset({"bigint"}), FLOAT: frozenset({"float"}),
+    DOUBLE: frozenset({"double"}), YEAR: frozenset({"year"}),
+    BLOB: frozenset({"tinyblob", "blob", "mediumblob", "longblob", "tinytext", "text", "mediumtext", "longtext",
+                     "json"}),
+    JSON: frozenset({"json"}),
+    GEOMETRY: frozenset({"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring",
+                         "multipolygon", "geometrycollection"}),
+}
+for _code in (TINY_BLOB, MEDIUM_BLOB, LONG_BLOB):
+    _DECLARED_FAMILY[_code] = _DECLARED_FAMILY[BLOB]
+# Numeric types whose declared text carries what the binlog does not (display width, ZEROFILL, (M,D)).
+_SIGNED_FAMILIES = frozenset({TINY, SHORT, INT24, LONG, LONGLONG, FLOAT, DOUBLE})
+
+
+def declared_mysql_types(columns: tuple[tuple[str, int, bool, str], ...],
+                         declared: list[tuple[str, str, str]]) -> dict[str, str] | None:
+    """Canal's `mysqlType` (the declared column type, e.g. `tinyint(1)`, `int(6) unsigned zerofill`,
+    `double(10,2)`, `point`) when `declared` still describes the row's TableMap, else None.
+
+    `columns`: (name, binlog type code, unsigned, type derived from the TableMap) per column of the row.
+    `declared`: (COLUMN_NAME, DATA_TYPE, COLUMN_TYPE) per column from information_schema, in ordinal order.
+    They must agree on column count, names, type family and signedness, and, where the binlog carries them,
+    lengths, precision, fractional digits and ENUM/SET members (information_schema shows the table *now*: after a
+    later ALTER it describes another schema version, and then None makes the caller keep the derived types).
+    """
+    if len(columns) != len(declared):
+        return None
+    out: dict[str, str] = {}
+    for (name, code, unsigned, derived), (d_name, d_type, d_column_type) in zip(columns, declared, strict=True):
+        column_type = d_column_type.lower()
+        if name.lower() != d_name.lower():
+            return None
+        family = _DECLARED_FAMILY.get(code)
+        if family is not None:
+            if d_type.lower() not in family:
+                return None
+            if code in _SIGNED_FAMILIES and ("unsigned" in column_type.split()) != unsigned:
+                return None
+        elif column_type != derived.lower():
+            return None
+        out[name] = d_column_type
+    return out

@@ -334,7 +334,7 @@ class IncrementalValidator:
                 if table == pair.source.table:
                     old = msg.old[i] if msg.old and i < len(msg.old) else None
                     event = {"type": msg.type, "database": msg.database, "table": msg.table, "es": msg.es,
-                             "data": row, "old": old, "mysqlType": msg.mysql_type}
+                             "data": row, "old": old, "mysqlType": msg.mysql_type, "sqlType": msg.sql_type}
                 out.append((pair, key, event))
         return out
 

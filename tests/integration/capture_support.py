@@ -88,9 +88,9 @@ def read_messages(broker: Broker, topic: str, until: Callable[[list[FlatMessage]
     try:
         deadline = time.monotonic() + timeout_s
         parts: set[int] | None = None
-        while parts is None and time.monotonic() < deadline:
+        while not parts and time.monotonic() < deadline:  # a just-created topic may list no partitions yet
             parts = consumer.partitions_for_topic(topic)
-            if parts is None:
+            if not parts:
                 time.sleep(0.2)
         assert parts, f"topic {topic} has no partitions"
         tps = [TopicPartition(topic, p) for p in sorted(parts)]

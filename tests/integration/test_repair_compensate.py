@@ -184,3 +184,26 @@ def test_compensation_refuses_values_the_binlog_does_not_hold(env: Env) -> None:
     assert "INJECTED-BY-KAFKA" in led[pk_string([30])]["last_error"]
     assert led[pk_string([31])]["status"] == "failed"
     assert "no longer on server" in led[pk_string([31])]["last_error"]
+
+
+def test_compensation_restores_enum_and_set_columns_published_as_canal_index_and_bitmask(env: Env) -> None:
+    """The tailer writes ENUM as its index and SET as its bitmask (Canal); compensation must write names back."""
+    env.sql(f"ALTER TABLE {env.src} ADD COLUMN e ENUM('red','green','blue') NULL, ADD COLUMN s SET('a','b','c') NULL")
+    env.many(INSERT.format(t=env.src), [article(20, status=1, title="draft")])
+    env.sql(f"UPDATE {env.src} SET e = 'green', s = 'a,c' WHERE id = 20")
+    draft = env.row(env.src, 20) or {}
+    where = binlog_position(env)
+    env.sql(f"UPDATE {env.src} SET status = 2, title = 'published', e = 'blue', s = 'b' WHERE id = 20")
+    published = env.row(env.src, 20) or {}
+    text = {k: (v.decode("latin-1") if isinstance(v, bytes) else str(v)) for k, v in published.items()}
+    event = {"type": "UPDATE", "database": env.author, "table": "articles", "es": 1,
+             "data": {**text, "e": "3", "s": "2"},
+             "old": {"status": str(draft["status"]), "title": draft["title"], "e": "2", "s": "5"},
+             "mysqlType": {**MYSQL_TYPES, "e": "enum('red','green','blue')", "s": "set('a','b','c')"},
+             "sqlType": {"id": -5, "author_id": -5, "title": 12, "content": 2004, "status": -6, "ctime": -5,
+                         "utime": -5, "e": 4, "s": -7},
+             "binlog": where}
+    env.record([20], source_events={pk_string([20]): event})
+    report = run_repair(env.settings, strategy="compensate", mode="execute")
+    assert [r.status for r in report.results] == ["repaired"], report.to_json()
+    assert env.sql(f"SELECT status, title, e, s FROM {env.src} WHERE id = 20") == [(1, "draft", "green", "a,c")]
