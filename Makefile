@@ -22,7 +22,7 @@ test: $(STAMP) lint
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check cdc_repair tests bench
+	$(BIN)/ruff check cdc_repair cdc_repair_dev tests bench
 	$(BIN)/mypy
 
 soak: $(STAMP)

@@ -25,9 +25,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cdc_repair.devservices.broker import Broker  # noqa: E402
-from cdc_repair.devservices.mariadb import MariaDBServer  # noqa: E402
-from cdc_repair.runtime.harness import DaemonProcess, isolated_raw_config  # noqa: E402
+from cdc_repair_dev.devservices.broker import Broker  # noqa: E402
+from cdc_repair_dev.devservices.mariadb import MariaDBServer  # noqa: E402
+from cdc_repair_dev.harness import DaemonProcess, isolated_raw_config  # noqa: E402
 
 
 def _config(folder: Path, server: MariaDBServer, broker: Broker, lock_retry_s: float) -> Path:

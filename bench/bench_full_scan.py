@@ -39,8 +39,8 @@ import pymysql
 import yaml
 
 from cdc_repair.db.sql import Statement
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.validate import checksum as cs
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 ROOT = Path(__file__).resolve().parents[1]
 DDL = """CREATE TABLE {db}.t (id BIGINT NOT NULL PRIMARY KEY, author_id BIGINT, title VARCHAR(255), note VARCHAR(64),

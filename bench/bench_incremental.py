@@ -31,8 +31,6 @@ from kafka import KafkaProducer
 
 from cdc_repair.config import Settings, settings_from_mapping
 from cdc_repair.db import mysql
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.sink.flat_message import FlatMessage, encode_flat_message
 from cdc_repair.sink.kafka_admin import ensure_topics
 from cdc_repair.sink.partitioning import partition_for
@@ -40,6 +38,8 @@ from cdc_repair.state.engine import state_engine
 from cdc_repair.validate.check import check
 from cdc_repair.validate.consumer import IncrementalValidator
 from cdc_repair.validate.rules import Verdict
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 COLS = ("id", "author_id", "title", "content", "status", "ctime", "utime")
 DDL = """CREATE TABLE {t} (id BIGINT NOT NULL PRIMARY KEY, author_id BIGINT, title VARCHAR(255), content BLOB,

@@ -36,9 +36,9 @@ from cdc_repair.config import Settings, settings_from_mapping
 from cdc_repair.db import mysql
 from cdc_repair.db.dsn import Dsn, parse_dsn
 from cdc_repair.db.sql import Statement
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.state.engine import state_engine
 from cdc_repair.validate.check import check
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 DDL = """CREATE TABLE {t} (id BIGINT NOT NULL PRIMARY KEY, author_id BIGINT, title VARCHAR(4096), content BLOB,
   status TINYINT, ctime BIGINT, utime BIGINT, KEY idx_utime (utime)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""

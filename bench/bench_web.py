@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 from cdc_repair import metrics  # noqa: E402
 from cdc_repair.config import WebConfig  # noqa: E402
 from cdc_repair.observe import initialise_metric_labels  # noqa: E402
-from cdc_repair.web import EXAMPLE_STATUS, start_web  # noqa: E402
+from cdc_repair.web import start_web  # noqa: E402
+from cdc_repair_dev.example_status import EXAMPLE_STATUS  # noqa: E402
 
 
 def populate_registry(pairs: int = 3, tables: int = 6) -> None:
@@ -62,10 +63,10 @@ def seeded_status_provider() -> tuple[Callable[[], dict[str, Any]], Callable[[],
     import datetime as dt
 
     from cdc_repair.config import settings_from_mapping
-    from cdc_repair.devservices.mariadb import MariaDBServer
     from cdc_repair.runtime.status import build_status
     from cdc_repair.state import tables
     from cdc_repair.state.engine import state_engine
+    from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-web-"))
     db = MariaDBServer(workdir / "db", server_id=91).start()

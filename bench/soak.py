@@ -31,14 +31,14 @@ import yaml
 from cdc_repair.config import Settings, load_settings
 from cdc_repair.db import mysql
 from cdc_repair.db.sql import Statement, quote_ident
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
-from cdc_repair.runtime.harness import DaemonProcess, create_isolated_schema, isolated_raw_config
 from cdc_repair.runtime.jobs import find_overlaps
-from cdc_repair.runtime.workload import Workload, WorkloadConfig, contract_violations, missing_from_stream
-from cdc_repair.sink.audit import read_topic
 from cdc_repair.state import ledger, runs
 from cdc_repair.state.engine import state_engine
+from cdc_repair_dev.audit import read_topic
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
+from cdc_repair_dev.harness import DaemonProcess, create_isolated_schema, isolated_raw_config
+from cdc_repair_dev.workload import Workload, WorkloadConfig, contract_violations, missing_from_stream
 
 ROOT = Path(__file__).resolve().parents[1]
 

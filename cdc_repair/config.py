@@ -238,7 +238,8 @@ class RepairConfig(_Model):
     busy_threads_running: int = Field(25, ge=1)
     batch_size: int = Field(100, ge=1)
     auto_repair: bool = True
-    claim_timeout_s: float = Field(300.0, gt=0)  # a 'repairing' claim older than this is taken over (worker died)
+    claim_timeout_s: float = Field(300.0, gt=0)  # an unregistered worker's claim older than this is taken over
+    dead_after_s: float = Field(30.0, gt=0)  # a run without a heartbeat for this long is dead: claims taken over
     threads: int = Field(2, ge=1, le=16)  # batches applied concurrently (own connections; disjoint keys)
 
 

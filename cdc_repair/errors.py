@@ -46,10 +46,6 @@ class MalformedMessageError(TerminalError):
     """A Kafka message is not a valid FlatMessage; it goes to the dead-letter topic with this reason."""
 
 
-class DirtyRowError(TerminalError):
-    """A row changed since the image a repair or rollback expected; needs an operator (or --force)."""
-
-
 class DevServiceError(TerminalError):
     """An embedded development service (MariaDB, broker) could not be installed or started."""
 

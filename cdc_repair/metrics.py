@@ -82,7 +82,9 @@ SCAN_THROTTLED = Counter("cdc_repair_scan_throttle_seconds_total", "Seconds a sc
 REPAIRS = Counter("cdc_repair_repair_actions_total",
                   "Repair actions by outcome (applied/failed/parked/guard_failed/left/dirty/refused).",
                   ["pair", "strategy", "outcome"], registry=REGISTRY)
-REPAIR_LATENCY = Histogram("cdc_repair_repair_latency_seconds", "Time to apply one repair (guarded write + undo).",
+REPAIR_LATENCY = Histogram("cdc_repair_repair_latency_seconds",
+                           "Time to apply one repair (guarded write + undo record), one sample per applied repair: "
+                           "its batch's transaction time divided by the batch's statements.",
                            ["strategy"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 ROLLBACKS = Counter("cdc_repair_repair_rollbacks_total", "Rollbacks by outcome (undone/skipped/dirty/forced).",
                     ["outcome"], registry=REGISTRY)
@@ -106,6 +108,9 @@ BUILD_INFO.info({"version": __version__})
 LEDGER_OLDEST_OPEN_SECONDS = Gauge("cdc_repair_ledger_oldest_open_age_seconds",
                                    "Age of the oldest ledger entry not yet repaired (0 when none).", ["pair"],
                                    registry=REGISTRY)
+LEDGER_UP = Gauge("cdc_repair_ledger_up",
+                  "1 when the last read of the ledger (state database) succeeded; 0 while it fails, and then the "
+                  "ledger gauges are absent rather than 0.", registry=REGISTRY)
 JOB_LAST_SUCCESS = Gauge("cdc_repair_job_last_success_timestamp_seconds",
                          "End time (epoch s) of the job's last successful run, from the job_run table.", ["job"],
                          registry=REGISTRY)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from cdc_repair import metrics
 from cdc_repair.db.dsn import Dsn
+from cdc_repair.errors import UnreachableError
 from cdc_repair.state import tables
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def _jobs_sql() -> str:
             f"WHERE `outcome` = 'ok' AND `finished_at` IS NOT NULL GROUP BY `job`")
 
 
-def _epoch(value: datetime) -> float:
+def epoch(value: datetime) -> float:
     """State tables store naive UTC datetimes."""
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
 
@@ -102,7 +103,7 @@ def read_ledger(engine: StateEngine) -> LedgerSnapshot:
         rows = conn.exec_driver_sql(_ledger_sql(), tuple(OPEN_STATUSES)).fetchall()
         jobs = conn.exec_driver_sql(_jobs_sql()).fetchall()
     counts = tuple(LedgerCount(str(r[0]), str(r[1]), str(r[2]), int(r[3]), r[4]) for r in rows)
-    last_ok = {str(j[0]): _epoch(j[1]) for j in jobs if isinstance(j[1], datetime)}
+    last_ok = {str(j[0]): epoch(j[1]) for j in jobs if isinstance(j[1], datetime)}
     return LedgerSnapshot(counts=counts, job_last_success=last_ok, taken_at=time.time())
 
 
@@ -113,7 +114,7 @@ def apply_ledger_gauges(snapshot: LedgerSnapshot) -> None:
     oldest: dict[str, float] = {}
     for c in snapshot.counts:
         if c.oldest_first_seen is not None:
-            age = max(0.0, now - _epoch(c.oldest_first_seen))
+            age = max(0.0, now - epoch(c.oldest_first_seen))
             oldest[c.pair] = max(oldest.get(c.pair, 0.0), age)
     with _seen_lock:
         for labels in _seen_labels - current.keys():
@@ -126,13 +127,55 @@ def apply_ledger_gauges(snapshot: LedgerSnapshot) -> None:
             metrics.LEDGER_OLDEST_OPEN_SECONDS.labels(pair=pair).set(oldest.get(pair, 0.0))
     for job, ts in snapshot.job_last_success.items():
         metrics.JOB_LAST_SUCCESS.labels(job=job).set(ts)
+    metrics.LEDGER_UP.set(1)
+
+
+def withdraw_ledger_gauges() -> None:
+    """The ledger could not be read: drop its series (Prometheus shows no data, the page n/a) instead of
+    exporting zeros or stale counts that read as "all consistent", and set `cdc_repair_ledger_up` to 0."""
+    with _seen_lock:
+        metrics.OPEN_INCONSISTENCIES.clear()
+        metrics.LEDGER_OLDEST_OPEN_SECONDS.clear()
+    metrics.LEDGER_UP.set(0)
 
 
 def refresh_ledger_gauges(engine: StateEngine) -> LedgerSnapshot:
-    """Query the ledger (state table `inconsistency`) and job runs, and refresh the gauges derived from them."""
+    """Query the ledger (state table `inconsistency`) and job runs, and refresh the gauges derived from them;
+    also the full-scan gauges from `scan_progress`, so a scan run by the CLI shows on the daemon's /metrics."""
     snapshot = read_ledger(engine)
     apply_ledger_gauges(snapshot)
+    apply_scan_gauges(read_scans(engine))
     return snapshot
+
+
+def _scans_sql() -> str:
+    t = tables.scan_progress.name
+    return (f"SELECT `pair`, `status`, `rows`, `rows_total`, `started_at`, `updated_at` FROM `{t}` "
+            f"WHERE `id` IN (SELECT MAX(`id`) FROM `{t}` GROUP BY `pair`)")
+
+
+def read_scans(engine: StateEngine) -> list[tuple[str, str, int, int | None, float]]:
+    """The newest scan of each pair: (pair, status, rows done, rows estimated, rows/s so far)."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(_scans_sql()).fetchall()
+    out = []
+    for pair, status, done, total, started, updated in rows:
+        elapsed = epoch(updated) - epoch(started) if isinstance(started, datetime) and isinstance(
+            updated, datetime) else 0.0
+        out.append((str(pair), str(status), int(done or 0), int(total) if total else None,
+                    int(done or 0) / elapsed if elapsed > 0 else 0.0))
+    return out
+
+
+def apply_scan_gauges(scans: Iterable[tuple[str, str, int, int | None, float]]) -> None:
+    """`cdc_repair_scan_progress_ratio` (1 when done) and, while running, `cdc_repair_scan_rows_per_second`."""
+    for pair, status, done, total, rate in scans:
+        if status == "done":
+            metrics.SCAN_PROGRESS.labels(pair).set(1.0)
+        elif total:
+            metrics.SCAN_PROGRESS.labels(pair).set(min(1.0, done / total))
+        if status == "running":
+            metrics.SCAN_ROWS_PER_SECOND.labels(pair).set(rate)
 
 
 class LedgerGaugeStage:
@@ -155,6 +198,7 @@ class LedgerGaugeStage:
                     log.info("ledger gauges refreshed again")
                 failing = False
             except Exception as exc:  # a loop boundary: never let one bad refresh end the stage
+                withdraw_ledger_gauges()
                 metrics.ERRORS.labels(stage="observe", kind=type(exc).__name__[:40]).inc()
                 if not failing:  # the stack once per outage, not every interval
                     log.exception("refreshing ledger gauges failed (retrying every %.0fs): %s", self.interval_s, exc)
@@ -191,8 +235,7 @@ def initialise_metric_labels(pairs: Iterable[str], sources: Iterable[str] = (), 
         for strategy in strategies:
             for outcome in REPAIR_OUTCOMES:
                 metrics.REPAIRS.labels(pair=pair, strategy=strategy, outcome=outcome)
-        metrics.LEDGER_OLDEST_OPEN_SECONDS.labels(pair=pair)
-        with _seen_lock:
+        with _seen_lock:  # its ledger series appear (at 0 when nothing is open) with the first ledger read
             _seen_pairs.add(pair)
     for outcome in ROLLBACK_OUTCOMES:
         metrics.ROLLBACKS.labels(outcome=outcome)
@@ -225,6 +268,45 @@ def mysql_check(dsn: Dsn, timeout_s: float = 2.0) -> Check:
     return check
 
 
+def tables_check(pair: Any, settings: Any, timeout_s: float = 2.0, recheck_ok_s: float = 30.0) -> Check:
+    """A check that the pair's source and target tables exist (a missing table is not ready, with the table,
+    the server and the fix named), run on the pair's own servers; a failed login is `db:<server>`'s to report.
+    Tables seldom vanish: after a pass it asks again only after `recheck_ok_s` (two logins per pair every probe
+    interval would be connection churn on production servers); while failing, every probe."""
+    from cdc_repair.db import mysql
+    from cdc_repair.db.sql import Statement
+
+    passed_at = [-recheck_ok_s]
+
+    def check() -> str | None:
+        if time.monotonic() - passed_at[0] < recheck_ok_s:
+            return None
+        reason = lookup()
+        if reason is None:
+            passed_at[0] = time.monotonic()
+        return reason
+
+    def lookup() -> str | None:
+        missing = []
+        for side, ref in (("source", pair.source), ("target", pair.target)):
+            try:
+                conn = mysql.connect(settings.server_dsn(ref.server).with_database(None), timeout_s=timeout_s)
+            except UnreachableError:
+                return None  # `db:<server>` reports it; this check says nothing it does not know
+            try:
+                row = mysql.fetch_one(conn, Statement(
+                    "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                    (ref.schema_name, ref.table_name)))
+            finally:
+                conn.close()
+            if not row or not row[0]:
+                missing.append(f"{side} table {ref.table} does not exist on server {ref.server} (create it, or "
+                               f"fix pairs[{pair.name}].{side}.table)")
+        return "; ".join(missing) or None
+
+    return check
+
+
 def broker_check(bootstrap: Sequence[str], timeout_ms: int = 2000) -> Check:
     from cdc_repair.sink.kafka_admin import broker_reachable
 
@@ -232,11 +314,14 @@ def broker_check(bootstrap: Sequence[str], timeout_ms: int = 2000) -> Check:
 
 
 def dependency_checks(settings: Any) -> dict[str, Check]:
-    """Checks for the broker, the state database and every configured server (a `config.Settings`)."""
+    """Checks for the broker, the state database, every configured server (a `config.Settings`) and every pair's
+    tables (`tables:<pair>`)."""
     checks: dict[str, Check] = {"broker": broker_check(settings.kafka.bootstrap_servers),
                                 "db:state": mysql_check(settings.state.dsn)}
     for name, server in settings.servers.items():
         checks[f"db:{name}"] = mysql_check(server.dsn)
+    for pair in settings.pairs:
+        checks[f"tables:{pair.name}"] = tables_check(pair, settings)
     return checks
 
 

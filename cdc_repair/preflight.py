@@ -2,81 +2,28 @@
 and that each pair's key is a PRIMARY or NOT NULL UNIQUE key on both sides (`require_unique_keys`, run at the
 start of `run`, `validate` and `repair`).
 
-The rules (`binlog_problems`, `grant_problems`, `column_problems`) are pure; `connect_problems` does the I/O.
+The rules (`column_problems`, `key_problems`; binlog and grant rules in `db/server_checks.py`, which the tailer
+shares) are pure; `connect_problems` does the I/O.
 Every problem is one line: `path: what is wrong (the fix)`, with DSNs masked.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.db import mysql
+from cdc_repair.db.server_checks import (
+    REQUIRED_BINLOG,
+    binlog_problems,
+    fetch_grants,
+    grant_problems,
+    has_privilege,
+    parse_grants,
+)
 from cdc_repair.db.sql import Statement
 from cdc_repair.errors import CdcRepairError, ConfigError
-
-REQUIRED_BINLOG = {"binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"}
-_GRANT = re.compile(r"^GRANT (?P<privs>.+?) ON (?P<obj>\S+) TO ", re.IGNORECASE)
-
-
-def binlog_problems(path: str, variables: Mapping[str, str]) -> list[str]:
-    """What keeps this server from being captured, with the my.cnf line that fixes it."""
-    if variables.get("log_bin", "OFF").upper() not in ("ON", "1"):
-        return [f"{path}: binary logging is off (start the server with log_bin=ON / --log-bin)"]
-    problems = []
-    for name, want in REQUIRED_BINLOG.items():
-        got = variables.get(name, "(unset)").upper()
-        if got != want:
-            problems.append(f"{path}: {name} is {got}, must be {want} "
-                            f"(SET GLOBAL {name}='{want}' and put {name}={want} in my.cnf)")
-    return problems
-
-
-def parse_grants(lines: Iterable[str]) -> dict[str, set[str]]:
-    """`SHOW GRANTS` lines → {object: privileges}; object is `*.*`, `db.*` or `db.table` without backticks."""
-    grants: dict[str, set[str]] = {}
-    for line in lines:
-        m = _GRANT.match(line)
-        if not m:
-            continue
-        obj = m["obj"].replace("`", "")
-        privs = {p.strip().upper() for p in re.sub(r"\([^)]*\)", "", m["privs"]).split(",")}
-        if "ALL PRIVILEGES" in privs or "ALL" in privs:
-            privs |= {"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "REPLICATION SLAVE", "REPLICATION CLIENT",
-                      "BINLOG MONITOR", "REPLICATION SLAVE ADMIN", "PROCESS"}
-        grants.setdefault(obj, set()).update(privs)
-    return grants
-
-
-def has_privilege(grants: Mapping[str, set[str]], privilege: str, table: str | None = None) -> bool:
-    objects = ["*.*"]
-    if table:
-        schema = table.split(".")[0]
-        objects += [f"{schema}.*", table]
-    return any(privilege in grants.get(obj, set()) for obj in objects)
-
-
-def grant_problems(path: str, grants: Mapping[str, set[str]], *, capture: bool, reads: list[str],
-                   writes: list[str]) -> list[str]:
-    """Least privilege: replication for capture, SELECT on read tables, INSERT/UPDATE/DELETE on written ones."""
-    problems = []
-    if capture:
-        if not has_privilege(grants, "REPLICATION SLAVE"):
-            problems.append(f"{path}: missing REPLICATION SLAVE (GRANT REPLICATION SLAVE ON *.* TO the user)")
-        if not (has_privilege(grants, "REPLICATION CLIENT") or has_privilege(grants, "BINLOG MONITOR")):
-            problems.append(f"{path}: missing REPLICATION CLIENT / BINLOG MONITOR "
-                            f"(GRANT REPLICATION CLIENT ON *.* TO the user)")
-    for table in reads:
-        if not has_privilege(grants, "SELECT", table):
-            problems.append(f"{path}: missing SELECT on {table} (GRANT SELECT ON {table} TO the user)")
-    for table in writes:
-        for priv in ("SELECT", "INSERT", "UPDATE", "DELETE"):
-            if not has_privilege(grants, priv, table):
-                problems.append(f"{path}: missing {priv} on {table} (GRANT {priv} ON {table} TO the user)")
-    return problems
-
 
 UNDO_LOG = "undo_log"  # repair/undo_log.UNDO_TABLE: the undo records live beside each written table
 _UNDO_PRIVILEGES = ("SELECT", "INSERT", "UPDATE")  # write an undo record, read it back, mark it undone
@@ -202,10 +149,6 @@ def fetch_columns(conn: mysql.Connection, table: str) -> list[str]:
         "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s "
         "ORDER BY ORDINAL_POSITION", (schema, name)))
     return [str(r[0]) for r in rows]
-
-
-def fetch_grants(conn: mysql.Connection) -> list[str]:
-    return [str(r[0]) for r in mysql.fetch_all(conn, Statement("SHOW GRANTS FOR CURRENT_USER()"))]
 
 
 def connect_problems(settings: Settings) -> list[str]:

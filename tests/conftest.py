@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.fixtures import broker, mariadb, services_dir  # noqa: F401 - pytest fixtures
-from cdc_repair.devservices.mariadb import MariaDBServer
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
+from cdc_repair_dev.fixtures import broker, mariadb, services_dir  # noqa: F401 - pytest fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from collections.abc import Callable
@@ -50,6 +51,13 @@ def fail(exc: CdcRepairError | str) -> NoReturn:
     """One line on stderr naming the problem (and the fix), exit 1."""
     click.echo(f"error: {mask(str(exc))}", err=True)
     sys.exit(EXIT_ERROR)
+
+
+def require_dev_tools(command: str) -> None:
+    """`demo` and `dev` live in the `cdc_repair_dev` package, which the product image leaves out: say so."""
+    if importlib.util.find_spec("cdc_repair_dev") is None:
+        fail(f"`cdc-repair {command}` needs the development tools (package cdc_repair_dev), which this install "
+             "lacks: install from a source checkout with `pip install '.[dev]'`")
 
 
 # Hints for MySQL errors an operator meets first, keyed by error number.

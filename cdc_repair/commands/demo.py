@@ -1,4 +1,4 @@
-"""`cdc-repair demo`: the embedded default, end to end (see `runtime/demo.py`).
+"""`cdc-repair demo`: the embedded default, end to end (see `cdc_repair_dev/demo.py`).
 
 Exit 0 when the final full validation found zero differences (converged), 2 when differences remain, 1 on error.
 """
@@ -10,7 +10,15 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from cdc_repair.commands.common import EXIT_DIFFERENCES, EXIT_OK, CliContext, emit_json, fail, pass_ctx
+from cdc_repair.commands.common import (
+    EXIT_DIFFERENCES,
+    EXIT_OK,
+    CliContext,
+    emit_json,
+    fail,
+    pass_ctx,
+    require_dev_tools,
+)
 from cdc_repair.errors import CdcRepairError
 
 
@@ -28,7 +36,8 @@ from cdc_repair.errors import CdcRepairError
 def command(ctx: CliContext, duration: float, rate: float, fail_share: float, corrupt_share: float, seed: int,
             data_dir: Path | None) -> None:
     """Embedded MariaDB + broker, the whole pipeline in-process, a webook workload, and proof of convergence."""
-    from cdc_repair.runtime.demo import DemoOptions, run_demo, summary_table
+    require_dev_tools("demo")
+    from cdc_repair_dev.demo import DemoOptions, run_demo, summary_table
 
     opts = DemoOptions(config_path=ctx.config_path, duration_s=duration, rate_per_s=rate,
                        publish_fail_share=fail_share, corrupt_share=corrupt_share, seed=seed, data_dir=data_dir)

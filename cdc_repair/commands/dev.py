@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from cdc_repair.commands.common import CliContext, emit_json, fail, pass_ctx
-from cdc_repair.devservices.stack import DevStack, default_dir
+from cdc_repair.commands.common import CliContext, emit_json, fail, pass_ctx, require_dev_tools
 from cdc_repair.errors import CdcRepairError
+
+if TYPE_CHECKING:
+    from cdc_repair_dev.devservices.stack import DevStack
 
 _dir_option = click.option(
     "--dir", "root", type=click.Path(path_type=Path), default=None,
@@ -18,6 +21,14 @@ _dir_option = click.option(
 @click.group("dev")
 def group() -> None:
     """Embedded development services (throwaway MariaDB with binlog, tansu broker)."""
+    require_dev_tools("dev")
+
+
+def _stack(root: Path | None) -> DevStack:
+    """The stack lives in the dev package (cdc_repair_dev), imported only when a `dev` command runs."""
+    from cdc_repair_dev.devservices.stack import DevStack, default_dir
+
+    return DevStack(root or default_dir())
 
 
 @group.command("up")
@@ -25,7 +36,7 @@ def group() -> None:
 @pass_ctx
 def up(ctx: CliContext, root: Path | None) -> None:
     """Start MariaDB (binlog ROW/FULL/FULL) and the broker in the background; reuse them if running."""
-    stack = DevStack(root or default_dir())
+    stack = _stack(root)
     try:
         status = stack.up(detach=True)
     except CdcRepairError as exc:
@@ -39,7 +50,7 @@ def up(ctx: CliContext, root: Path | None) -> None:
 @_dir_option
 def down(root: Path | None) -> None:
     """Stop the embedded services (data stays in the directory)."""
-    DevStack(root or default_dir()).down()
+    _stack(root).down()
     click.echo("embedded services stopped")
 
 
@@ -48,7 +59,7 @@ def down(root: Path | None) -> None:
 @pass_ctx
 def status(ctx: CliContext, root: Path | None) -> None:
     """Show whether the embedded services run and where."""
-    _print_status(ctx, DevStack(root or default_dir()).status())
+    _print_status(ctx, _stack(root).status())
 
 
 @group.command("env")
@@ -56,7 +67,7 @@ def status(ctx: CliContext, root: Path | None) -> None:
 def env(root: Path | None) -> None:
     """Print `export` lines for the CDC_REPAIR_DEV_* variables config/demo.yaml reads."""
     try:
-        for key, value in DevStack(root or default_dir()).env().items():
+        for key, value in _stack(root).env().items():
             click.echo(f"export {key}={value}")
     except CdcRepairError as exc:
         fail(exc)
@@ -66,7 +77,7 @@ def env(root: Path | None) -> None:
 @pass_ctx
 def schema(ctx: CliContext) -> None:
     """Create the webook demo schema (resources/webook.sql) on the servers of the config's first pair."""
-    from cdc_repair.devservices.demo_schema import create_demo_schema
+    from cdc_repair_dev.devservices.demo_schema import create_demo_schema
 
     settings = ctx.settings()
     try:

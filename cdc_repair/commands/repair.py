@@ -7,6 +7,7 @@ SQL. Exit codes: 0 nothing to do / everything repaired, 1 error, 2 differences f
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 
 import click
@@ -16,8 +17,13 @@ from cdc_repair.config import PairConfig, Settings
 from cdc_repair.errors import CdcRepairError
 from cdc_repair.preflight import require_unique_keys
 from cdc_repair.repair.repairer import KeyResult, Repairer, RunReport, WorkItem
+from cdc_repair.repair.runs import FAILED as FAILED_RUN
+from cdc_repair.repair.runs import FINISHED as FINISHED_RUN
+from cdc_repair.repair.runs import Heartbeat, hand_over, held_reason, take_over_dead
 from cdc_repair.repair.store import FAILED, OPEN, REPAIRING, Filters, StateStore, new_id
 from cdc_repair.validate.rules import pk_string
+
+log = logging.getLogger(__name__)
 
 
 def parse_key(text: str, pair: PairConfig | None) -> str:
@@ -51,9 +57,13 @@ def parse_key(text: str, pair: PairConfig | None) -> str:
 @click.option("--kind", "kinds", multiple=True,
               type=click.Choice(["missing_in_target", "extra_in_target", "different"]), help="Only this kind.")
 @click.option("--limit", type=int, default=100000, show_default=True, help="At most this many ledger entries.")
+@click.option("--take-over", "take_over", multiple=True, metavar="RUN",
+              help="Take over the claims of RUN now (you know it is dead; refused if it runs on this host). "
+                   "Runs known dead (process gone, heartbeat stale) are taken over without it.")
 @pass_ctx
 def command(ctx: CliContext, dry_run: bool, print_sql: bool, execute: bool, strategy: str | None,
-            pair_names: tuple[str, ...], keys: tuple[str, ...], kinds: tuple[str, ...], limit: int) -> None:
+            pair_names: tuple[str, ...], keys: tuple[str, ...], kinds: tuple[str, ...], limit: int,
+            take_over: tuple[str, ...]) -> None:
     """Repair inconsistencies: guarded writes with undo records (see docs/repair.md)."""
     if dry_run and execute:
         raise click.UsageError("--dry-run and --execute exclude each other (--print --execute prints what it runs)")
@@ -61,7 +71,7 @@ def command(ctx: CliContext, dry_run: bool, print_sql: bool, execute: bool, stra
     settings = ctx.settings()
     try:
         report = run_repair(settings, mode=mode, strategy=strategy, pair_names=pair_names, keys=keys, kinds=kinds,
-                            limit=limit, print_sql=print_sql)
+                            limit=limit, print_sql=print_sql, take_over=take_over)
     except CdcRepairError as exc:
         fail(exc)
     _output(ctx, report, print_sql)
@@ -73,8 +83,9 @@ CHUNK_KEYS = 2000
 
 def run_repair(settings: Settings, *, mode: str = "dry-run", strategy: str | None = None,
                pair_names: tuple[str, ...] = (), keys: tuple[str, ...] = (), kinds: tuple[str, ...] = (),
-               limit: int = 100000, print_sql: bool = False) -> RunReport:
-    """`print_sql` with mode execute: keep each applied write's statement in its result (`--print --execute`)."""
+               limit: int = 100000, print_sql: bool = False, take_over: tuple[str, ...] = ()) -> RunReport:
+    """`print_sql` with mode execute: keep each applied write's statement in its result (`--print --execute`);
+    `take_over`: runs whose claims to take over (see repair/runs.py)."""
     pairs = [settings.pair(n) for n in pair_names] if pair_names else list(settings.pairs)
     if keys and len(pairs) > 1:
         raise CdcRepairError("--key needs --pair when several pairs are configured (e.g. --pair articles --key 42)")
@@ -86,17 +97,27 @@ def run_repair(settings: Settings, *, mode: str = "dry-run", strategy: str | Non
     repairer = Repairer(settings, store, run_id=run_id)
     repairer.record_sql = print_sql and mode == "execute"
     token = f"cli:{run_id}:{uuid.uuid4().hex[:6]}"
+    heartbeat = Heartbeat(settings.state.dsn, run_id, token, "cli", settings.repair).start() \
+        if mode == "execute" else None
+    outcome = FAILED_RUN
     try:
         for pair in pairs:
             filters = Filters(pairs=(pair.name,), pks=pks, kinds=kinds)
             strat = repairer.strategy_for(pair, strategy)
+            live_reasons: dict[str, str] = {}
             if mode == "execute":
+                handover = hand_over(store, filters, token, settings.repair, take_over)
+                take_over_dead(settings, store, handover, run_id)
                 entries = store.claim(token, filters, statuses=(OPEN, FAILED), due=False, limit=limit,
-                                      stale_after_s=settings.repair.claim_timeout_s)
+                                      stale_after_s=settings.repair.claim_timeout_s,
+                                      dead_after_s=settings.repair.dead_after_s, take_over=handover.tokens)
+                for holder in handover.live:
+                    log.warning("%d entries of pair '%s' are %s", holder.entries, pair.name, held_reason(holder))
+                    live_reasons.update((e.pk, held_reason(holder)) for e in store.claimed(holder.token, filters))
             else:
                 entries = store.entries(filters, (OPEN, FAILED, REPAIRING), limit=limit)
             items = [WorkItem(pair.name, e.pk, e) for e in entries]
-            held = set()
+            held = set(live_reasons) if not pks else set()
             if pks:
                 known = ({e.pk for e in store.entries(filters, (OPEN, FAILED, REPAIRING))}
                          if mode == "execute" else set())
@@ -104,8 +125,8 @@ def run_repair(settings: Settings, *, mode: str = "dry-run", strategy: str | Non
                 have = {i.pk for i in items} | held
                 items += [WorkItem(pair.name, pk) for pk in pks if pk not in have]
             for pk in sorted(held):
-                report.results.append(KeyResult(pair.name, pk, "?", "left", strat.value,
-                                                reason="claimed by another worker right now; try again later"))
+                report.results.append(KeyResult(pair.name, pk, "?", "left", strat.value, reason=live_reasons.get(
+                    pk, "claimed by another worker right now; try again later")))
             for start in range(0, len(items), CHUNK_KEYS):  # bounded memory: rows of CHUNK_KEYS keys at a time
                 chunk = items[start:start + CHUNK_KEYS]
                 try:
@@ -119,7 +140,10 @@ def run_repair(settings: Settings, *, mode: str = "dry-run", strategy: str | Non
                         store.release(token, [i.entry.id for i in items[start:] if i.entry])
                     raise
                 report.results.extend(results)
+        outcome = FINISHED_RUN
     finally:
+        if heartbeat is not None:
+            heartbeat.stop(outcome)
         repairer.close()
         store.close()
     return report

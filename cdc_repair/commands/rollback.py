@@ -1,6 +1,7 @@
 """`cdc-repair rollback ID`: undo a repair (or every repair of a run) from its undo records.
 
-Exit codes: 0 undone / nothing to undo, 1 error or unknown id, 2 a dirty row refused the rollback.
+Exit codes: 0 undone / nothing to undo, 1 error or unknown id, 2 a dirty row refused the rollback (with
+`--skip-dirty`: every other repair was undone, the dirty ones are listed).
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ from cdc_repair.repair.store import StateStore
 @click.argument("repair_id")
 @click.option("--dry-run", is_flag=True, help="Show what would be undone; write nothing.")
 @click.option("--force", is_flag=True, help="Restore the before-image even over a dirty row (logged).")
+@click.option("--skip-dirty", is_flag=True, help="Leave dirty rows as they are and roll back all the others "
+              "(the dirty ones are listed; exit 2).")
 @pass_ctx
-def command(ctx: CliContext, repair_id: str, dry_run: bool, force: bool) -> None:
+def command(ctx: CliContext, repair_id: str, dry_run: bool, force: bool, skip_dirty: bool) -> None:
     """Undo REPAIR_ID (a repair id or a run id), newest first, with Seata's dirty check."""
     settings = ctx.settings()
     try:
         store = StateStore(settings.state.dsn)
         try:
-            report = rollback(settings, store, repair_id, dry_run=dry_run, force=force)
+            report = rollback(settings, store, repair_id, dry_run=dry_run, force=force, skip_dirty=skip_dirty)
         finally:
             store.close()
     except CdcRepairError as exc:
@@ -45,7 +48,11 @@ def _print(report: RollbackReport) -> None:
             for name in ("before", "after", "current"):
                 shown = orjson.dumps(item.images.get(name), default=str).decode()
                 click.echo(f"    {name:8s} {shown}")
-    if report.dirty:
+    if report.dirty and report.skip_dirty:
+        click.echo(f"{len(report.dirty)} dirty row(s) left as they are (changed since the repair): "
+                   + ", ".join(f"{i.table} {i.pk} ({i.repair_id})" for i in report.dirty)
+                   + ". Check the images, fix them by hand, or roll them back with --force.", err=True)
+    elif report.dirty:
         click.echo("rollback stopped at a dirty row: it changed since the repair. Check the three images, fix "
                    "the row by hand, or re-run with --force to restore the before-image anyway.", err=True)
     elif any(i.outcome == MISSING for i in report.items):

@@ -69,7 +69,10 @@ def render_text(doc: dict[str, Any]) -> str:
         lines.append("  no checkpoint yet")
     lines.append("")
     led = doc.get("ledger") or {}
-    lines.append(f"ledger: {led.get('open_total', 0)} open")
+    if doc.get("ledger") is None and (doc.get("unavailable") or {}).get("ledger"):
+        lines.append(f"ledger: n/a ({doc['unavailable']['ledger']})")  # unknown, not "0 open"
+    else:
+        lines.append(f"ledger: {led.get('open_total', 0)} open")
     for e in led.get("entries", []):
         lines.append(f"  {e['pair']:<16} {e['kind']:<18} {e['status']:<10} {e['count']}")
     lines.append("")

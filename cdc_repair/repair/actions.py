@@ -85,7 +85,3 @@ class Plan:
     kind: str  # the verdict kind at planning time ("ok" when consistent)
     action: RepairAction | None
     reason: str = ""
-
-    @property
-    def needs_write(self) -> bool:
-        return self.action is not None

@@ -37,6 +37,7 @@ from cdc_repair.db.sql import Statement
 from cdc_repair.errors import CdcRepairError, TerminalError
 from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.actions import Op, RepairAction
+from cdc_repair.repair.locking import use_read_committed
 from cdc_repair.repair.undo_log import UNDO_TABLE, UndoRecord, ddl, encode_image
 from cdc_repair.validate.rules import pk_string, rows_by_requested_key
 
@@ -94,7 +95,9 @@ class RowServer:
     @property
     def conn(self) -> mysql.Connection:
         if self._conn is None:
-            self._conn = mysql.connect(self.dsn, multi_statements=True)  # a batch's writes in one round trip
+            conn = mysql.connect(self.dsn, multi_statements=True)  # a batch's writes in one round trip
+            use_read_committed(conn, self.name)  # no gap locks: concurrent batches cannot deadlock (locking.py)
+            self._conn = conn
         return self._conn
 
     def reset(self) -> None:
@@ -174,13 +177,15 @@ class RowServer:
 
 
 def apply_batch(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[str], *,
-                in_transaction: Callable[[], None] | None = None) -> list[Outcome]:
-    """Apply guarded actions on one table in one transaction (row-by-row fallback on error)."""
+                after_lock: Callable[[], None] | None = None, run_id: str | None = None) -> list[Outcome]:
+    """Apply guarded actions on one table in one transaction (row-by-row fallback on error). `after_lock` (a
+    test hook) runs inside the transaction just before the batch's round trip of undo records and guarded writes
+    (there is no separate lock step any more: the writes lock and compare their rows themselves)."""
     if not actions:
         return []
     server.ensure_undo_table(actions[0].schema)
     try:
-        return _apply(server, actions, xids, in_transaction)
+        return _apply(server, actions, xids, after_lock, run_id)
     except Exception as exc:
         err = mysql.classify(exc, f"repair batch on {actions[0].table}")
         not_unique = isinstance(exc, KeyNotUnique)
@@ -192,7 +197,7 @@ def apply_batch(server: RowServer, actions: Sequence[RepairAction], xids: Sequen
     out: list[Outcome] = []
     for action, xid in zip(actions, xids, strict=True):
         try:
-            out.extend(_apply(server, [action], [xid], in_transaction))
+            out.extend(_apply(server, [action], [xid], after_lock, run_id))
         except Exception as exc:
             one = mysql.classify(exc, f"repair of {action.table} {action.pk}")
             server.reset()
@@ -215,22 +220,23 @@ class KeyNotUnique(TerminalError):
 
 
 def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[str],
-           in_transaction: Callable[[], None] | None) -> list[Outcome]:
+           after_lock: Callable[[], None] | None, run_id: str | None = None) -> list[Outcome]:
     first = actions[0]
     table = first.table
     key_cols = [k for k, _ in first.key]
     conn = server.conn
     results: list[Outcome] = []
     with mysql.transaction(conn):
-        if in_transaction is not None:
-            in_transaction()
+        if after_lock is not None:
+            after_lock()
         types = server.column_types(table)
         # before = the observed row: a write that affects its row replaced exactly that (the guard compares it
         # all); after = the row the write should leave, checked against the re-read row below
         records = {xid: UndoRecord(
             xid=xid, branch_id=1, table=table, pk=action.pk, sql_type=action.op.value.upper(),
             strategy=action.strategy.value, columns=tuple(action.written_columns), key_columns=tuple(key_cols),
-            before=action.observed, after=_expected_after(action, server.columns(table)), column_types=types)
+            before=action.observed, after=_expected_after(action, server.columns(table)), column_types=types,
+            run_id=run_id)
             for action, xid in zip(actions, xids, strict=True)}
         passed: list[tuple[RepairAction, str]] = []
         refused: list[UndoRecord] = []

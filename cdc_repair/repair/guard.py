@@ -129,8 +129,3 @@ def flat_equal(live: Any, event_value: str | None) -> bool:
         return text is not None and event_value.rstrip("0").rstrip(".") == text.rstrip("0").rstrip(".")
     return False
 
-
-def flat_rows_equal(live: Row | None, event_row: Mapping[str, str | None] | None, columns: Iterable[str]) -> bool:
-    if live is None or event_row is None:
-        return live is None and event_row is None
-    return all(flat_equal(live.get(c), event_row.get(c)) for c in columns)

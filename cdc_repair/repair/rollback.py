@@ -1,26 +1,31 @@
-"""Roll back repairs from their undo records, Seata AT phase-2 style (I/O around the pure dirty check).
+"""Roll back repairs from their undo records, Seata AT phase-2 style, in batches (see `rollback_batch`).
 
 `rollback(id)`: the id is a repair id (one row write) or a run id (every repair of the run). Repairs are undone
-newest first. Per repair, in the row's database, one local transaction:
-1. `SELECT … FROM undo_log WHERE xid = ? FOR UPDATE`; a record already undone (`log_status = 1`) → skip
-   (rollback is idempotent);
-2. `SELECT … FOR UPDATE` of the current row; `guard.dirty_check(current, before, after, columns)` on the
-   columns the repair wrote:
-   - current == after-image → restore the before-image (DELETE for an insert, INSERT for a delete, UPDATE of
-     the written columns otherwise), write an undo record for the rollback itself (xid = the rollback's id,
-     strategy `rollback`: rolling *that* back re-applies the repair), mark the original `log_status = 1`;
-   - current == before-image → already undone: only mark it;
-   - anything else → **dirty**: nothing is written, the three images are reported, repair_log says `dirty`
-     and the rollback stops there (an operator decides). `force=True` restores the before-image anyway
-     (upsert of the before-row), logged at WARNING and recorded as `forced`.
-`dry_run` reports the decisions without writing. If the repair_log has no row for the id (the repairer
-died before writing it), the undo_log tables of every configured pair are searched for the xid.
+newest first, in chunks of up to 500 per local transaction in the row's database (a row appears at most once
+per chunk, so a key repaired twice is undone newest first). The dirty check per repair:
+- current == after-image → restore the before-image, write an undo record for the rollback itself (its own
+  `rb-…` id, strategy `rollback`, grouped under one rollback run id: rolling *that* back re-applies the
+  repairs), mark the original `log_status = 1`;
+- current == before-image → already undone: only mark it;
+- anything else → **dirty**: nothing is written for it, the three images are reported, repair_log says `dirty`.
+  Without `skip_dirty` the rollback stops there (the newer repairs before it stay undone, the older ones are
+  `not_run`); with `skip_dirty` every other repair is undone (older repairs of the same row are left
+  `not_run`), and the dirty ones are listed. `force=True` restores the before-image anyway (logged, `forced`).
+After each chunk the state DB gets its records in a few statements: repair_log statuses, the rollbacks' own
+repair_log rows, and the ledger entries of the undone keys reopened (`open`: the difference is back, so
+`repair --execute` and `status` see it again). `dry_run` reports the decisions without writing. A repair
+missing from repair_log is found in the undo logs: by the run id its undo records carry (`context`), or, for
+a repair id, by searching every configured pair's undo_log.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from collections.abc import Mapping
+import threading
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +35,9 @@ from cdc_repair.errors import CdcRepairError
 from cdc_repair.metrics import ROLLBACKS
 from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.executor import RowServer
-from cdc_repair.repair.guard import UndoDecision, differing_columns, dirty_check
-from cdc_repair.repair.store import StateStore, new_id
-from cdc_repair.repair.undo_log import LogStatus, UndoRecord, plain_row, record_from_row
+from cdc_repair.repair.rollback_batch import CHUNK, Undo, undo_chunk
+from cdc_repair.repair.runs import unlogged_repairs
+from cdc_repair.repair.store import LogRow, StateStore, new_id
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,7 @@ class RollbackReport:
     dry_run: bool
     force: bool
     items: list[RollbackItem] = field(default_factory=list)
+    skip_dirty: bool = False
 
     @property
     def dirty(self) -> list[RollbackItem]:
@@ -83,8 +89,8 @@ class RollbackReport:
         return 2 if self.dirty else 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.target_id, "dry_run": self.dry_run, "force": self.force,
-                "items": [i.to_json() for i in self.items]}
+        return {"id": self.target_id, "dry_run": self.dry_run, "force": self.force, "skip_dirty": self.skip_dirty,
+                "dirty": [i.repair_id for i in self.dirty], "items": [i.to_json() for i in self.items]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,44 +105,166 @@ class _Located:
 
 
 def rollback(settings: Settings, store: StateStore, target_id: str, *, dry_run: bool = False,
-             force: bool = False) -> RollbackReport:
-    """Undo the repair (or run) `target_id` newest first; see the module docstring."""
-    report = RollbackReport(target_id, dry_run, force)
-    located = _locate(settings, store, target_id)
+             force: bool = False, skip_dirty: bool = False, chunk: int = CHUNK,
+             threads: int | None = None) -> RollbackReport:
+    """Undo the repair (or run) `target_id` newest first; see the module docstring. `chunk` repairs per
+    transaction on `threads` writers (default repair.threads); `chunk=1, threads=1` is the old one-by-one way."""
+    report = RollbackReport(target_id, dry_run, force, skip_dirty=skip_dirty)
+    located = _locate(settings, store, target_id, _logged(settings, store, target_id, dry_run=dry_run))
     if not located:
         report.items.append(RollbackItem(target_id, None, None, None, MISSING,
                                          f"no repair or run with id '{target_id}' in repair_log or any undo_log "
                                          f"(see `cdc-repair status` or repair_log for ids)"))
         return report
-    servers: dict[str, RowServer] = {}
-    try:
-        stopped = False
-        for loc in reversed(located):
-            if stopped:
-                report.items.append(RollbackItem(loc.repair_id, loc.pair, loc.table, loc.pk, NOT_RUN,
-                                                 "not attempted: an earlier (newer) rollback was dirty"))
-                continue
-            server = servers.setdefault(loc.server, RowServer(loc.server, settings.server_dsn(loc.server)))
-            item = _rollback_one(server, loc, dry_run=dry_run, force=force)
-            report.items.append(item)
-            ROLLBACKS.labels(item.outcome).inc()
-            if not dry_run:
-                _record(store, loc, item)
-            if item.outcome == DIRTY:
-                log.error("rollback of %s refused: %s %s is dirty: %s (the three images are in the report)",
-                          loc.repair_id, item.table, item.pk, item.detail)
-                stopped = True
-    finally:
-        for s in servers.values():
-            s.close()
+    runner = _Runner(settings, store, report, skip_dirty=skip_dirty, threads=threads)
+    runner.run(_chunks(list(reversed(located)), max(1, chunk)))
     return report
 
 
-def _locate(settings: Settings, store: StateStore, target_id: str) -> list[_Located]:
+def _logged(settings: Settings, store: StateStore, target_id: str, *, dry_run: bool) -> list[LogRow]:
+    """The repair_log rows of `target_id`, completed first from the undo log when it names a run that may have
+    died before logging everything it applied (not finished; see `runs.backfill_repair_log`)."""
+    logged = store.repairs(target_id, with_sql=False)
+    if any(r.repair_id == target_id for r in logged) or store.run_status(target_id) == "finished":
+        return logged
+    missing = unlogged_repairs(settings, store, target_id, known={r.repair_id for r in logged})
+    if not missing:
+        return logged
+    if dry_run:  # shown, not written
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        return logged + [LogRow(id=0, created_at=now, **r) for r in missing]
+    for start in range(0, len(missing), 500):
+        store.log_repairs(missing[start:start + 500])
+    log.warning("run %s had %d applied repairs missing from repair_log: added from the undo log", target_id,
+                len(missing))
+    return store.repairs(target_id, with_sql=False)
+
+
+@dataclass
+class _Flight:
+    """One chunk submitted to a writer thread (or blocked entirely by dirty rows)."""
+
+    runnable: list[_Located]
+    blocked: list[_Located]
+    undos: list[Undo]
+    rows: set[tuple[str | None, str | None]]
+    future: Future[bool] | None
+
+
+class _Runner:
+    """Runs chunks on `repair.threads` writer threads (own connections), keeping the report newest first. Chunks
+    in flight together never share a row (a row's repairs are undone strictly newest first); the main thread
+    writes each finished chunk's state records while the writers run the next chunks (one chunk waits queued,
+    so a writer never idles while the main thread writes)."""
+
+    def __init__(self, settings: Settings, store: StateStore, report: RollbackReport, *, skip_dirty: bool,
+                 threads: int | None = None) -> None:
+        self.settings, self.store, self.report, self.skip_dirty = settings, store, report, skip_dirty
+        self.rollback_run = new_id("rbrun")
+        self.threads = max(1, threads or settings.repair.threads)
+        self.dirty_rows: set[tuple[str | None, str | None]] = set()
+        self.stopped = False
+        self._local = threading.local()
+        self._servers: list[RowServer] = []
+        self._lock = threading.Lock()
+
+    def run(self, chunks: Iterator[list[_Located]]) -> None:
+        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="rollback")
+        pending: deque[_Flight] = deque()
+        try:
+            for chunk in chunks:
+                rows = {(loc.table, loc.pk) for loc in chunk}
+                while pending and (len(pending) > self.threads or any(rows & f.rows for f in pending)):
+                    self._consume(pending.popleft())
+                if self.stopped:
+                    self._report(chunk, [], [Undo(loc.repair_id, NOT_RUN, "not attempted: an earlier (newer) "
+                                                                          "rollback was dirty") for loc in chunk])
+                    continue
+                runnable = [loc for loc in chunk if (loc.table, loc.pk) not in self.dirty_rows]
+                blocked = [loc for loc in chunk if (loc.table, loc.pk) in self.dirty_rows]
+                undos = [Undo(loc.repair_id) for loc in runnable]
+                future = pool.submit(self._undo, runnable, undos) if runnable else None
+                pending.append(_Flight(runnable, blocked, undos, rows, future))
+            while pending:
+                self._consume(pending.popleft())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            for server in self._servers:
+                server.close()
+
+    def _undo(self, runnable: list[_Located], undos: list[Undo]) -> bool:
+        """On a writer thread: one chunk, on this thread's own connection to the chunk's server."""
+        first = runnable[0]
+        servers: dict[str, RowServer] | None = getattr(self._local, "servers", None)
+        if servers is None:
+            servers = self._local.servers = {}
+        if first.server not in servers:
+            servers[first.server] = RowServer(first.server, self.settings.server_dsn(first.server))
+            with self._lock:
+                self._servers.append(servers[first.server])
+        server = servers[first.server]
+        try:
+            return undo_chunk(server, first.schema, undos, rollback_run=self.rollback_run,
+                              dry_run=self.report.dry_run, force=self.report.force,
+                              stop_at_dirty=not self.skip_dirty)
+        except CdcRepairError:
+            server.reset()
+            raise
+        except Exception as exc:
+            server.reset()
+            raise mysql.classify(exc, f"rollback of {first.repair_id} and {len(undos) - 1} more") from exc
+
+    def _consume(self, flight: _Flight) -> None:
+        if flight.future is not None and flight.future.result():
+            self.stopped = True
+        blocked = [Undo(loc.repair_id, NOT_RUN, "not attempted: a newer repair of this row is dirty")
+                   for loc in flight.blocked]
+        items = self._report(flight.runnable + flight.blocked, flight.runnable, flight.undos + blocked)
+        self.dirty_rows |= {(i.table, i.pk) for i in items if i.outcome == DIRTY}
+
+    def _report(self, located: list[_Located], runnable: list[_Located], undos: list[Undo]) -> list[RollbackItem]:
+        items = [_item(loc, u) for loc, u in zip(located, undos, strict=True)]
+        self.report.items += items
+        for item in items:
+            ROLLBACKS.labels(item.outcome).inc()
+            if item.outcome == DIRTY:
+                log.error("rollback of %s refused: %s %s is dirty: %s (the three images are in the report)",
+                          item.repair_id, item.table, item.pk, item.detail)
+            elif item.outcome == FORCED:
+                log.warning("rollback of %s FORCED on a dirty row %s %s: before-image restored over it (%s)",
+                            item.repair_id, item.table, item.pk, item.detail.split(":")[0])
+        if not self.report.dry_run and runnable:
+            _record(self.store, self.rollback_run, runnable, items)
+        return items
+
+
+def _chunks(newest_first: list[_Located], size: int) -> Iterator[list[_Located]]:
+    """Consecutive repairs of one database, at most CHUNK, no row twice (a row's repairs stay in order)."""
+    chunk: list[_Located] = []
+    rows: set[tuple[str | None, str | None]] = set()
+    for loc in newest_first:
+        row = (loc.table, loc.pk)
+        if chunk and (len(chunk) >= size or row in rows or (loc.server, loc.schema) !=
+                      (chunk[0].server, chunk[0].schema)):
+            yield chunk
+            chunk, rows = [], set()
+        chunk.append(loc)
+        rows.add(row)
+    if chunk:
+        yield chunk
+
+
+def _item(loc: _Located, u: Undo) -> RollbackItem:
+    rec = u.record
+    return RollbackItem(loc.repair_id, loc.pair, rec.table if rec else loc.table, rec.pk if rec else loc.pk,
+                        u.outcome, u.detail, u.rollback_id, u.images, list(rec.columns) if rec else [], u.sql)
+
+
+def _locate(settings: Settings, store: StateStore, target_id: str, logged: list[LogRow]) -> list[_Located]:
     """Where each repair of `target_id` lives (oldest first): from repair_log, else by searching undo_logs."""
     pairs = {p.name: p for p in settings.pairs}
     out = []
-    for row in store.repairs(target_id):
+    for row in logged:
         if row.status == "failed":
             continue  # the write was rolled back by the database: nothing to undo
         pair = pairs.get(row.pair)
@@ -163,92 +291,27 @@ def _locate(settings: Settings, store: StateStore, target_id: str) -> list[_Loca
     return []
 
 
-def _rollback_one(server: RowServer, loc: _Located, *, dry_run: bool, force: bool) -> RollbackItem:
-    item = RollbackItem(loc.repair_id, loc.pair, loc.table, loc.pk, MISSING)
-    conn = server.conn
-    try:
-        with mysql.transaction(conn):
-            rows = mysql.fetch_dicts(conn, rsql.select_undo(loc.schema, loc.repair_id, for_update=True))
-            if not rows:
-                item.detail = f"no undo record for {loc.repair_id} in {loc.schema}.undo_log"
-                return item
-            record = record_from_row(rows[0])
-            item.table, item.pk, item.columns = record.table, record.pk, list(record.columns)
-            if record.status is not LogStatus.NORMAL:
-                item.outcome, item.detail = SKIPPED, "already rolled back (undo record is marked undone)"
-                return item
-            key = {c: (record.before or record.after or {}).get(c) for c in record.key_columns}
-            current_rows = server.read(record.table, list(key), [list(key.values())], for_update=True)
-            current = next(iter(current_rows.values()), None)
-            decision = dirty_check(current, record.before, record.after, record.columns)
-            item.images = {"before": plain_row(record.before), "after": plain_row(record.after),
-                           "current": plain_row(current)}
-            if decision is UndoDecision.DIRTY:
-                changed = differing_columns(current, record.after, record.columns)
-                item.detail = (f"row changed since the repair (columns {', '.join(changed)} differ from the "
-                               f"after-image): re-run with --force to restore the before-image anyway")
-                if not force:
-                    item.outcome = DIRTY  # nothing written: the transaction only held the row locks
-                    return item
-            if dry_run:
-                item.outcome = {UndoDecision.UNDO: WOULD_UNDO, UndoDecision.DIRTY: FORCED}.get(decision, SKIPPED)
-                item.detail = item.detail or _describe(decision)
-                return item
-            if decision in (UndoDecision.ALREADY_UNDONE, UndoDecision.NO_CHANGE):
-                mysql.execute(conn, rsql.mark_undone(loc.schema, record.xid, record.branch_id))
-                item.outcome, item.detail = SKIPPED, _describe(decision)
-                return item
-            item.rollback_id = new_id("rb")
-            item.sql = _restore(server, record, current, item.rollback_id, force=decision is UndoDecision.DIRTY)
-            mysql.execute(conn, rsql.mark_undone(loc.schema, record.xid, record.branch_id))
-            if decision is UndoDecision.DIRTY:
-                item.outcome = FORCED
-                log.warning("rollback of %s FORCED on a dirty row %s %s: before-image restored over it (%s)",
-                            loc.repair_id, record.table, record.pk, item.detail.split(":")[0])
-            else:
-                item.outcome, item.detail = UNDONE, "before-image restored"
-    except CdcRepairError:
-        raise
-    except Exception as exc:
-        server.reset()
-        raise mysql.classify(exc, f"rollback of {loc.repair_id}") from exc
-    return item
-
-
-def _restore(server: RowServer, record: UndoRecord, current: Mapping[str, Any] | None, rollback_id: str, *,
-             force: bool) -> str | None:
-    """Write the before-image back and record the rollback's own undo record (same transaction)."""
-    stmt = rsql.restore_statement(record, force=force)
-    if stmt is not None:
-        mysql.execute(server.conn, stmt)
-    key = {c: (record.before or record.after or {}).get(c) for c in record.key_columns}
-    restored = next(iter(server.read(record.table, list(key), [list(key.values())]).values()), None)
-    sql_type = {"INSERT": "DELETE", "DELETE": "INSERT"}.get(record.sql_type, "UPDATE")
-    undo = UndoRecord(xid=rollback_id, branch_id=1, table=record.table, pk=record.pk, sql_type=sql_type,
-                      strategy="rollback", columns=record.columns, key_columns=record.key_columns,
-                      before=current, after=restored, column_types=server.column_types(record.table))
-    mysql.execute(server.conn, rsql.insert_undo([undo]))
-    return rsql.render(stmt) if stmt is not None else None
-
-
-def _record(store: StateStore, loc: _Located, item: RollbackItem) -> None:
-    """repair_log: the original's status (rolled_back / dirty), and a row for the rollback itself."""
-    if item.outcome in (UNDONE, FORCED):
-        store.set_log_status(loc.repair_id, "rolled_back", f"rolled back by {item.rollback_id}"
-                             + (" (FORCED over a dirty row)" if item.outcome == FORCED else ""))
-        store.log_repairs([{"repair_id": item.rollback_id, "run_id": item.rollback_id, "pair": loc.pair or "",
-                            "pk": item.pk or "", "strategy": "rollback", "action": "rollback",
-                            "side": loc.side, "status": "forced" if item.outcome == FORCED else "applied",
-                            "sql_text": f"-- rollback of {loc.repair_id}\n{item.sql or ''}",
-                            "error": item.detail or None}])
-    elif item.outcome == DIRTY:
-        store.set_log_status(loc.repair_id, "dirty", f"rollback refused (needs an operator): {item.detail}")
-    elif item.outcome == SKIPPED and loc.pair is not None:
-        store.set_log_status(loc.repair_id, "rolled_back")
-
-
-def _describe(decision: UndoDecision) -> str:
-    return {UndoDecision.UNDO: "current row equals the after-image: the before-image would be restored",
-            UndoDecision.ALREADY_UNDONE: "current row already equals the before-image (already undone)",
-            UndoDecision.NO_CHANGE: "the repair changed nothing",
-            UndoDecision.DIRTY: "dirty row: --force would restore the before-image over it"}[decision]
+def _record(store: StateStore, rollback_run: str, located: list[_Located], items: list[RollbackItem]) -> None:
+    """repair_log (originals' status, the rollbacks' own rows) and the ledger (entries reopened), per chunk."""
+    side = {loc.repair_id: loc.side for loc in located}
+    undone = [i for i in items if i.outcome in (UNDONE, FORCED)]
+    store.set_log_statuses([i.repair_id for i in undone if i.outcome == UNDONE], "rolled_back",
+                           f"rolled back (rollback run {rollback_run})")
+    store.set_log_statuses([i.repair_id for i in undone if i.outcome == FORCED], "rolled_back",
+                           f"rolled back FORCED over a dirty row (rollback run {rollback_run})")
+    store.set_log_statuses([i.repair_id for i in items if i.outcome == SKIPPED and i.pair is not None],
+                           "rolled_back")
+    for i in items:
+        if i.outcome == DIRTY:
+            store.set_log_status(i.repair_id, "dirty", f"rollback refused (needs an operator): {i.detail}")
+    store.log_repairs([{"repair_id": i.rollback_id, "run_id": rollback_run, "pair": i.pair or "", "pk": i.pk or "",
+                        "strategy": "rollback", "action": "rollback", "side": side.get(i.repair_id, "target"),
+                        "status": "forced" if i.outcome == FORCED else "applied",
+                        "sql_text": f"-- rollback of {i.repair_id}\n{i.sql or ''}",
+                        "error": i.detail if i.outcome == FORCED else None} for i in undone])
+    by_pair: dict[str, list[str]] = {}
+    for i in undone:
+        if i.pair and i.pk and not i.repair_id.startswith("rb-"):  # a rollback of a rollback re-applies a repair
+            by_pair.setdefault(i.pair, []).append(i.pk)
+    for pair, pks in by_pair.items():
+        store.reopen(pair, pks, f"reopened: its repair was rolled back (rollback run {rollback_run})")

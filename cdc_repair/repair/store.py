@@ -9,7 +9,9 @@ token, so a worker whose claim expired cannot overwrite the newer owner's result
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
+import socket
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -67,12 +69,13 @@ class Filters:
     pks: tuple[str, ...] = ()
     kinds: tuple[str, ...] = ()
 
-    def where(self) -> tuple[str, tuple[Any, ...]]:
+    def where(self, alias: str = "") -> tuple[str, tuple[Any, ...]]:
         parts: list[str] = []
         params: list[Any] = []
+        qualify = f"{alias}." if alias else ""
         for col, values in (("pair", self.pairs), ("pk", self.pks), ("kind", self.kinds)):
             if values:
-                parts.append(f"`{col}` IN ({placeholders(len(values))})")
+                parts.append(f"{qualify}`{col}` IN ({placeholders(len(values))})")
                 params.extend(values)
         return (" AND ".join(parts) or "1=1"), tuple(params)
 
@@ -122,16 +125,27 @@ class StateStore:
         return [_entry(r) for r in self._dicts(Statement(sql, (*params, *statuses, limit)))]
 
     def claim(self, token: str, filters: Filters, *, statuses: Sequence[str] = (OPEN,), due: bool = True,
-              limit: int = 100, stale_after_s: float = 300.0) -> list[LedgerEntry]:
-        """Atomically take up to `limit` entries (due ones, plus stale claims) and return them."""
+              limit: int = 100, stale_after_s: float = 300.0, dead_after_s: float = 30.0,
+              take_over: Sequence[str] = ()) -> list[LedgerEntry]:
+        """Atomically take up to `limit` entries (due ones, plus claims of dead holders) and return them.
+
+        A claim is taken over when its holder is a registered run (`repair_run`) that ended or whose heartbeat is
+        older than `dead_after_s`, when its holder is unregistered and the claim is older than `stale_after_s`,
+        or when its token is in `take_over` (the caller judged that holder dead, see `repair/runs.py`). A live
+        registered run keeps its claims however long it runs."""
         where, params = filters.where()
         due_sql = " AND (next_retry_at IS NULL OR next_retry_at <= UTC_TIMESTAMP())" if due else ""
+        named = f"claimed_by IN ({placeholders(len(take_over))}) OR " if take_over else ""
         sql = (f"UPDATE inconsistency SET status = 'repairing', claimed_by = %s, claimed_at = UTC_TIMESTAMP() "
                f"WHERE {where} AND ((status IN ({placeholders(len(statuses))}){due_sql}) "
-               f"OR (status = 'repairing' AND (claimed_at IS NULL OR "
-               f"claimed_at < UTC_TIMESTAMP() - INTERVAL %s SECOND))) "
+               f"OR (status = 'repairing' AND ({named}"
+               f"claimed_by IN (SELECT token FROM repair_run WHERE status <> 'running' "
+               f"OR heartbeat_at < UTC_TIMESTAMP() - INTERVAL %s SECOND) "
+               f"OR ((claimed_at IS NULL OR claimed_at < UTC_TIMESTAMP() - INTERVAL %s SECOND) "
+               f"AND NOT EXISTS (SELECT 1 FROM repair_run r WHERE r.token = inconsistency.claimed_by))))) "
                f"ORDER BY next_retry_at, id LIMIT %s")
-        self._run(Statement(sql, (token, *params, *statuses, int(stale_after_s), limit)))
+        self._run(Statement(sql, (token, *params, *statuses, *take_over, int(dead_after_s), int(stale_after_s),
+                                  limit)))
         return self.claimed(token)
 
     def claim_one(self, entry_id: int, token: str, *, statuses: Sequence[str] = (OPEN, FAILED),
@@ -142,10 +156,48 @@ class StateStore:
                f"(claimed_at IS NULL OR claimed_at < UTC_TIMESTAMP() - INTERVAL %s SECOND)))")
         return self._run(Statement(sql, (token, entry_id, *statuses, int(stale_after_s)))) == 1
 
-    def claimed(self, token: str) -> list[LedgerEntry]:
+    def claimed(self, token: str, filters: Filters | None = None) -> list[LedgerEntry]:
+        where, params = (filters or Filters()).where()
         sql = (f"SELECT {', '.join(f'`{c}`' for c in _ENTRY_COLS)} FROM inconsistency "
-               f"WHERE claimed_by = %s AND status = 'repairing' ORDER BY id")
-        return [_entry(r) for r in self._dicts(Statement(sql, (token,)))]
+               f"WHERE claimed_by = %s AND status = 'repairing' AND {where} ORDER BY id")
+        return [_entry(r) for r in self._dicts(Statement(sql, (token, *params)))]
+
+    # ------------------------------------------------------------ repair runs (heartbeats) and claim holders
+
+    def register_run(self, run_id: str, token: str, kind: str) -> None:
+        """Record a run that is about to claim entries (its host and pid, heartbeat now)."""
+        self._run(Statement(
+            "INSERT INTO repair_run (run_id, token, kind, host, pid, status, started_at, heartbeat_at) "
+            "VALUES (%s, %s, %s, %s, %s, 'running', UTC_TIMESTAMP(), UTC_TIMESTAMP())",
+            (run_id, token, kind, socket.gethostname()[:255], os.getpid())))
+
+    def beat(self, run_id: str) -> int:
+        return self._run(Statement("UPDATE repair_run SET heartbeat_at = UTC_TIMESTAMP() "
+                                   "WHERE run_id = %s AND status = 'running'", (run_id,)))
+
+    def end_run(self, run_id: str, status: str) -> None:
+        self._run(Statement("UPDATE repair_run SET status = %s, finished_at = UTC_TIMESTAMP() "
+                            "WHERE run_id = %s AND status = 'running'", (status, run_id)))
+
+    def mark_taken_over(self, run_ids: Sequence[str], by: str) -> None:
+        if run_ids:
+            self._run(Statement(f"UPDATE repair_run SET status = 'taken_over', taken_over_by = %s, "
+                                f"finished_at = COALESCE(finished_at, UTC_TIMESTAMP()) "
+                                f"WHERE run_id IN ({placeholders(len(run_ids))})", (by, *run_ids)))
+
+    def holders(self, filters: Filters, exclude_token: str) -> list[dict[str, Any]]:
+        """Who holds `repairing` entries matching `filters`: per token, the count, the oldest claim's age and
+        the run's registry row (run_id … heartbeat age; NULL for an unregistered worker)."""
+        where, params = filters.where("i")
+        sql = (f"SELECT i.claimed_by AS token, COUNT(*) AS entries, "
+               f"TIMESTAMPDIFF(SECOND, MIN(i.claimed_at), UTC_TIMESTAMP()) AS claim_age_s, r.run_id, r.kind, "
+               f"r.host, r.pid, r.status, r.started_at, "
+               f"TIMESTAMPDIFF(SECOND, r.heartbeat_at, UTC_TIMESTAMP()) AS heartbeat_age_s "
+               f"FROM inconsistency i LEFT JOIN repair_run r ON r.token = i.claimed_by "
+               f"WHERE {where} AND i.status = 'repairing' AND i.claimed_by <> %s "
+               f"GROUP BY i.claimed_by, r.run_id, r.kind, r.host, r.pid, r.status, r.started_at, r.heartbeat_at "
+               f"ORDER BY i.claimed_by")
+        return self._dicts(Statement(sql, (*params, exclude_token)))
 
     def close_entries(self, token: str, outcomes: Mapping[int, tuple[str, str | None]]) -> int:
         """Set status (repaired/resolved) and repair_id of claimed entries (one statement per 200 entries:
@@ -213,12 +265,54 @@ class StateStore:
         self._run(Statement("UPDATE repair_log SET status = %s, error = COALESCE(%s, error), "
                             "updated_at = UTC_TIMESTAMP() WHERE repair_id = %s", (status, error, repair_id)))
 
-    def repairs(self, id_or_run: str) -> list[LogRow]:
-        """The repair with this id, or every repair of the run with this id (oldest first)."""
-        rows = self._dicts(Statement(
-            "SELECT id, repair_id, run_id, pair, pk, strategy, action, side, status, sql_text, error, created_at "
-            "FROM repair_log WHERE repair_id = %s OR run_id = %s ORDER BY id", (id_or_run, id_or_run)))
+    def set_log_statuses(self, repair_ids: Sequence[str], status: str, error: str | None = None) -> None:
+        """The same status (and error) for many repair_log rows, 500 per statement."""
+        ids = list(repair_ids)
+        for s in range(0, len(ids), 500):
+            part = ids[s:s + 500]
+            self._run(Statement(f"UPDATE repair_log SET status = %s, error = COALESCE(%s, error), "
+                                f"updated_at = UTC_TIMESTAMP() WHERE repair_id IN ({placeholders(len(part))})",
+                                (status, error, *part)))
+
+    def reopen(self, pair: str, pks: Sequence[str], reason: str) -> int:
+        """Put closed ledger entries of these keys back to `open` (a rollback brought their difference back);
+        entries held or open already are left as they are."""
+        keys = list(dict.fromkeys(pks))
+        n = 0
+        for s in range(0, len(keys), 500):
+            part = keys[s:s + 500]
+            n += self._run(Statement(
+                f"UPDATE inconsistency SET status = 'open', next_retry_at = NULL, claimed_by = NULL, "
+                f"claimed_at = NULL, last_error = %s, updated_at = UTC_TIMESTAMP() WHERE pair = %s "
+                f"AND pk IN ({placeholders(len(part))}) AND status IN ('repaired', 'resolved')",
+                (reason[:4000], pair, *part)))
+        return n
+
+    def repairs(self, id_or_run: str, *, with_sql: bool = True) -> list[LogRow]:
+        """The repair with this id, or every repair of the run with this id (oldest first). Two indexed
+        queries (an OR of the two columns scans the table); `with_sql=False` skips the long sql_text."""
+        cols = "id, repair_id, run_id, pair, pk, strategy, action, side, status, error, created_at"
+        sql_col = ", sql_text" if with_sql else ", NULL AS sql_text"
+        rows = self._dicts(Statement(f"SELECT {cols}{sql_col} FROM repair_log WHERE repair_id = %s", (id_or_run,)))
+        rows += self._dicts(Statement(f"SELECT {cols}{sql_col} FROM repair_log WHERE run_id = %s "
+                                      f"AND repair_id <> %s ORDER BY id", (id_or_run, id_or_run)))
+        rows.sort(key=lambda r: int(r["id"]))
         return [LogRow(**r) for r in rows]
+
+    def logged_ids(self, repair_ids: Sequence[str]) -> set[str]:
+        """Which of these repair ids repair_log has (under any run)."""
+        out: set[str] = set()
+        ids = list(repair_ids)
+        for s in range(0, len(ids), 500):
+            part = ids[s:s + 500]
+            out |= {str(r["repair_id"]) for r in self._dicts(Statement(
+                f"SELECT repair_id FROM repair_log WHERE repair_id IN ({placeholders(len(part))})", tuple(part)))}
+        return out
+
+    def run_status(self, run_id: str) -> str | None:
+        """The registry status of a run (running | finished | failed | taken_over), None when unregistered."""
+        rows = self._dicts(Statement("SELECT status FROM repair_run WHERE run_id = %s", (run_id,)))
+        return str(rows[0]["status"]) if rows else None
 
 
 def _ensure_state_schema(dsn: Dsn, attempts: int = 3) -> None:

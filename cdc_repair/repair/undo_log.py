@@ -37,6 +37,12 @@ class LogStatus(IntEnum):
     UNDONE = 1  # rolled back (Seata: GlobalFinished / defense status)
 
 
+def run_context(run_id: str) -> str:
+    """The `context` of the undo records a run writes: the undo log names the run of every change, so the run's
+    record survives a run that died before writing its repair_log rows (see `repair/runs.py`)."""
+    return f"{CONTEXT}&run={run_id}"
+
+
 def undo_table(schema: str) -> str:
     """The quoted undo_log table of a database: `schema`.`undo_log`."""
     return f"{quote_ident(schema)}.{quote_ident(UNDO_TABLE)}"
@@ -162,6 +168,11 @@ class UndoRecord:
     created: dt.datetime | None = None
     modified: dt.datetime | None = None
     column_types: Mapping[str, str] | None = None  # SQL column types, written into the images as `sqlType`
+    run_id: str | None = None  # the run that wrote it, kept in `context` (`…&run=<id>`): the run's record
+
+    @property
+    def context(self) -> str:
+        return run_context(self.run_id) if self.run_id else CONTEXT
 
     @property
     def schema(self) -> str:
@@ -169,7 +180,7 @@ class UndoRecord:
 
     def to_params(self) -> tuple[Any, ...]:
         """Values for INSERT_COLUMNS (timestamps are set by the server: NOW(6))."""
-        return (self.branch_id, self.xid, CONTEXT, self.table, self.pk, self.sql_type, self.strategy,
+        return (self.branch_id, self.xid, self.context, self.table, self.pk, self.sql_type, self.strategy,
                 orjson.dumps({"columns": list(self.columns), "key": list(self.key_columns)}).decode(),
                 encode_image(self.table, self.before, self.key_columns, self.column_types),
                 encode_image(self.table, self.after, self.key_columns, self.column_types), int(self.status))
@@ -191,7 +202,13 @@ def record_from_row(row: Mapping[str, Any]) -> UndoRecord:
         sql_type=str(row["sql_type"]), strategy=str(row["strategy"]), columns=tuple(cols["columns"]),
         key_columns=tuple(cols["key"]), before=decode_image(row["before_image"]),
         after=decode_image(row["after_image"]), status=LogStatus(int(row["log_status"])),
-        created=row.get("log_created"), modified=row.get("log_modified"))
+        created=row.get("log_created"), modified=row.get("log_modified"), run_id=_run_of(row.get("context")))
+
+
+def _run_of(context: Any) -> str | None:
+    text = context.decode() if isinstance(context, (bytes, bytearray)) else str(context or "")
+    _, sep, run = text.partition("&run=")
+    return run if sep else None
 
 
 def _plain(row: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -104,11 +105,11 @@ class LiveSettings:
             for problem in exc.problems:
                 log.error("config reload rejected: %s", problem)
             log.error("config reload rejected (%d problem(s)); the running config is unchanged", len(exc.problems))
-            self.last_reload = {"ok": False, "problems": exc.problems}
+            self.last_reload = {"ok": False, "problems": exc.problems, "at": time.time()}
             return None
         live, restart = diff_settings(self._current, new)
         self.apply(new, live)
-        self.last_reload = {"ok": True, "live": live, "restart": restart}
+        self.last_reload = {"ok": True, "live": live, "restart": restart, "at": time.time()}
         if not live and not restart:
             log.info("config reloaded: no changes")
         if live:

@@ -96,11 +96,6 @@ class SchedulerStage:
         if self._scheduler is not None:
             self._schedule(settings.scheduler)
 
-    def run_now(self, name: str) -> None:
-        """Fire a job immediately (outside its trigger), e.g. the demo's final full validation."""
-        if self._scheduler is not None:
-            self._scheduler.modify_job(name, next_run_time=_now(self.ctx.settings.scheduler.timezone))
-
     def health(self) -> dict[str, Any]:
         sched = self._scheduler
         if sched is None:
@@ -111,9 +106,3 @@ class SchedulerStage:
             runs[job.id] = at.isoformat() if at else None
         return {"next_runs": runs}
 
-
-def _now(timezone: str) -> Any:
-    import datetime as dt
-    from zoneinfo import ZoneInfo
-
-    return dt.datetime.now(ZoneInfo(timezone))

@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cdc_repair import __version__
+from cdc_repair import __version__, observe
 from cdc_repair.config import Settings
+from cdc_repair.db import mysql
 from cdc_repair.runtime.daemon import host_id
 from cdc_repair.runtime.leader import lock_holder_info
-from cdc_repair.state import ledger, runs
+from cdc_repair.state import ledger, runs, scan_progress
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ def build_status(settings: Settings, engine: Any, daemon: Any = None) -> dict[st
     if daemon is not None:
         doc["role"] = "leader" if daemon.is_leader else "standby"
     errors: list[str] = []
+    unavailable: dict[str, str] = {}
     sections: dict[str, Callable[[], Any]] = {
         "checkpoints": lambda: _checkpoints(settings, engine),
         "ledger": lambda: _ledger(engine),
@@ -45,6 +47,8 @@ def build_status(settings: Settings, engine: Any, daemon: Any = None) -> dict[st
         "job_runs": lambda: runs.recent_runs(engine, 20),
         "last_job_runs": lambda: runs.last_run_per_job(engine),
         "leader_lock": lambda: _leader_lock(settings),
+        "oldest_open": lambda: _oldest_open(engine),
+        "scans": lambda: _scans(engine),
     }
     for name, compute in sections.items():
         try:
@@ -52,20 +56,29 @@ def build_status(settings: Settings, engine: Any, daemon: Any = None) -> dict[st
         except Exception as exc:  # status must work while parts of the system are down
             log.debug("status section %s failed", name, exc_info=True)
             doc[name] = None
-            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            unavailable[name] = _reason(exc, settings)
+            errors.append(f"{name}: {unavailable[name]}")
     doc["lag"] = _lag(doc.get("checkpoints") or [])
-    led = doc.get("ledger") or {}
-    doc["inconsistencies"] = {"open_total": led.get("open_total", 0),
-                              "by_pair_kind": [e for e in led.get("entries", []) if e["status"] in ACTIVE]}
+    doc["unavailable"] = unavailable
+    doc["inconsistencies"] = _inconsistencies(doc.get("ledger"), doc.get("oldest_open"), unavailable.get("ledger"))
     if daemon is not None:
         dstatus = daemon.status()
         doc["stages"] = [dict(s, ready=s["status"] == "running" and (s.get("health") or {}).get("ready") is not False)
                          for s in dstatus["stages"]]
         doc["lag"]["consumer_messages"] = _consumer_lag(dstatus["stages"])
+        doc["dead_letters"] = _dead_letters(dstatus["stages"], settings)
         doc["config"] = dstatus["config"]
         doc["started_at"] = dstatus["started_at"]
     doc["errors"] = errors
     return doc
+
+
+def _reason(exc: BaseException, settings: Settings) -> str:
+    """One line: a driver error names the state database (masked) and the server's message, not a stack."""
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, BaseException):
+        return str(mysql.classify(orig, f"state database {settings.state.dsn.masked()}"))[:300]
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
 
 
 def _checkpoints(settings: Settings, engine: Any) -> list[dict[str, Any]]:
@@ -121,3 +134,63 @@ def _ledger(engine: Any) -> dict[str, Any]:
         if status in ACTIVE:
             open_by_pair[pair] = open_by_pair.get(pair, 0) + n
     return {"entries": entries, "open_by_pair": open_by_pair, "open_total": sum(open_by_pair.values())}
+
+
+def _inconsistencies(led: dict[str, Any] | None, oldest: dict[str, Any] | None,
+                     unavailable: str | None) -> dict[str, Any]:
+    """Open counts from the ledger; without the ledger (state database down) every number is None (the page
+    says n/a and why), never a 0 that reads as "all consistent"."""
+    if led is None:
+        return {"open_total": None, "by_pair_kind": [], "oldest_open_age_s": None, "oldest_open_pair": None,
+                "unavailable": unavailable or "ledger not read"}
+    oldest = oldest or {}
+    return {"open_total": led.get("open_total", 0),
+            "by_pair_kind": [e for e in led.get("entries", []) if e["status"] in ACTIVE],
+            "oldest_open_age_s": oldest.get("age_s"), "oldest_open_pair": oldest.get("pair")}
+
+
+def _oldest_open(engine: Any) -> dict[str, Any]:
+    """The oldest ledger entry not yet repaired: its pair and age in seconds (None/None when nothing is open)."""
+    snapshot = observe.read_ledger(engine)
+    found = [(c.oldest_first_seen, c.pair) for c in snapshot.counts if c.oldest_first_seen is not None]
+    if not found:
+        return {"age_s": None, "pair": None}
+    first_seen, pair = min(found)
+    return {"age_s": round(max(0.0, snapshot.taken_at - observe.epoch(first_seen)), 1), "pair": pair}
+
+
+def _scans(engine: Any) -> list[dict[str, Any]]:
+    """The newest full scan of each pair: rows done of the estimated total, rate, and (while running) the ETA."""
+    now = time.time()
+    out = []
+    for row in scan_progress.latest_per_pair(engine):
+        started, updated = observe.epoch(row["started_at"]), observe.epoch(row["updated_at"])
+        ended = observe.epoch(row["finished_at"]) if row["finished_at"] else updated  # rows were saved then
+        rows, total = int(row["rows"] or 0), row["rows_total"]
+        elapsed = max(0.0, ended - started)
+        rate = rows / elapsed if elapsed > 0 else None
+        remaining = max(0, int(total) - rows) if total else None
+        eta = (remaining / rate if rate and remaining is not None else None) if row["status"] == "running" else None
+        out.append({"pair": row["pair"], "scan_id": row["scan_id"], "status": row["status"], "rows": rows,
+                    "rows_total": int(total) if total else None, "chunks": int(row["chunks"] or 0),
+                    "diffs": int(row["diffs"] or 0), "started_at": started,
+                    "updated_at": updated,
+                    # a running scan saves progress after every chunk: a long silence means it died or hangs
+                    "silent_s": round(max(0.0, now - updated), 1) if row["status"] == "running" else None,
+                    "finished_at": observe.epoch(row["finished_at"]) if row["finished_at"] else None,
+                    "progress": round(min(1.0, rows / int(total)), 4) if total else None,
+                    "rows_per_s": round(rate, 1) if rate is not None else None,
+                    "eta_s": round(eta, 1) if eta is not None else None})
+    return out
+
+
+def _dead_letters(stages: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
+    """This daemon's validator: messages sent to the dead-letter topic since it started, and the last reason."""
+    for stage in stages:
+        if stage.get("name") == "validate":
+            health = stage.get("health") or {}
+            last = health.get("last_dead_letter") or {}
+            count = health.get("dead_letters")
+            return {"topic": settings.kafka.dead_letter_topic, "count": count if isinstance(count, int) else 0,
+                    "last_reason": last.get("reason"), "last_at": last.get("at")}
+    return {"topic": settings.kafka.dead_letter_topic, "count": None, "last_reason": None, "last_at": None}

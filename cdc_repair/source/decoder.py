@@ -327,17 +327,3 @@ class RowDecoder:
             raise SchemaDriftError(f"{self.schema.qualified}: row data ends at {pos}, expected {end} "
                                    f"(schema drift: the table map does not describe these rows)")
         return out
-
-    def sql_type_for(self, images: list[Image]) -> dict[str, int]:
-        """`sqlType`, widened for unsigned integer columns holding values above the signed maximum (Canal)."""
-        if not self.unsigned_ints:
-            return self.sql_type
-        widened = None
-        for i, name, limit, code in self.unsigned_ints:
-            for image in images:
-                value = image[i]
-                if value is not None and int(value) > limit:
-                    widened = widened or dict(self.sql_type)
-                    widened[name] = code
-                    break
-        return widened or self.sql_type

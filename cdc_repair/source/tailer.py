@@ -41,6 +41,7 @@ from cdc_repair import metrics
 from cdc_repair.checkpoint.resume import StartDecision, resolve_start
 from cdc_repair.config import CaptureConfig, Settings
 from cdc_repair.db import mysql
+from cdc_repair.db.server_checks import REQUIRED_BINLOG, binlog_problems, fetch_grants, grant_problems, parse_grants
 from cdc_repair.db.sql import Statement
 from cdc_repair.errors import (
     BinlogPurgedError,
@@ -51,7 +52,6 @@ from cdc_repair.errors import (
 )
 from cdc_repair.model.oversized import OVERSIZED_FIELD, OVERSIZED_MARKER, shrink_images
 from cdc_repair.model.position import BinlogPosition
-from cdc_repair.preflight import REQUIRED_BINLOG, binlog_problems, fetch_grants, grant_problems, parse_grants
 from cdc_repair.sink.flat_message import dml_fields, encode_ddl, encode_fields, image_rows, update_rows
 from cdc_repair.sink.grouping import Group, Part, TransactionGrouper
 from cdc_repair.sink.kafka_producer import KafkaSink

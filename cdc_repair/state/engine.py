@@ -6,6 +6,7 @@ from typing import Any, TypeAlias
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateColumn
 
 from cdc_repair.db.dsn import Dsn
 from cdc_repair.db.mysql import classify, session_cipher
@@ -38,7 +39,24 @@ def _open(dsn: Dsn, database: str, create_schema: bool) -> Engine:
     engine = _engine(dsn, pool_pre_ping=True, pool_recycle=3600, pool_size=5, max_overflow=10)
     if create_schema:
         metadata.create_all(engine)
+        _add_new_columns(engine)
     return engine
+
+
+def _add_new_columns(engine: Engine) -> None:
+    """Add nullable columns introduced after a state database was created (`create_all` creates only missing
+    tables). Only nullable columns are ever added this way, so existing rows stay valid."""
+    with engine.begin() as conn:  # one query, not a reflection per table (which cost ~150 ms per engine)
+        rows = conn.execute(text("SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS "
+                                 "WHERE TABLE_SCHEMA = DATABASE()")).all()
+        have: dict[str, set[str]] = {}
+        for table_name, column_name in rows:
+            have.setdefault(str(table_name), set()).add(str(column_name))
+        for table in metadata.sorted_tables:
+            for column in table.columns:
+                if column.name not in have.get(table.name, {column.name}) and column.nullable:
+                    ddl = CreateColumn(column).compile(dialect=engine.dialect)
+                    conn.execute(text(f"ALTER TABLE {quote_ident(table.name)} ADD COLUMN {ddl}"))
 
 
 def _engine(dsn: Dsn, **options: Any) -> Engine:

@@ -16,7 +16,7 @@ Public, stable API (validator writes, repairer reads and updates):
 - `open_entries(engine, *, pair=None, statuses=("open",), due=True, limit=1000, now=None) -> list[LedgerEntry]`
   — entries to work on; `due` keeps those whose next_retry_at is NULL or past.
 - `get_entry(engine, pair, pk)`, `set_status(engine, entry_id, status, ...)` — small helpers for the repairer.
-- `counts(engine) -> dict[(pair, kind, status), n]` and `refresh_open_gauge(engine)` for metrics/status.
+- `counts(engine) -> dict[(pair, kind, status), n]` for metrics/status.
 
 Statuses: open | repairing | repaired | resolved | failed | ignored. `ACTIVE_STATUSES` are not finished.
 Times are naive UTC datetimes.
@@ -34,7 +34,6 @@ from sqlalchemy import Connection, Engine, and_, func, select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.exc import IntegrityError
 
-from cdc_repair.metrics import OPEN_INCONSISTENCIES
 from cdc_repair.model.history import merge_source_event
 from cdc_repair.model.oversized import bound_event
 from cdc_repair.state.tables import inconsistency
@@ -255,15 +254,3 @@ def counts(engine: Engine) -> dict[tuple[str, str, str], int]:
                             .group_by(t.c.pair, t.c.kind, t.c.status)).all()
     return {(r[0], r[1], r[2]): int(r[3]) for r in rows}
 
-
-_GAUGE_LABELS: set[tuple[str, str, str]] = set()
-
-
-def refresh_open_gauge(engine: Engine) -> None:
-    """Set OPEN_INCONSISTENCIES from the ledger (active statuses only; labels that emptied go to 0)."""
-    now = {k: n for k, n in counts(engine).items() if k[2] in ACTIVE_STATUSES}
-    for labels in _GAUGE_LABELS - set(now):
-        OPEN_INCONSISTENCIES.labels(*labels).set(0)
-    for labels, n in now.items():
-        OPEN_INCONSISTENCIES.labels(*labels).set(n)
-    _GAUGE_LABELS.update(now)

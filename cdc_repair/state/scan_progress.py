@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, and_, delete, func, insert, select, text, update
 
@@ -121,3 +122,20 @@ def scan_lock(engine: Engine, pair: str) -> Iterator[bool]:
         finally:
             if got:
                 conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": name})
+
+
+def set_total(engine: Engine, scan_id: str, pair: str, rows_total: int | None) -> None:
+    """Record the scan's row estimate (the larger side's table statistics), so status can show done of total."""
+    with engine.begin() as conn:
+        conn.execute(update(scan_progress)
+                     .where(and_(scan_progress.c.scan_id == scan_id, scan_progress.c.pair == pair))
+                     .values(rows_total=rows_total))
+
+
+def latest_per_pair(engine: Engine) -> list[dict[str, Any]]:
+    """The newest scan of every pair (running, done or failed), as plain dicts for the status document."""
+    t = scan_progress
+    newest = select(func.max(t.c.id)).group_by(t.c.pair).scalar_subquery()
+    with engine.connect() as conn:
+        rows = conn.execute(select(t).where(t.c.id.in_(newest)).order_by(t.c.pair)).mappings().all()
+    return [dict(r) for r in rows]

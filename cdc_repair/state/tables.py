@@ -84,6 +84,23 @@ repair_log = Table(
     Index("ix_repair_log_run", "run_id"),
 )
 
+# Repair runs that claim ledger entries, with a heartbeat: a re-run can tell whose claims are held and whether
+# that run is dead (its process gone, or no heartbeat for repair.dead_after_s) and take them over.
+repair_run = Table(
+    "repair_run",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("token", String(128), nullable=False, unique=True),  # inconsistency.claimed_by of its claims
+    Column("kind", String(16), nullable=False),  # cli | daemon
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # running | finished | failed | taken_over
+    Column("started_at", DateTime, nullable=False),
+    Column("heartbeat_at", DateTime, nullable=False),
+    Column("finished_at", DateTime, nullable=True),
+    Column("taken_over_by", String(64), nullable=True),
+)
+
 # Full-scan progress per pair and scan, so `validate --full --resume` skips finished chunks.
 scan_progress = Table(
     "scan_progress",
@@ -97,6 +114,7 @@ scan_progress = Table(
     Column("rows", BigInteger, nullable=False, default=0),
     Column("diffs", Integer, nullable=False, default=0),
     Column("where_clause", Text, nullable=True),
+    Column("rows_total", BigInteger, nullable=True),  # the row estimate at the start (status: done of total)
     Column("started_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
     Column("finished_at", DateTime, nullable=True),

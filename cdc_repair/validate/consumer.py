@@ -163,6 +163,7 @@ class IncrementalValidator:
         self._last_error: str | None = None
         self._errors_in_row = 0
         self._paused = False
+        self.last_dead_letter: dict[str, Any] | None = None  # shown on the status page
         self.stats = {"messages": 0, "rows": 0, "keys_checked": 0, "confirmed": 0, "dead_letters": 0, "commits": 0,
                       "own_writes": 0}
         self._consumer: GroupConsumer | None = None
@@ -185,7 +186,8 @@ class IncrementalValidator:
                 "assigned": sorted(f"{t}:{p}" for t, p in self.assigned),
                 "pending_keys": len(self.items), "rechecking": len(self.rechecks), "paused": self._paused,
                 "last_poll_age_s": round(time.monotonic() - self._last_poll, 3) if self._last_poll else None,
-                "last_error": self._last_error, "consumer_lag_messages": self._lag_total(), **self.stats}
+                "last_error": self._last_error, "consumer_lag_messages": self._lag_total(),
+                "last_dead_letter": self.last_dead_letter, **self.stats}
 
     def _lag_total(self) -> int | str | None:
         if not self.settings.kafka.end_offsets_exact:
@@ -353,6 +355,8 @@ class IncrementalValidator:
                     raise
                 self._stop.wait(0.5 * 2**attempt)
         self.stats["dead_letters"] += 1
+        self.last_dead_letter = {"reason": reason[:300], "at": time.time(), "topic": rec.topic,
+                                 "partition": rec.partition, "offset": rec.offset}
 
     # ------------------------------------------------------------ checking
 

@@ -293,6 +293,7 @@ class _PairScan:
         src, tgt = self._sides()
         t0 = time.monotonic()
         estimate = self._estimate(src, tgt)
+        self.store.set_total(scan_id, self.pair.name, estimate or None)  # status: rows done of total
         try:
             if self.bucket is not None:
                 self._loop_buckets(res, src, tgt, lower, estimate)

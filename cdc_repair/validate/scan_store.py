@@ -23,6 +23,7 @@ class ScanStore(Protocol):
     def start(self, scan_id: str, pair: str, where: str | None) -> None: ...
     def save(self, scan_id: str, pair: str, *, last_key: str | None, chunks: int, rows: int, diffs: int) -> None: ...
     def finish(self, scan_id: str, pair: str, status: str) -> None: ...
+    def set_total(self, scan_id: str, pair: str, rows_total: int | None) -> None: ...
     def record(self, scan_id: str, pair: str, verdicts: list[Verdict], mismatched: Sequence[str]) -> None: ...
     def findings(self, scan_id: str, pair: str, limit: int) -> tuple[dict[str, int], list[Finding]]: ...
 
@@ -47,6 +48,9 @@ class LedgerScanStore:
 
     def finish(self, scan_id: str, pair: str, status: str) -> None:
         scan_progress.finish(self.engine, scan_id, pair, status)
+
+    def set_total(self, scan_id: str, pair: str, rows_total: int | None) -> None:
+        scan_progress.set_total(self.engine, scan_id, pair, rows_total)
 
     def record(self, scan_id: str, pair: str, verdicts: list[Verdict], mismatched: Sequence[str]) -> None:
         ledger.record_verdicts(self.engine, verdicts, "full_scan")
@@ -76,6 +80,9 @@ class ReadOnlyScanStore:
         return None
 
     def finish(self, scan_id: str, pair: str, status: str) -> None:
+        return None
+
+    def set_total(self, scan_id: str, pair: str, rows_total: int | None) -> None:
         return None
 
     def record(self, scan_id: str, pair: str, verdicts: list[Verdict], mismatched: Sequence[str]) -> None:

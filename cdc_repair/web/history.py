@@ -1,7 +1,9 @@
 """A small in-memory history of headline numbers for the status page charts (no Prometheus server needed).
 
 Sampled from the metrics registry (cheap: no database query) every `interval_s`; counters become rates
-between consecutive samples. One hour at 5 s is 720 points per series.
+between consecutive samples. One hour at 1 s is 3,600 points per series: short enough that an inconsistency
+open for a few seconds shows, and `found_per_min` (from the confirmed counter) shows one even when it was found
+and repaired between two ledger reads.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from cdc_repair import metrics
 
-SERIES = ("lag_s", "rows_per_s", "keys_per_s", "open", "repairs_per_min")
+SERIES = ("lag_s", "rows_per_s", "keys_per_s", "open", "repairs_per_min", "found_per_min")
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,9 @@ class Totals:
     lag_s: float | None
     rows: float
     keys: float
-    open: float
+    open: float | None  # None while the ledger cannot be read (not 0)
     repairs_applied: float
+    found: float = 0.0  # confirmed inconsistencies: a counter, so one open and repaired between samples shows
 
 
 def _samples() -> Iterable[tuple[str, dict[str, str], float]]:
@@ -38,7 +41,8 @@ def _samples() -> Iterable[tuple[str, dict[str, str], float]]:
 
 def read_totals(now: float | None = None) -> Totals:
     lags: list[float] = []
-    rows = keys = open_ = repairs = 0.0
+    rows = keys = open_ = repairs = found = 0.0
+    ledger_up = True
     for name, labels, value in _samples():
         if name == "cdc_repair_source_lag_seconds":
             lags.append(value)
@@ -50,7 +54,12 @@ def read_totals(now: float | None = None) -> Totals:
             open_ += value
         elif name == "cdc_repair_repair_actions_total" and labels.get("outcome") == "applied":
             repairs += value
-    return Totals(time.time() if now is None else now, max(lags) if lags else None, rows, keys, open_, repairs)
+        elif name == "cdc_repair_validate_confirmed_total":
+            found += value
+        elif name == "cdc_repair_ledger_up" and value == 0:
+            ledger_up = False
+    return Totals(time.time() if now is None else now, max(lags) if lags else None, rows, keys,
+                  open_ if ledger_up else None, repairs, found)
 
 
 def point(prev: Totals | None, cur: Totals) -> dict[str, float | None]:
@@ -63,11 +72,12 @@ def point(prev: Totals | None, cur: Totals) -> dict[str, float | None]:
     return {"lag_s": cur.lag_s, "open": cur.open,
             "rows_per_s": rate(prev.rows, cur.rows) if prev else None,
             "keys_per_s": rate(prev.keys, cur.keys) if prev else None,
-            "repairs_per_min": rate(prev.repairs_applied, cur.repairs_applied, 60.0) if prev else None}
+            "repairs_per_min": rate(prev.repairs_applied, cur.repairs_applied, 60.0) if prev else None,
+            "found_per_min": rate(prev.found, cur.found, 60.0) if prev else None}
 
 
 class History:
-    def __init__(self, interval_s: float = 5.0, keep: int = 720) -> None:
+    def __init__(self, interval_s: float = 1.0, keep: int = 3600) -> None:
         self.interval_s = interval_s
         self._t: deque[float] = deque(maxlen=keep)
         self._series: dict[str, deque[float | None]] = {s: deque(maxlen=keep) for s in SERIES}

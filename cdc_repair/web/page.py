@@ -14,6 +14,7 @@ from html import escape
 from typing import Any
 
 REFRESH_S = 5
+SCAN_SILENT_S = 120  # a running full scan that saved no progress for this long is flagged (died or hangs)
 
 
 def _s(value: Any) -> str:
@@ -51,6 +52,21 @@ def fmt_time(value: Any) -> str:
     return str(value).replace("T", " ")[:20]
 
 
+def fmt_duration(value: Any) -> str:
+    """Seconds → '45s', '3m 20s', '2h 05m', '3d 04h'; None → n/a."""
+    n = _num(value)
+    if n is None:
+        return "n/a"
+    n = max(0, round(n))
+    if n < 60:
+        return f"{n}s"
+    if n < 3600:
+        return f"{n // 60}m {n % 60:02d}s"
+    if n < 86400:
+        return f"{n // 3600}h {n % 3600 // 60:02d}m"
+    return f"{n // 86400}d {n % 86400 // 3600:02d}h"
+
+
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
@@ -79,17 +95,31 @@ def max_source_lag(status: Mapping[str, Any]) -> float | None:
     return max(known) if known else None
 
 
+def unavailable(status: Mapping[str, Any], *sections: str) -> str | None:
+    """Why a section of the document could not be read (e.g. the state database is down), or None."""
+    found = _dict(status.get("unavailable"))
+    for name in sections:
+        if found.get(name):
+            return str(found[name])
+    return None
+
+
 def open_total(status: Mapping[str, Any]) -> int | None:
     inc = _dict(status.get("inconsistencies"))
     if isinstance(inc.get("open_total"), int):
         return int(inc["open_total"])
+    if inc.get("unavailable") or unavailable(status, "ledger"):
+        return None  # unknown, not 0
     groups = _list(inc.get("by_pair_kind"))
     return sum(int(_num(_dict(g).get("count")) or 0) for g in groups) if groups else None
 
 
-def repairs_applied(status: Mapping[str, Any]) -> int:
-    """Applied repairs: from `repair_counts` (every repair in the log) when present, else the recent list."""
+def repairs_applied(status: Mapping[str, Any]) -> int | None:
+    """Applied repairs: from `repair_counts` (every repair in the log) when present, else the recent list;
+    None when the repair log could not be read (the page says n/a and why, not 0)."""
     counts = status.get("repair_counts")
+    if unavailable(status, "repair_counts") or ("repair_counts" in status and counts is None):
+        return None
     if isinstance(counts, list) and counts:
         return sum(int(_num(_dict(c).get("count")) or 0) for c in counts if _dict(c).get("status") == "applied")
     return sum(1 for r in _list(status.get("recent_repairs")) if _dict(r).get("status") == "applied")
@@ -123,28 +153,119 @@ def _lock_holder(status: Mapping[str, Any]) -> str:
             f'<div class="detail">since {_s(fmt_time(holder.get("since")))}</div>')
 
 
+def _why(ident: str, reason: str | None) -> str:
+    return f'<div class="detail err" id="{ident}-why">{_s(reason)}</div>' if reason else ""
+
+
+def _config_card(status: Mapping[str, Any]) -> tuple[str, Any]:
+    """Config generation (reloads applied since start) and the last reload's outcome."""
+    cfg = _dict(status.get("config"))
+    if not cfg:
+        return "n/a", None
+    gen = cfg.get("generation")
+    last = _dict(cfg.get("last_reload"))
+    if not last:
+        detail = "no reload since start"
+    elif last.get("ok"):
+        restart = _list(last.get("restart"))
+        detail = f"last reload ok {fmt_time(last.get('at'))}" + (
+            f"; needs restart: {', '.join(map(str, restart))}" if restart else "")
+    else:
+        detail = f"last reload rejected {fmt_time(last.get('at'))}: {'; '.join(map(str, _list(last.get('problems'))))}"
+    cls = "detail" if not last or last.get("ok") else "detail err"
+    return (f'generation {fmt_number(gen)}<div class="{cls}" id="config-reload" '
+            f'data-ok="{_s(last.get("ok") if last else "")}">{_s(detail)}</div>'), gen
+
+
+def _dead_letter_card(status: Mapping[str, Any]) -> tuple[str, Any]:
+    dl = _dict(status.get("dead_letters"))
+    count = dl.get("count")
+    if not dl or count is None:
+        return "n/a", None
+    last = dl.get("last_reason")
+    detail = (f'<div class="detail err" id="dead-letters-last">last: {_s(last)} '
+              f'({_s(fmt_time(dl.get("last_at")))})</div>' if last else "")
+    return f"{fmt_number(count)}{detail}", count
+
+
 def _cards(status: Mapping[str, Any], ready: bool | None) -> str:
     lag = max_source_lag(status)
     consumer = _dict(status.get("lag")).get("consumer_messages")
     total = open_total(status)
     applied = repairs_applied(status)
+    inc = _dict(status.get("inconsistencies"))
+    oldest = _num(inc.get("oldest_open_age_s"))
+    ledger_why = str(inc.get("unavailable") or "") or unavailable(status, "ledger")
+    config_html, generation = _config_card(status)
+    dead_html, dead = _dead_letter_card(status)
+    oldest_html = fmt_duration(oldest) if oldest is not None else ("n/a" if ledger_why else "none open")
+    if oldest is not None and inc.get("oldest_open_pair"):
+        oldest_html += f'<div class="detail">pair {_s(inc.get("oldest_open_pair"))}</div>'
     cards = [
         ("ready", "Ready", _badge(ready), None),
         ("binlog-lag", "Binlog lag (s)", fmt_number(lag, 1), lag),
         ("consumer-lag", "Consumer lag (msgs)", "unknown" if consumer == "unknown" else fmt_number(consumer),
          consumer),
-        ("open-total", "Open inconsistencies", fmt_number(total), total),
-        ("repairs-applied", "Repairs applied", fmt_number(applied), applied),
+        ("open-total", "Open inconsistencies", fmt_number(total) + _why("open-total", ledger_why if total is None
+                                                                      else None), total),
+        ("oldest-open", "Oldest open", oldest_html, oldest),
+        ("repairs-applied", "Repairs applied", fmt_number(applied) + _why(
+            "repairs-applied", unavailable(status, "repair_counts") if applied is None else None), applied),
+        ("dead-letters", "Dead letters", dead_html, dead),
         ("role", "Role", _role_badge(status), None),
         ("leader-lock", "Leader lock held by", _lock_holder(status), None),
+        ("config", "Config", config_html, generation),
     ]
     out = []
     for ident, label, shown, value in cards:
         data = f' data-value="{_s(value)}"' if value is not None else ""
-        warn = " warn" if ident == "open-total" and total else ""
+        warn = " warn" if (ident == "open-total" and total) or (ident == "dead-letters" and dead) else ""
         out.append(f'<div class="card{warn}"><div class="label">{_s(label)}</div>'
                    f'<div class="value" id="{ident}"{data}>{shown}</div></div>')
     return f'<section class="cards">{"".join(out)}</section>'
+
+
+def _scans(status: Mapping[str, Any]) -> str:
+    """The newest full scan of each pair: rows done of the estimated total, rate and ETA."""
+    rows = []
+    for sc in _list(status.get("scans")):
+        sc = _dict(sc)
+        done, total = sc.get("rows"), sc.get("rows_total")
+        progress = _num(sc.get("progress"))
+        pct = f" ({progress * 100:.0f}%)" if progress is not None else ""
+        eta = fmt_duration(sc.get("eta_s")) if sc.get("status") == "running" else "—"
+        silent = _num(sc.get("silent_s"))
+        stalled = (f'<div class="err">no progress for {fmt_duration(silent)}</div>'
+                   if silent is not None and silent >= SCAN_SILENT_S else "")
+        rows.append(f'<tr data-scan-pair="{_s(sc.get("pair"))}" data-status="{_s(sc.get("status"))}">'
+                    f'<td>{_s(sc.get("pair"))}</td>'
+                    f'<td class="st-{_s(sc.get("status"))}">{_s(sc.get("status"))}{stalled}</td>'
+                    f'<td class=num data-rows="{_s(done)}" data-rows-total="{_s(total)}">{fmt_number(done)} of '
+                    f"{fmt_number(total) if total is not None else 'unknown'}{pct}</td>"
+                    f'<td class=num data-value="{_s(sc.get("rows_per_s"))}">{fmt_number(sc.get("rows_per_s"), 0)}'
+                    f'</td><td class=num data-value="{_s(sc.get("eta_s"))}">{_s(eta)}</td>'
+                    f'<td class=num>{fmt_number(sc.get("chunks"))}</td><td class=num>{fmt_number(sc.get("diffs"))}</td>'
+                    f"<td>{_s(fmt_time(sc.get('started_at')))}</td><td>{_s(fmt_time(sc.get('updated_at')))}</td></tr>")
+    why = unavailable(status, "scans")
+    table = _table(["pair", "status", "rows done of total", "rows/s", "ETA", "chunks", "differences", "started",
+                    "updated"], rows, f"n/a: {why}" if why else "no full scan yet", "scans")
+    return f"<section><h2>Full scans</h2>{table}</section>"
+
+
+def _last_jobs(status: Mapping[str, Any]) -> str:
+    """The last run of each scheduled job (a daily job stays visible however many runs other jobs make)."""
+    rows = []
+    for name, j in sorted(_dict(status.get("last_job_runs")).items()):
+        j = _dict(j)
+        detail_cls = "err" if j.get("outcome") == "failed" else "detail"
+        rows.append(f'<tr data-last-job="{_s(name)}"><td>{_s(name)}</td>'
+                    f'<td class="st-{_s(j.get("outcome"))}">{_s(j.get("outcome"))}</td>'
+                    f"<td>{_s(fmt_time(j.get('started_at')))}</td><td>{_s(fmt_time(j.get('finished_at')))}</td>"
+                    f'<td>{_s(j.get("host"))}</td><td class="{detail_cls}">{_s(j.get("detail") or "")}</td></tr>')
+    why = unavailable(status, "last_job_runs")
+    table = _table(["job", "outcome", "started", "finished", "host", "detail"], rows,
+                   f"n/a: {why}" if why else "no job has run yet", "last-jobs")
+    return f"<section><h2>Scheduled jobs (last run of each)</h2>{table}</section>"
 
 
 def _stages(status: Mapping[str, Any], readiness: Mapping[str, bool], reasons: Mapping[str, str]) -> str:
@@ -202,7 +323,9 @@ def _inconsistencies(status: Mapping[str, Any]) -> str:
                     f'data-status="{_s(g.get("status"))}"><td>{_s(g.get("pair"))}</td><td>{_s(g.get("kind"))}</td>'
                     f'<td>{_s(g.get("status"))}</td><td class=num data-value="{_s(g.get("count"))}">'
                     f"{fmt_number(g.get('count'))}</td></tr>")
-    table = _table(["pair", "kind", "status", "count"], rows, "no open inconsistencies", "inconsistencies")
+    why = _dict(status.get("inconsistencies")).get("unavailable") or unavailable(status, "ledger")
+    table = _table(["pair", "kind", "status", "count"], rows, f"n/a: {why}" if why else "no open inconsistencies",
+                   "inconsistencies")
     return f"<section><h2>Inconsistencies</h2>{table}</section>"
 
 
@@ -219,8 +342,9 @@ def _repairs(status: Mapping[str, Any]) -> str:
                     f'<td>{_s(r.get("action"))}</td><td class="st-{_s(r.get("status"))}">{_s(r.get("status"))}</td>'
                     f"<td>{_s(fmt_time(r.get('created_at')))}</td><td>{hint}"
                     f'{f"<div class=err>{_s(err)}</div>" if err else ""}</td></tr>')
+    why = unavailable(status, "recent_repairs")
     table = _table(["repair id", "pair", "key", "strategy", "action", "status", "when", "undo"], rows,
-                   "no repairs yet", "repairs")
+                   f"n/a: {why}" if why else "no repairs yet", "repairs")
     return f"<section><h2>Recent repairs</h2>{table}</section>"
 
 
@@ -233,8 +357,10 @@ def _jobs(status: Mapping[str, Any]) -> str:
                     f'<td class="st-{_s(j.get("outcome"))}">{_s(j.get("outcome"))}</td>'
                     f"<td>{_s(fmt_time(j.get('started_at')))}</td><td>{_s(fmt_time(j.get('finished_at')))}</td>"
                     f'<td>{_s(j.get("host"))}</td><td class="{detail_cls}">{_s(j.get("detail") or "")}</td></tr>')
-    table = _table(["job", "outcome", "started", "finished", "host", "detail"], rows, "no job runs yet", "jobs")
-    return f"<section><h2>Job runs</h2>{table}</section>"
+    why = unavailable(status, "job_runs")
+    table = _table(["job", "outcome", "started", "finished", "host", "detail"], rows,
+                   f"n/a: {why}" if why else "no job runs yet", "jobs")
+    return f"<section><h2>Recent job runs</h2>{table}</section>"
 
 
 _CSS = """
@@ -247,6 +373,7 @@ h2{font-size:15px;margin:18px 0 6px}
 .card{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:8px 14px;min-width:150px}
 .card.warn{border-color:#e0a030;background:#fff8ea}
 .card .label{font-size:12px;color:#5b6475}.card .value{font-size:22px;font-weight:600}
+.card .value .detail{font-size:12px;font-weight:400;max-width:260px}
 table{border-collapse:collapse;background:#fff;border:1px solid #dde1e7;margin-bottom:8px;min-width:50%}
 th,td{padding:4px 10px;border-bottom:1px solid #eef0f3;text-align:left;vertical-align:top}
 th{background:#f0f2f5;font-weight:600;font-size:12px}td.num{text-align:right;font-variant-numeric:tabular-nums}
@@ -284,7 +411,7 @@ def render_page(status: Mapping[str, Any], readiness: Mapping[str, bool], *, err
 <section><h2>Last hour (sampled by this process)</h2><div class="charts" id="charts">
 <noscript>Charts need JavaScript; every number on this page is plain HTML.</noscript></div></section>
 <div id="tables">{_stages(status, readiness, reasons or {})}{_checkpoints(status)}{_inconsistencies(status)}
-{_repairs(status)}{_jobs(status)}</div></main>
+{_scans(status)}{_last_jobs(status)}{_repairs(status)}{_jobs(status)}</div></main>
 <script src="/static/uplot.iife.min.js"></script><script src="/static/status.js" data-refresh="{REFRESH_S}"></script>
 </body></html>
 """

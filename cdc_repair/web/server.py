@@ -313,8 +313,8 @@ def stage_reasons(doc: dict[str, Any] | None) -> dict[str, str]:
 
 def start_web(web_cfg: WebConfig | Settings, status_provider: StatusProvider,
               readiness_provider: ReadinessProvider | None = None, *, status_cache_s: float = 1.0,
-              history_interval_s: float = 5.0, probe_interval_s: float = 2.0,
-              ledger_refresh_s: float | None = 5.0) -> WebServer:
+              history_interval_s: float = 1.0, probe_interval_s: float = 2.0,
+              ledger_refresh_s: float | None = 2.0) -> WebServer:
     """Bind `web.bind:web.port` (port 0: any free port) and serve in a daemon thread.
 
     `web_cfg` is the `web` section, or the whole Settings. Without a `readiness_provider`, readiness is each

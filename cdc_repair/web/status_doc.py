@@ -51,8 +51,37 @@ class LedgerGroupDoc(TypedDict):
 
 
 class InconsistenciesDoc(TypedDict, total=False):
-    open_total: int
+    open_total: int | None  # None when the ledger cannot be read (never a false 0)
     by_pair_kind: list[LedgerGroupDoc]
+    oldest_open_age_s: float | None  # the oldest entry not yet repaired (None: nothing open)
+    oldest_open_pair: str | None
+    unavailable: str  # why the ledger could not be read (present only then)
+
+
+class ScanDoc(TypedDict, total=False):
+    """The newest full scan of one pair (state table `scan_progress`)."""
+
+    pair: str
+    scan_id: str
+    status: str  # running | done | failed
+    rows: int
+    rows_total: int | None  # the row estimate when the scan started
+    progress: float | None  # rows / rows_total (0..1)
+    chunks: int
+    diffs: int
+    rows_per_s: float | None
+    eta_s: float | None  # running scans only
+    silent_s: float | None  # running scans: seconds since the last saved progress (the page flags >= 120 s)
+    started_at: float
+    updated_at: float
+    finished_at: float | None
+
+
+class DeadLettersDoc(TypedDict, total=False):
+    topic: str
+    count: int | None  # sent by this daemon's validator since it started (None: no validator)
+    last_reason: str | None
+    last_at: float | None
 
 
 class RepairDoc(TypedDict, total=False):
@@ -90,39 +119,9 @@ class StatusDoc(TypedDict, total=False):
     recent_repairs: list[RepairDoc]  # newest first, at most ~20
     repair_counts: list[dict[str, Any]]  # every repair in the log: {pair, action, status, count}
     job_runs: list[JobRunDoc]  # newest first, at most ~20
+    last_job_runs: dict[str, JobRunDoc]  # the newest run of every job name
+    scans: list[ScanDoc]
+    dead_letters: DeadLettersDoc
+    config: dict[str, Any]  # {path, generation, last_reload: {ok, at, live, restart} | {ok, at, problems} | None}
+    unavailable: dict[str, str]  # section → why it could not be read (e.g. the state database is down)
     errors: list[str]  # problems building the document itself (e.g. "state database unreachable")
-
-
-EXAMPLE_STATUS: StatusDoc = {
-    "generated_at": 1795000000.0,
-    "version": "0.1.0",
-    "host": "cdc-repair-1",
-    "leader": True,
-    "checkpoints": [{"source": "author", "binlog_file": "binlog.000003", "binlog_pos": 48213,
-                     "gtid_set": "0-11-1042", "event_ts": 1794999999.2, "updated_at": "2026-11-22T05:00:00",
-                     "lag_seconds": 0.8, "lag_bytes": 0}],
-    "lag": {"source_seconds": {"author": 0.8}, "source_bytes": {"author": 0}, "consumer_messages": 3},
-    "stages": [
-        {"name": "capture", "status": "running", "ready": True, "leader_only": True, "restarts": 0, "failures": 0,
-         "last_error": None, "last_error_at": None, "started_at": 1794999000.0, "health": {}},
-        {"name": "validate", "status": "running", "ready": True, "leader_only": False, "restarts": 1,
-         "failures": 1, "last_error": "UnreachableError: cannot connect to mysql://root:***@127.0.0.1:3306/",
-         "last_error_at": 1794999500.0, "started_at": 1794999510.0, "health": {}},
-        {"name": "repair", "status": "running", "ready": True, "leader_only": False, "restarts": 0, "failures": 0,
-         "last_error": None, "last_error_at": None, "started_at": 1794999000.0, "health": {}},
-    ],
-    "inconsistencies": {"open_total": 5, "by_pair_kind": [
-        {"pair": "articles", "kind": "missing_in_target", "status": "open", "count": 3},
-        {"pair": "articles", "kind": "different", "status": "failed", "count": 2},
-    ]},
-    "recent_repairs": [
-        {"repair_id": "r-20261122-0001", "pair": "articles", "pk": "[\"42\"]", "strategy": "forward",
-         "action": "insert", "side": "target", "status": "applied", "created_at": "2026-11-22T04:59:58",
-         "error": None},
-    ],
-    "job_runs": [
-        {"job": "full_scan", "host": "cdc-repair-1", "started_at": "2026-11-22T03:00:00",
-         "finished_at": "2026-11-22T03:02:11", "outcome": "ok", "detail": "rows=120000 diffs=2"},
-    ],
-    "errors": [],
-}

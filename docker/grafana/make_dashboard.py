@@ -26,9 +26,11 @@ def q(p: float, metric: str, by: str = "le", sel: str = "") -> str:
 ROWS: list[tuple[str, list[tuple[str, str, str, int, list[tuple[str, str]], str]]]] = [
     ("Overview", [
         ("Open inconsistencies", "stat", "short", 4,
-         [(f"sum(max by (pair, kind, status) (cdc_repair_ledger_open_inconsistencies{{{P}}}))", "open")],
+         [(f"sum(max by (pair, kind, status) (cdc_repair_ledger_open_inconsistencies{{{P}}}))", "open"),
+          ("min(cdc_repair_ledger_up)", "ledger readable")],
          "Ledger entries not yet repaired (open, repairing, failed), refreshed from the state database "
-         "(every daemon reports the same ledger: max, not sum, over instances)."),
+         "(every daemon reports the same ledger: max, not sum, over instances). While the state database "
+         "cannot be read, `ledger readable` is 0 and the count is absent (no data), never a false 0."),
         ("Oldest open inconsistency", "stat", "s", 4,
          [(f"max(cdc_repair_ledger_oldest_open_age_seconds{{{P}}})", "age")],
          "How long the oldest unrepaired entry has waited: alert when it exceeds your repair SLO."),

@@ -17,10 +17,10 @@ import yaml
 from kafka import KafkaConsumer, TopicPartition
 
 from cdc_repair.config import Settings, load_settings
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.sink.flat_message import FlatMessage, parse_flat_message
 from cdc_repair.source.tailer import Tailer
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,9 +19,6 @@ from capture_support import (
 )
 
 from cdc_repair import metrics
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
-from cdc_repair.devservices.process import free_port
 from cdc_repair.errors import BinlogPurgedError, ServerSettingsError
 from cdc_repair.sink.flat_message import FlatMessage
 from cdc_repair.sink.partitioning import partition_for
@@ -29,6 +26,9 @@ from cdc_repair.source.status import capture_status
 from cdc_repair.source.tailer import Tailer
 from cdc_repair.state import checkpoints
 from cdc_repair.state.engine import state_engine
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
+from cdc_repair_dev.devservices.process import free_port
 
 TYPES_DDL = """CREATE TABLE {db}.t (
   id BIGINT UNSIGNED PRIMARY KEY, i INT, ti TINYINT UNSIGNED, si SMALLINT, mi MEDIUMINT,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from capture_support import read_messages, rows_of, running_tailer, settings_of, unique, write_config
 
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.sink.flat_message import FlatMessage
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 
 def _last_gtid(cur: object) -> str:

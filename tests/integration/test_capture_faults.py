@@ -16,11 +16,11 @@ from pathlib import Path
 from capture_support import read_messages, start_tail_process, unique, write_config
 
 from cdc_repair.config import load_settings
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.sink.flat_message import FlatMessage
 from cdc_repair.state import checkpoints
 from cdc_repair.state.engine import state_engine
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 Change = tuple[str, int]  # (type, v): v is unique per change, so a change is identifiable in Kafka
 

@@ -28,8 +28,6 @@ from test_validate_support import ITEM_INSERT, Env, make_env
 
 from cdc_repair import metrics
 from cdc_repair.config import settings_from_mapping
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.errors import SchemaDriftError
 from cdc_repair.model.oversized import LEDGER_IMAGE_MAX_BYTES, OVERSIZED_MARKER
 from cdc_repair.sink.flat_message import FlatMessage
@@ -38,6 +36,8 @@ from cdc_repair.source.tailer import Tailer
 from cdc_repair.state import checkpoints, ledger, runs
 from cdc_repair.state.engine import state_engine
 from cdc_repair.validate.consumer import IncrementalValidator
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 MiB = 1024 * 1024
 

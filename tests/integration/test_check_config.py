@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.demo_schema import apply_sql, webook_sql
-from cdc_repair.devservices.mariadb import MariaDBServer
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.demo_schema import apply_sql, webook_sql
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 SECRET = "s3cr3t-Pw"
 

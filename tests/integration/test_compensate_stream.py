@@ -24,11 +24,8 @@ from test_validate_support import ART_INSERT, Env, article, make_env
 
 from cdc_repair.commands.repair import run_repair
 from cdc_repair.config import Settings, load_settings, settings_from_mapping
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.model.position import BinlogPosition
 from cdc_repair.repair.worker import RepairWorker
-from cdc_repair.runtime.harness import DaemonProcess, create_isolated_schema, isolated_raw_config
 from cdc_repair.sink.flat_message import FlatMessage, encode_flat_message, parse_flat_message
 from cdc_repair.sink.kafka_admin import ensure_topics
 from cdc_repair.sink.partitioning import key_bytes, partition_for
@@ -38,6 +35,9 @@ from cdc_repair.state import ledger
 from cdc_repair.state.engine import state_engine
 from cdc_repair.validate.consumer import IncrementalValidator
 from cdc_repair.validate.rules import pk_string
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
+from cdc_repair_dev.harness import DaemonProcess, create_isolated_schema, isolated_raw_config
 
 COLS = ("id", "author_id", "title", "content", "status", "ctime", "utime")
 Headers = dict[str, bytes]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cdc_repair.runtime.harness import DaemonProcess, isolated_raw_config
+from cdc_repair_dev.harness import DaemonProcess, isolated_raw_config
 
 
 def wait_for(cond: Callable[[], bool], timeout_s: float) -> bool:

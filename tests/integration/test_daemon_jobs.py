@@ -11,13 +11,13 @@ from typing import Any
 import yaml
 
 from cdc_repair.config import load_settings
-from cdc_repair.devservices.mariadb import MariaDBServer
-from cdc_repair.runtime.harness import create_isolated_schema, isolated_raw_config
 from cdc_repair.runtime.jobs import JOBS, JobContext, run_job
 from cdc_repair.runtime.leader import MySQLNamedLock
 from cdc_repair.runtime.reload import LiveSettings
 from cdc_repair.state import checkpoints, ledger, runs
 from cdc_repair.state.engine import state_engine
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
+from cdc_repair_dev.harness import create_isolated_schema, isolated_raw_config
 
 
 def _ctx(demo_config: Any, tmp_path: Path) -> JobContext:

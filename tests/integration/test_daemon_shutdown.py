@@ -14,13 +14,13 @@ import pytest
 import yaml
 
 from cdc_repair.config import settings_from_mapping
-from cdc_repair.devservices import process
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.runtime.daemon import Daemon
-from cdc_repair.runtime.harness import DaemonProcess, isolated_raw_config
 from cdc_repair.runtime.leader import MySQLNamedLock
 from cdc_repair.runtime.reload import LiveSettings
 from cdc_repair.runtime.supervisor import StageSpec
+from cdc_repair_dev.devservices import process
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
+from cdc_repair_dev.harness import DaemonProcess, isolated_raw_config
 
 
 @pytest.fixture
@@ -106,9 +106,9 @@ def test_validator_stops_promptly_when_the_broker_died_with_offsets_to_commit(ma
     cannot reach anyone, and must not hold the stop for the client's 30 s request timeouts."""
     from test_validate_support import ART_INSERT, Publisher, article, make_env, table_rows
 
-    from cdc_repair.devservices.broker import Broker
     from cdc_repair.sink.kafka_admin import ensure_topics
     from cdc_repair.validate.consumer import IncrementalValidator
+    from cdc_repair_dev.devservices.broker import Broker
 
     own = Broker(tmp_path / "broker").start()
     try:

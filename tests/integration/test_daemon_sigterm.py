@@ -12,11 +12,11 @@ from typing import Any
 import yaml
 
 from cdc_repair.config import load_settings
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
-from cdc_repair.runtime.harness import DaemonProcess, create_isolated_schema, isolated_raw_config
-from cdc_repair.runtime.workload import Workload, WorkloadConfig, missing_from_stream
-from cdc_repair.sink.audit import read_topic
+from cdc_repair_dev.audit import read_topic
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
+from cdc_repair_dev.harness import DaemonProcess, create_isolated_schema, isolated_raw_config
+from cdc_repair_dev.workload import Workload, WorkloadConfig, missing_from_stream
 
 
 def test_sigterm_under_load_then_restart_loses_nothing(demo_config: Any, mariadb: MariaDBServer, broker: Broker,

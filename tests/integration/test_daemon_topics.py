@@ -12,9 +12,9 @@ import pytest
 import yaml
 from kafka import KafkaAdminClient
 
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.runtime.harness import DaemonProcess, isolated_raw_config
 from cdc_repair.sink.kafka_admin import ensure_topics
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.harness import DaemonProcess, isolated_raw_config
 
 
 @pytest.fixture

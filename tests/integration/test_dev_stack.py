@@ -10,12 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-from cdc_repair.devservices.process import pid_alive, port_open
+from cdc_repair_dev.devservices.process import pid_alive, port_open
 
 _CHILD = """
 import sys, json, pathlib, time
-from cdc_repair.devservices.mariadb import MariaDBServer
-from cdc_repair.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
+from cdc_repair_dev.devservices.broker import Broker
 root = pathlib.Path(sys.argv[1])
 db = MariaDBServer(root / "db", server_id=31).start()
 b = Broker(root / "broker").start()

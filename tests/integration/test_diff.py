@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cdc_repair.devservices.mariadb import MariaDBServer
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 DDL = """CREATE TABLE {t} (
   id BIGINT NOT NULL PRIMARY KEY, title VARCHAR(200) COLLATE utf8mb4_general_ci, note VARCHAR(50) NULL,

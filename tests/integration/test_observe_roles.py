@@ -19,8 +19,8 @@ import yaml
 from test_prometheus import _ready, ensure_binary, query  # same folder (rootdir mode)
 
 from cdc_repair.config import load_settings
-from cdc_repair.devservices import process
-from cdc_repair.runtime.harness import DaemonProcess, create_isolated_schema, isolated_raw_config
+from cdc_repair_dev.devservices import process
+from cdc_repair_dev.harness import DaemonProcess, create_isolated_schema, isolated_raw_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

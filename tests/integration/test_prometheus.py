@@ -26,9 +26,9 @@ import yaml
 
 from cdc_repair import metrics
 from cdc_repair.config import WebConfig
-from cdc_repair.devservices import process
 from cdc_repair.observe import initialise_metric_labels
 from cdc_repair.web import start_web
+from cdc_repair_dev.devservices import process
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "docker" / "grafana" / "dashboards" / "cdc-repair.json"

@@ -23,11 +23,11 @@ import yaml
 from test_prometheus import _has_number, _ready, dashboard_exprs, ensure_binary, query  # same folder (rootdir mode)
 
 from cdc_repair.config import load_settings
-from cdc_repair.devservices import process
-from cdc_repair.devservices.demo_schema import apply_sql, webook_sql
-from cdc_repair.devservices.mariadb import MariaDBServer
-from cdc_repair.runtime.harness import DaemonProcess
-from cdc_repair.runtime.workload import Workload, WorkloadConfig
+from cdc_repair_dev.devservices import process
+from cdc_repair_dev.devservices.demo_schema import apply_sql, webook_sql
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
+from cdc_repair_dev.harness import DaemonProcess
+from cdc_repair_dev.workload import Workload, WorkloadConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,11 +14,11 @@ import yaml
 
 from cdc_repair.config import Settings, load_settings
 from cdc_repair.db import mysql
-from cdc_repair.devservices.mariadb import MariaDBServer
-from cdc_repair.runtime.harness import DaemonProcess, create_isolated_schema, isolated_raw_config
 from cdc_repair.state import ledger, runs
 from cdc_repair.state.engine import state_engine
 from cdc_repair.validate.check import check
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
+from cdc_repair_dev.harness import DaemonProcess, create_isolated_schema, isolated_raw_config
 
 ROW = "INSERT INTO {t} (id, author_id, title, content, status, ctime, utime) VALUES (%s, 7, %s, 'body', 2, 1, 1)"
 

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from test_repair_support import INSERT, Env, article, make_env
 
 from cdc_repair.cli import cli
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.validate.full_scan import run_full_scan
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from test_repair_support import Env, make_env
 
 from cdc_repair.commands.repair import run_repair
 from cdc_repair.config import settings_from_mapping
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.repair.rollback import rollback
 from cdc_repair.repair.store import StateStore
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 DDL = """CREATE TABLE {t} (tenant VARCHAR(20) NOT NULL, id INT NOT NULL, price DECIMAL(10,3), at DATETIME(6),
   note VARCHAR(50) NULL, raw VARBINARY(16), PRIMARY KEY (tenant, id)) ENGINE=InnoDB"""

@@ -11,7 +11,7 @@ import pytest
 from test_repair_support import INSERT, Env, article, make_env
 
 from cdc_repair.commands.repair import run_repair
-from cdc_repair.devservices.mariadb import MariaDBServer
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 KEYS = range(1, 41)
 

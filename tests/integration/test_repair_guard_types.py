@@ -17,7 +17,7 @@ from test_repair_support import Env, make_env
 
 from cdc_repair.cli import cli
 from cdc_repair.config import settings_from_mapping
-from cdc_repair.devservices.mariadb import MariaDBServer, find_binary
+from cdc_repair_dev.devservices.mariadb import MariaDBServer, find_binary
 
 DDL = """CREATE TABLE {t} (
   id INT NOT NULL PRIMARY KEY, f FLOAT, d DOUBLE, n DECIMAL(10, 2), ts DATETIME(6),

@@ -15,11 +15,11 @@ from test_repair_support import INSERT, Env, article, make_env
 
 from cdc_repair.cli import cli
 from cdc_repair.db import mysql
-from cdc_repair.devservices.mariadb import MariaDBServer, find_binary
 from cdc_repair.repair import executor
 from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.actions import Op, RepairAction, Side
 from cdc_repair.repair.executor import Applied, Failed, RowServer, apply_batch
+from cdc_repair_dev.devservices.mariadb import MariaDBServer, find_binary
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ import yaml
 
 from cdc_repair.config import PairConfig, Settings, settings_from_mapping
 from cdc_repair.db import mysql
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.state import ledger
 from cdc_repair.state.engine import state_engine
 from cdc_repair.validate.check import check
 from cdc_repair.validate.rules import Verdict
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 ARTICLE_DDL = """CREATE TABLE {db}.{table} (
   id BIGINT NOT NULL PRIMARY KEY, author_id BIGINT, title VARCHAR(4096), content BLOB, status TINYINT,

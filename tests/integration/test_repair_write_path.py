@@ -11,11 +11,11 @@ from test_repair_support import INSERT, Env, article, make_env
 
 from cdc_repair.db import mysql
 from cdc_repair.db.sql import Statement
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.actions import Op, RepairAction, Side
 from cdc_repair.repair.executor import Applied, GuardFailed, RowServer, apply_batch
 from cdc_repair.repair.undo_log import decode_image
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 ROWS = 40
 

@@ -12,9 +12,9 @@ from test_repair_support import INSERT, Env, article, make_env
 
 from cdc_repair.cli import cli
 from cdc_repair.commands.repair import run_repair
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.repair.rollback import rollback
 from cdc_repair.repair.store import StateStore
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 
 @pytest.fixture

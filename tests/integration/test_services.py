@@ -7,9 +7,9 @@ import uuid
 
 from kafka import KafkaConsumer, KafkaProducer
 
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.sink.kafka_admin import ensure_topics
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 
 def test_mariadb_accepts_logins_and_has_row_full_full_binlog(mariadb: MariaDBServer) -> None:

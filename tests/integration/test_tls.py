@@ -24,13 +24,13 @@ from cryptography.x509.oid import NameOID
 
 from cdc_repair.db import mysql
 from cdc_repair.db.dsn import Dsn, parse_dsn
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.errors import TerminalError
 from cdc_repair.model.position import BinlogPosition
 from cdc_repair.source.binlog_reader import BinlogReader, server_binlog
 from cdc_repair.source.events import RowsData
 from cdc_repair.source.filters import TableMatcher
 from cdc_repair.state.engine import state_engine
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 ROOT = Path(__file__).resolve().parents[2]
 TLS_PASSWORD = "tls-only-pw"

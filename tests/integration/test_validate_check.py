@@ -10,11 +10,11 @@ from sqlalchemy import func, select
 from test_validate_support import ART_INSERT, Env, article, make_env
 
 from cdc_repair.db import mysql
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.state import ledger
 from cdc_repair.state.engine import state_engine
 from cdc_repair.state.tables import inconsistency
 from cdc_repair.validate.check import check
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from test_validate_support import ART_INSERT, Env, article, make_env
 
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.validate.window_scan import run_window_scan
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 
 @pytest.fixture

@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterator
 import pytest
 from test_validate_support import ART_INSERT, Env, Publisher, PublishWriter, article, make_env
 
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.sink.kafka_admin import ensure_topics
 from cdc_repair.state import ledger
 from cdc_repair.state.engine import state_engine
 from cdc_repair.validate.consumer import IncrementalValidator
 from cdc_repair.validate.full_scan import run_full_scan
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 ROWS = 3000
 

@@ -19,12 +19,12 @@ from test_validate_support import (
     table_rows,
 )
 
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.sink.kafka_admin import ensure_topics
 from cdc_repair.state import ledger
 from cdc_repair.state.engine import state_engine
 from cdc_repair.validate.consumer import IncrementalValidator
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 
 @pytest.fixture
@@ -118,6 +118,8 @@ def test_stream_finds_exactly_the_planted_rows_and_dead_letters_bad_messages(env
         assert open_kinds(env) == expected
         health = running.validator.health()
         assert health["dead_letters"] == 2 and health["running"]
+        last = health["last_dead_letter"]  # the status page's "Dead letters" card shows its reason
+        assert last["reason"] and last["topic"] == env.settings.kafka.topic.name and last["at"] > 0
     finally:
         running.close()
     engine = state_engine(env.settings.state.dsn)

@@ -21,7 +21,6 @@ from test_validate_support import ART_INSERT, ITEM_INSERT, Env, article, make_en
 from cdc_repair.commands.repair import run_repair
 from cdc_repair.config import settings_from_mapping
 from cdc_repair.db import mysql
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.repair.rollback import rollback
 from cdc_repair.repair.store import StateStore
 from cdc_repair.state import ledger, scan_progress
@@ -30,6 +29,7 @@ from cdc_repair.validate import full_scan
 from cdc_repair.validate.check import check
 from cdc_repair.validate.full_scan import run_full_scan
 from cdc_repair.validate.window_scan import run_window_scan
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 CODES_DDL = ("CREATE TABLE {t} (code VARCHAR(64) NOT NULL PRIMARY KEY, name VARCHAR(100), qty INT) "
              "CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from test_validate_support import Env, make_env, plant_articles, plant_items
 
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.state import ledger, scan_progress
 from cdc_repair.state.engine import state_engine
 from cdc_repair.validate import full_scan
 from cdc_repair.validate.full_scan import run_full_scan
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from test_validate_support import ART_INSERT, Env, Publisher, article, make_env, table_rows
 
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.sink.kafka_admin import ensure_topics
 from cdc_repair.validate.consumer import IncrementalValidator
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 
 @pytest.fixture

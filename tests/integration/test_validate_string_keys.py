@@ -14,9 +14,9 @@ from test_validate_support import Env, make_env
 from cdc_repair.commands.repair import run_repair
 from cdc_repair.config import settings_from_mapping
 from cdc_repair.db import mysql
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.validate.check import check
 from cdc_repair.validate.full_scan import run_full_scan
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 DDL = ("CREATE TABLE {t} (code VARCHAR(64) NOT NULL PRIMARY KEY, name VARCHAR(100), qty INT) "
        "CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")

@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 
 from cdc_repair.config import Settings, settings_from_mapping
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.state.engine import state_engine
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 ARTICLE_DDL = """CREATE TABLE {db}.{table} (
   id BIGINT NOT NULL PRIMARY KEY, author_id BIGINT, title VARCHAR(4096), content BLOB, status TINYINT,

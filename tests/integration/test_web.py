@@ -26,13 +26,13 @@ import yaml
 
 from cdc_repair import metrics
 from cdc_repair.config import Settings, WebConfig, load_settings, settings_from_mapping
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.observe import LedgerGaugeStage, initialise_metric_labels, refresh_ledger_gauges
 from cdc_repair.runtime.supervisor import StageSpec, Supervisor
 from cdc_repair.state import tables
 from cdc_repair.state.engine import state_engine
 from cdc_repair.web import WebServer, start_web
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -104,7 +104,10 @@ def own_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mar
 
 def test_healthz_and_readyz_follow_broker_database_and_stages(own_services: tuple[MariaDBServer, Broker]) -> None:
     db, broker = own_services
+    from cdc_repair_dev.devservices.demo_schema import apply_sql, webook_sql
+
     db.root_connection().cursor().execute("CREATE DATABASE IF NOT EXISTS cdc_state_web")
+    apply_sql(db.dsn(), webook_sql())  # the pair's tables (`tables:articles` checks they exist)
     settings = settings_for(db, broker, "cdc_state_web")
     stages = [{"name": "validate", "status": "running", "leader_only": False},
               {"name": "capture:author", "status": "stopped", "leader_only": True}]
@@ -113,7 +116,7 @@ def test_healthz_and_readyz_follow_broker_database_and_stages(own_services: tupl
     try:
         # a follower's stopped leader-only stage does not make it unready
         body = wait_readyz(web, 200, [])
-        assert set(body["checks"]) == {"validate", "broker", "db:author", "db:online", "db:state"}
+        assert set(body["checks"]) == {"validate", "broker", "db:author", "db:online", "db:state", "tables:articles"}
 
         broker.freeze()  # hung broker: connections open, no answers
         body = wait_readyz(web, 503, ["broker"])
@@ -131,7 +134,7 @@ def test_healthz_and_readyz_follow_broker_database_and_stages(own_services: tupl
         wait_readyz(web, 200, [])
 
         db.stop()  # every database (all three are on this server) down
-        body = wait_readyz(web, 503, ["db:author", "db:online", "db:state"])
+        body = wait_readyz(web, 503, ["db:author", "db:online", "db:state"])  # not also tables:articles
         assert f"127.0.0.1:{db.port}" in body["reasons"]["db:state"] and db.password not in json.dumps(body)
         page = fetch(f"{web.url}/")[1].decode()
         assert "not ready" in page and body["reasons"]["db:author"] in page and db.password not in page
@@ -206,7 +209,15 @@ def seed_state(engine: Any, pair: str) -> None:
              "finished_at": now - dt.timedelta(seconds=50), "outcome": "failed", "detail": "UnreachableError"}]
     checkpoint = {"source": "author", "binlog_file": "binlog.000002", "binlog_pos": 4711, "gtid_set": "0-11-99",
                   "event_ts": time.time() - 2.5, "updated_at": now}
+    scans = [{"scan_id": "s-running", "pair": pair, "status": "running", "last_key": '["4000"]', "chunks": 4,
+              "rows": 4000, "diffs": 1, "rows_total": 10000, "where_clause": None,
+              "started_at": now - dt.timedelta(seconds=40), "updated_at": now, "finished_at": None},
+             {"scan_id": "s-done", "pair": f"{pair}_done", "status": "done", "last_key": None, "chunks": 2,
+              "rows": 2000, "diffs": 0, "rows_total": 1990, "where_clause": None,
+              "started_at": now - dt.timedelta(seconds=300), "updated_at": now - dt.timedelta(seconds=290),
+              "finished_at": now - dt.timedelta(seconds=290)}]
     with engine.begin() as conn:
+        conn.execute(tables.scan_progress.insert(), scans)
         conn.execute(tables.inconsistency.insert(), rows)
         conn.execute(tables.repair_log.insert(), repairs)
         conn.execute(tables.job_run.insert(), jobs)
@@ -340,8 +351,10 @@ class _Daemon:
 def status_site(state: Any, demo_config: Any, mariadb: MariaDBServer) -> Iterator[tuple[WebServer, dict[str, Any]]]:
     """The web server serving the real status document (runtime/status.py) over a seeded state database."""
     from cdc_repair.runtime.status import build_status
+    from cdc_repair_dev.devservices.demo_schema import apply_sql, webook_sql
 
     chromium_binary()
+    apply_sql(mariadb.dsn(), webook_sql())  # the demo pair's tables (readiness checks that they exist)
     state_db = state.url.database
     path = demo_config({"state": {"dsn": mariadb.dsn(state_db).to_url()}, "web": {"bind": "127.0.0.1", "port": 0}})
     settings = load_settings(path)
@@ -401,6 +414,32 @@ def assert_page_matches(dom: Dom, doc: dict[str, Any]) -> None:
 
     jobs = [e["data-job"] for e in dom.having("data-job")]
     assert jobs == [j["job"] for j in doc["job_runs"]] == ["window_scan", "full_scan"]
+    last = {e["data-last-job"]: e["cells"][1]["text"] for e in dom.having("data-last-job")}
+    assert last == {name: j["outcome"] for name, j in doc["last_job_runs"].items()}
+    assert last == {"full_scan": "ok", "window_scan": "failed"}
+
+    assert dom.by_id("dead-letters")["data-value"] == str(doc["dead_letters"]["count"]) == "0"
+    assert dom.by_id("config")["data-value"] == str(doc["config"]["generation"])
+    assert "no reload since start" in dom.by_id("config-reload")["text"]
+
+    # the oldest open inconsistency (seeded 120 s before the document)
+    oldest = dom.by_id("oldest-open")
+    assert float(oldest["data-value"]) == doc["inconsistencies"]["oldest_open_age_s"]
+    assert 115 <= doc["inconsistencies"]["oldest_open_age_s"] < 300 and "pair articles" in oldest["text"]
+
+    # full-scan progress: rows done of the estimated total, rate, ETA, as in the document
+    scans = {e["data-scan-pair"]: e for e in dom.having("data-scan-pair")}
+    assert set(scans) == {s["pair"] for s in doc["scans"]} == {"articles", "articles_done"}
+    running = next(s for s in doc["scans"] if s["pair"] == "articles")
+    assert (running["status"], running["rows"], running["rows_total"], running["progress"]) == (
+        "running", 4000, 10000, 0.4)
+    assert 40 <= running["rows_per_s"] <= 100 + 4000 / 40 and running["eta_s"] > 0
+    cells = scans["articles"]["cells"]
+    assert cells[2]["text"] == "4,000 of 10,000 (40%)" and cells[2]["data-rows-total"] == "10000"
+    assert float(cells[3]["data-value"]) == running["rows_per_s"]
+    assert float(cells[4]["data-value"]) == running["eta_s"]
+    done = next(s for s in doc["scans"] if s["pair"] == "articles_done")
+    assert done["eta_s"] is None and done["rows_per_s"] == 200.0 and scans["articles_done"]["cells"][4]["text"] == "—"
     checkpoint = next(e for e in dom.having("data-source") if e["data-source"] == "author")
     assert "binlog.000002:4711" in checkpoint["text"]
     deps = {e["data-dependency"] for e in dom.having("data-dependency")}
@@ -423,7 +462,7 @@ def test_status_page_in_chromium_shows_the_api_numbers(status_site: tuple[WebSer
     # the vendored uPlot drew the charts (this server is the only network the page used)
     assert live.count('class="uplot') == 3, "the three charts did not render"
     shot = tmp_path / "status-page.png"
-    chromium(f"{web.url}/", "--virtual-time-budget=4000", "--window-size=1280,1500", "--hide-scrollbars",
+    chromium(f"{web.url}/", "--virtual-time-budget=4000", "--window-size=1280,1900", "--hide-scrollbars",
              f"--screenshot={shot}")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 30_000
     if os.environ.get("UPDATE_SCREENSHOTS") == "1":  # refresh the README's picture
@@ -448,3 +487,58 @@ def test_page_script_refreshes_the_numbers_in_place() -> None:
         assert shown <= calls["n"] + 100
     finally:
         web.stop()
+
+
+def test_state_database_down_page_says_n_a_and_why(own_services: tuple[MariaDBServer, Broker]) -> None:
+    """With the state database stopped, the cards and tables say n/a and why (never 0 open / 0 repairs), in the
+    served HTML and in Chromium, matching /api/status; /metrics drops the ledger series and says ledger_up 0."""
+    from cdc_repair.runtime.status import build_status
+
+    chromium_binary()
+    db, broker = own_services
+    state_db = f"web_down_{uuid.uuid4().hex[:6]}"
+    settings = settings_for(db, broker, state_db)
+    engine = state_engine(settings.state.dsn)
+    pair = f"down{uuid.uuid4().hex[:5]}"
+    seed_state(engine, pair)
+    supervisor = Supervisor([StageSpec(name, _Idle) for name in ("validate", "repair")])
+    supervisor.start_all(leader=True)
+    daemon = _Daemon(supervisor)
+    web = start_web(settings, lambda: build_status(settings, engine, daemon), status_cache_s=0,
+                    probe_interval_s=0.3, ledger_refresh_s=0.3)
+    gauge = "cdc_repair_ledger_open_inconsistencies"
+    try:
+        wait_for(lambda: metric_value(fetch(f"{web.url}/metrics")[1].decode(), gauge, pair=pair, kind="different",
+                                      status="failed") == 2, 30, "the ledger gauges")
+        up = json.loads(fetch(f"{web.url}/api/status")[1])
+        assert up["inconsistencies"]["open_total"] == 6 and up["unavailable"] == {}
+        db.stop()
+        doc = wait_for(lambda: (d := json.loads(fetch(f"{web.url}/api/status")[1]))["unavailable"] and d, 30,
+                       "the status document to notice the state database is down")
+        why = doc["unavailable"]["ledger"]
+        assert f"127.0.0.1:{db.port}" in why and db.password not in json.dumps(doc), why
+        assert doc["inconsistencies"]["open_total"] is None and doc["inconsistencies"]["unavailable"] == why
+        assert doc["repair_counts"] is None and doc["recent_repairs"] is None
+        def withdrawn() -> str | None:
+            found = fetch(f"{web.url}/metrics")[1].decode()
+            return found if metric_value(found, "cdc_repair_ledger_up") == 0 else None
+
+        text = wait_for(withdrawn, 30, "ledger_up 0")
+        assert metric_value(text, gauge, pair=pair) is None, "no stale or zero ledger series while unreadable"
+        assert metric_value(text, "cdc_repair_ledger_oldest_open_age_seconds", pair=pair) is None
+        served = fetch(f"{web.url}/")[1].decode()
+        live = chromium(f"{web.url}/", "--virtual-time-budget=3000", "--dump-dom")
+        for dom in (Dom(served), Dom(live)):
+            for card in ("open-total", "repairs-applied", "oldest-open"):
+                assert dom.by_id(card)["text"].startswith("n/a"), (card, dom.by_id(card)["text"])
+                assert "data-value" not in dom.by_id(card)
+            assert f"127.0.0.1:{db.port}" in dom.by_id("open-total-why")["text"]
+            assert dom.by_id("inconsistencies-empty")["text"].startswith("n/a: ")
+            assert dom.by_id("repairs-empty")["text"].startswith("n/a: ")
+            assert db.password not in served and db.password not in live
+    finally:
+        if not db.is_running():
+            db.start()
+        web.stop()
+        supervisor.stop_all(5)
+        engine.dispose()

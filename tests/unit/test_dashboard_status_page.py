@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import http.client
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -15,10 +16,11 @@ import pytest
 
 from cdc_repair.config import WebConfig
 from cdc_repair.errors import ConfigError
-from cdc_repair.web import EXAMPLE_STATUS, start_web
+from cdc_repair.web import start_web
 from cdc_repair.web.history import Totals, point
 from cdc_repair.web.page import fmt_number, fmt_time, render_page
 from cdc_repair.web.server import _StatusCache, stage_readiness
+from cdc_repair_dev.example_status import EXAMPLE_STATUS
 
 
 def example() -> dict[str, Any]:
@@ -125,11 +127,27 @@ def test_status_cache_serves_the_previous_document_while_a_refresh_hangs() -> No
 
 
 def test_history_points_are_rates_between_samples() -> None:
-    a = Totals(at=100.0, lag_s=1.0, rows=1000, keys=10, open=3, repairs_applied=5)
-    b = Totals(at=110.0, lag_s=2.0, rows=1500, keys=60, open=1, repairs_applied=7)
+    a = Totals(at=100.0, lag_s=1.0, rows=1000, keys=10, open=3, repairs_applied=5, found=4)
+    b = Totals(at=110.0, lag_s=2.0, rows=1500, keys=60, open=1, repairs_applied=7, found=6)
     assert point(None, a) == {"lag_s": 1.0, "open": 3, "rows_per_s": None, "keys_per_s": None,
-                              "repairs_per_min": None}
-    assert point(a, b) == {"lag_s": 2.0, "open": 1, "rows_per_s": 50.0, "keys_per_s": 5.0, "repairs_per_min": 12.0}
+                              "repairs_per_min": None, "found_per_min": None}
+    assert point(a, b) == {"lag_s": 2.0, "open": 1, "rows_per_s": 50.0, "keys_per_s": 5.0, "repairs_per_min": 12.0,
+                           "found_per_min": 12.0}
+    # the ledger unreadable: the chart has a gap, not a 0
+    assert point(b, Totals(at=120.0, lag_s=2.0, rows=1500, keys=60, open=None, repairs_applied=7))["open"] is None
+
+
+def test_a_state_database_outage_reads_n_a_with_the_reason_never_zero() -> None:
+    why = "state database mysql://cdc:***@127.0.0.1:3306/cdc_state: MySQL error 2003: Can't connect"
+    doc = {"inconsistencies": {"open_total": None, "by_pair_kind": [], "unavailable": why},
+           "repair_counts": None, "recent_repairs": None,
+           "unavailable": {"ledger": why, "repair_counts": why, "recent_repairs": why, "scans": why}}
+    html = render_page(doc, {"db:state": False})
+    for card in ("open-total", "repairs-applied", "oldest-open"):
+        assert re.search(f'id="{card}">n/a', html), card  # no data-value: nothing to read as a number
+    escaped = why.replace("'", "&#x27;")
+    assert f'id="open-total-why">{escaped}<' in html and f'id="repairs-applied-why">{escaped}<' in html
+    assert html.count(f"n/a: {escaped}") >= 3  # the inconsistency, repair and scan tables say why too
 
 
 # ------------------------------------------------------------------ the server
@@ -238,3 +256,34 @@ def test_binds_ipv6_loopback_when_configured() -> None:
         assert get(f"{server.url}/healthz")[0] == 200
     finally:
         server.stop()
+
+
+def test_cards_show_reload_outcome_dead_letters_and_oldest_open() -> None:
+    doc = example()
+    doc["config"] = {"path": "/etc/c.yaml", "generation": 3,
+                     "last_reload": {"ok": False, "at": 1795000000.0, "problems": ["pairs[0].key: required"]}}
+    doc["dead_letters"] = {"topic": "dlq", "count": 4, "last_reason": "malformed: <b>bad</b>", "last_at": 1795000000.0}
+    doc["inconsistencies"]["oldest_open_age_s"] = 3725.0
+    doc["inconsistencies"]["oldest_open_pair"] = "articles"
+    html = render_page(doc, {"x": True})
+    assert 'id="config" data-value="3">generation 3' in html
+    assert 'data-ok="False">last reload rejected 2026-11-18 11:06:40Z: pairs[0].key: required<' in html
+    assert 'id="dead-letters" data-value="4">4' in html and "malformed: &lt;b&gt;bad&lt;/b&gt;" in html
+    assert 'id="oldest-open" data-value="3725.0">1h 02m' in html
+    doc["config"]["last_reload"] = {"ok": True, "at": 1795000000.0, "live": ["x"], "restart": ["kafka.partitions"]}
+    assert "last reload ok 2026-11-18 11:06:40Z; needs restart: kafka.partitions" in render_page(doc, {"x": True})
+
+
+def test_durations() -> None:
+    from cdc_repair.web.page import fmt_duration
+
+    assert [fmt_duration(v) for v in (None, 0, 59.6, 61, 3600, 90061)] == ["n/a", "0s", "1m 00s", "1m 01s",
+                                                                            "1h 00m", "1d 01h"]
+
+
+def test_a_running_scan_without_progress_is_flagged() -> None:
+    doc = example()
+    doc["scans"][0]["silent_s"] = 30.0
+    assert "no progress for" not in render_page(doc, {"x": True})
+    doc["scans"][0]["silent_s"] = 600.0
+    assert "no progress for 10m 00s" in render_page(doc, {"x": True})

@@ -7,7 +7,7 @@ import random
 from cdc_repair.commands.status import render_text
 from cdc_repair.config import SchedulerConfig
 from cdc_repair.runtime.scheduler import TriggerSpec, build_triggers
-from cdc_repair.runtime.workload import Model, WorkloadConfig, plan_op
+from cdc_repair_dev.workload import Model, WorkloadConfig, plan_op
 
 
 def test_build_triggers_maps_every_job_to_its_config_key() -> None:
@@ -139,3 +139,10 @@ def test_scheduler_stage_schedules_every_job_and_reschedules_live() -> None:
         stop.set()
         thread.join(5)
     assert not thread.is_alive()
+
+
+def test_status_text_says_n_a_and_why_when_the_ledger_was_not_read() -> None:
+    why = "state database mysql://u:***@db:3306/s: MySQL error 2013: Lost connection"
+    text = render_text({"ledger": None, "unavailable": {"ledger": why}, "checkpoints": [], "recent_repairs": None,
+                        "job_runs": None})
+    assert f"ledger: n/a ({why})" in text and "0 open" not in text

@@ -10,8 +10,18 @@
     { title: "Throughput (/s)", series: [["rows_per_s", "rows captured/s", "#2471a3"],
                                          ["keys_per_s", "keys checked/s", "#17a589"]] },
     { title: "Ledger", series: [["open", "open inconsistencies", "#d68910"],
+                                ["found_per_min", "found/min", "#c0392b"],
                                 ["repairs_per_min", "repairs applied/min", "#7d3c98"]] }
   ];
+
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+
+  function timeLabels(u, splits) {
+    return splits.map(function (t) {
+      var d = new Date(t * 1000);
+      return pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
+    });
+  }
 
   function columns(h, spec) {
     var cols = [h.t];
@@ -35,7 +45,8 @@
             return { label: s[1], stroke: s[2], width: 1.5, spanGaps: true };
           })),
           scales: { y: { range: function (u, min, max) { return [0, max > 0 ? max * 1.15 : 1]; } } },
-          axes: [{}, { size: 50 }]
+          // x: at most one HH:MM:SS label per 90 px (uPlot's default time labels overlap on a narrow chart)
+          axes: [{ space: 90, values: timeLabels }, { size: 50 }]
         };
         charts.push(new uPlot(opts, columns(h, spec), div));
       });

@@ -16,8 +16,8 @@ from typing import Any
 import pymysql
 
 from cdc_repair.db.dsn import Dsn
-from cdc_repair.devservices import process
 from cdc_repair.errors import DevServiceError
+from cdc_repair_dev.devservices import process
 
 DEFAULT_PASSWORD = "cdc-demo"
 _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/usr/local/sbin"])

@@ -12,8 +12,8 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from cdc_repair.devservices import process
 from cdc_repair.errors import DevServiceError
+from cdc_repair_dev.devservices import process
 
 
 def tansu_binary() -> str:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import MariaDBServer
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cdc_repair.devservices import process
+from cdc_repair_dev.devservices import process
 
 
 @dataclass
@@ -122,7 +122,7 @@ def isolated_raw_config(raw: dict[str, Any], tag: str, *, server_id: int) -> dic
 
 def create_isolated_schema(settings: Any) -> None:
     """webook.sql with the pair's schema names (see `isolated_raw_config`)."""
-    from cdc_repair.devservices.demo_schema import apply_sql, webook_sql
+    from cdc_repair_dev.devservices.demo_schema import apply_sql, webook_sql
 
     pair = settings.pairs[0]
     sql = webook_sql().replace("webook_author", pair.source.schema_name).replace(

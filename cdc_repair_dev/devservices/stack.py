@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cdc_repair.devservices import process
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.mariadb import DEFAULT_PASSWORD, MariaDBServer
 from cdc_repair.errors import DevServiceError
+from cdc_repair_dev.devservices import process
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.mariadb import DEFAULT_PASSWORD, MariaDBServer
 
 DEFAULT_DIR = ".cdc-repair-dev"
 PREFERRED_MARIADB_PORT = 33306

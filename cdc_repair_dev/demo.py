@@ -29,14 +29,14 @@ from rich.text import Text
 
 from cdc_repair import metrics
 from cdc_repair.config import Settings, load_settings
-from cdc_repair.devservices import process
-from cdc_repair.devservices.broker import Broker
-from cdc_repair.devservices.demo_schema import create_demo_schema
-from cdc_repair.devservices.mariadb import MariaDBServer
 from cdc_repair.log import JsonFormatter, MaskingFilter
 from cdc_repair.runtime.signals import SignalEvents, install
-from cdc_repair.runtime.workload import Workload, WorkloadConfig, contract_violations, reset_tables
 from cdc_repair.state import ledger
+from cdc_repair_dev.devservices import process
+from cdc_repair_dev.devservices.broker import Broker
+from cdc_repair_dev.devservices.demo_schema import create_demo_schema
+from cdc_repair_dev.devservices.mariadb import MariaDBServer
+from cdc_repair_dev.workload import Workload, WorkloadConfig, contract_violations, reset_tables
 
 log = logging.getLogger(__name__)
 
