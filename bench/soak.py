@@ -7,7 +7,8 @@ afterwards), and the MariaDB server (source, target and state) restarted.
 At the end: the workload stops, the pipeline drains, and a full validation must find zero differences (up to
 three drain+validate rounds, since differences found by a validation are then repaired). Checked and reported:
   differences of the final full validation, an independent contract check straight from the tables,
-  row changes missing from Kafka (workload journal vs the whole topic), repairs applied twice (undo records whose
+  row changes missing from Kafka (workload journal vs the whole topic, and the server's own binlog decoded by
+  `mariadb-binlog` from the first daemon's start position vs the whole topic), repairs applied twice (undo records whose
   write changed nothing), overlapping job runs, leader takeover time after kill -9, and counts.
 
     .venv/bin/python bench/soak.py --duration 300
@@ -18,11 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +189,7 @@ class Soak:
         messages = list(read_topic(settings.kafka.bootstrap_servers, settings.kafka.topic.name, idle_s=5,
                                    max_s=600))
         missing = missing_from_stream(list(workload.journal), messages)
+        binlog_missing = self.binlog_missing(settings, messages)
         all_runs = runs.all_runs(engine)
         overlaps = find_overlaps(all_runs)
         twice = repairs_applied_twice(settings)
@@ -208,13 +213,32 @@ class Soak:
             "final_differences": rounds[-1]["differences"], "validation_rounds": rounds,
             "independent_check_final": final_oracle,
             "row_changes_missing_from_kafka": len(missing), "missing_sample": [list(m) for m in missing[:5]],
+            "binlog_row_changes_missing_from_kafka": len(binlog_missing), "binlog_missing_sample": binlog_missing[:5],
             "repairs_applied_twice": len(twice), "twice_sample": twice[:5],
             "overlapping_job_runs": len(overlaps), "overlap_sample": overlaps[:5],
             "ledger": counts, "repair_log": repair_counts, "job_runs": job_counts,
             "daemons_started": len(self.daemons), "stage_failures_logged": stage_failures,
-            "ok": rounds[-1]["differences"] == 0 and not missing and not twice and not overlaps
+            "ok": rounds[-1]["differences"] == 0 and not missing and not binlog_missing and not twice and not overlaps
             and sum(final_oracle.values()) == 0,
         }
+
+    def binlog_missing(self, settings: Settings, messages: list[Any]) -> list[list[Any]]:
+        """Row changes of the captured tables in the server's binlog (decoded by `mariadb-binlog`, independent of
+        the tailer) from d1's start position, with fewer copies in the topic: (table, type, id, missing copies)."""
+        started = re.search(r"from (\S+):(\d+) \(", self.daemons[0].log_text())
+        if started is None:
+            return [["d1 never logged its start position"]]
+        index = (self.db.datadir / "binlog.index").read_text().split()
+        files = [str(self.db.datadir / Path(f).name) for f in index]
+        files = files[[Path(f).name for f in files].index(started.group(1)):]
+        decoded = subprocess.run(["mariadb-binlog", "--no-defaults", "--base64-output=DECODE-ROWS", "--verbose",
+                                  f"--start-position={started.group(2)}", *files],
+                                 capture_output=True, text=True, errors="replace", check=True).stdout
+        tables = {t for cap in settings.capture for t in cap.include}
+        in_binlog = binlog_row_changes(decoded, tables)
+        in_topic = Counter((f"{m.database}.{m.table}", m.type, int(r["id"])) for m in messages
+                           if not m.is_ddl for r in (m.data or []) if r.get("id") is not None)
+        return [[*k, n] for k, n in sorted((in_binlog - in_topic).items())]
 
     def drain(self, engine: Any, settings: Settings, timeout_s: float = 180.0) -> bool:
         """Quiet when the ledger has nothing active and the contract holds (or time runs out)."""
@@ -232,6 +256,31 @@ class Soak:
         self.broker.thaw()
         self.broker.stop()
         self.db.stop()
+
+
+_ROWS_EVENT = re.compile(r"^### (INSERT INTO|UPDATE|DELETE FROM) `([^`]+)`\.`([^`]+)`")
+_TYPES = {"INSERT INTO": "INSERT", "UPDATE": "UPDATE", "DELETE FROM": "DELETE"}
+
+
+def binlog_row_changes(decoded: str, tables: set[str]) -> Counter[tuple[str, str, int]]:
+    """(schema.table, type, id) of every row change in `mariadb-binlog --verbose` output (id is column @1: the
+    after image of an INSERT/UPDATE, the before image of a DELETE)."""
+    found: Counter[tuple[str, str, int]] = Counter()
+    current: tuple[str, str] | None = None
+    image = ""
+    for line in decoded.splitlines():
+        event = _ROWS_EVENT.match(line)
+        if event:
+            table = f"{event.group(2)}.{event.group(3)}"
+            current = (table, _TYPES[event.group(1)]) if table in tables else None
+            image = ""
+        elif line in ("### SET", "### WHERE"):
+            image = line[4:]
+        elif current and line.startswith("###   @1="):
+            kind = current[1]
+            if (kind == "DELETE") == (image == "WHERE"):
+                found[(current[0], kind, int(line.split("=", 1)[1].split()[0]))] += 1
+    return found
 
 
 def repairs_applied_twice(settings: Settings) -> list[str]:

@@ -49,6 +49,19 @@ def _columns(text: str | None) -> list[str] | None:
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
 
+def require_table(dsn: Dsn, table: str, which: str) -> None:
+    """Fail with one line naming the side when `table` is not there (the scan's own error speaks of a config)."""
+    schema, name = table.split(".", 1)
+    conn = mysql.connect(dsn)
+    try:
+        found = mysql.fetch_all(conn, Statement(
+            "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s", (schema, name)))
+    finally:
+        conn.close()
+    if not found:
+        raise CdcRepairError(f"{which}: table {table} does not exist on {dsn.masked()} (or the user cannot see it)")
+
+
 def primary_key(dsn: Dsn, table: str) -> list[str]:
     """The table's PRIMARY KEY columns, in key order (read from information_schema)."""
     schema, name = table.split(".", 1)
@@ -110,6 +123,8 @@ def command(ctx: CliContext, source: str, target: str, key: str | None, columns:
     try:
         src_dsn, src_table = split_table_dsn(source, "SOURCE")
         tgt_dsn, tgt_table = split_table_dsn(target, "TARGET")
+        require_table(src_dsn, src_table, "SOURCE")
+        require_table(tgt_dsn, tgt_table, "TARGET")
         keys = _columns(key) or primary_key(src_dsn, src_table)
         settings = diff_settings(src_dsn, src_table, tgt_dsn, tgt_table, key=keys, rules=rules,
                                  columns=_columns(columns), ignore=_columns(ignore) or [], chunk_size=chunk_size)
@@ -170,11 +185,13 @@ def _limited(doc: dict[str, Any], limit: int | None) -> dict[str, Any]:
 
 def _print(doc: dict[str, Any], limit: int | None) -> None:
     shown = doc["found"] if limit is None else doc["found"][:limit]
+    lead = "-- " if "sql" in doc else ""  # with --print the whole output pipes to the mysql client: list as comments
     for f in shown:
         cols = f" ({', '.join(f['columns'])})" if f["columns"] else ""
-        click.echo(f"{f['kind']}\tkey={','.join(str(v) for v in f['key'])}{cols}")
+        line = f"{f['kind']}\tkey={','.join(str(v) for v in f['key'])}{cols}"
+        click.echo(lead + (line.replace("\n", "\\n").replace("\r", "\\r") if lead else line))
     if len(shown) < len(doc["found"]):
-        click.echo(f"… {len(doc['found']) - len(shown)} more (drop --limit, or use --json)")
+        click.echo(f"{lead}… {len(doc['found']) - len(shown)} more (drop --limit, or use --json)")
     if doc.get("sql"):
         click.echo("SET NAMES utf8mb4;")
         for stmt in doc["sql"]:

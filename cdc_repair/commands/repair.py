@@ -13,6 +13,7 @@ import uuid
 import click
 
 from cdc_repair.commands.common import CliContext, emit_json, fail, pass_ctx
+from cdc_repair.commands.progress import ProgressFn, progress_display
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.errors import CdcRepairError
 from cdc_repair.preflight import require_unique_keys
@@ -70,8 +71,10 @@ def command(ctx: CliContext, dry_run: bool, print_sql: bool, execute: bool, stra
     mode = "execute" if execute else "print" if print_sql else "dry-run"
     settings = ctx.settings()
     try:
-        report = run_repair(settings, mode=mode, strategy=strategy, pair_names=pair_names, keys=keys, kinds=kinds,
-                            limit=limit, print_sql=print_sql, take_over=take_over)
+        with progress_display("keys", enabled=not ctx.json_output) as progress:
+            report = run_repair(settings, mode=mode, strategy=strategy, pair_names=pair_names, keys=keys,
+                                kinds=kinds, limit=limit, print_sql=print_sql, take_over=take_over,
+                                on_progress=progress)
     except CdcRepairError as exc:
         fail(exc)
     _output(ctx, report, print_sql)
@@ -83,9 +86,11 @@ CHUNK_KEYS = 2000
 
 def run_repair(settings: Settings, *, mode: str = "dry-run", strategy: str | None = None,
                pair_names: tuple[str, ...] = (), keys: tuple[str, ...] = (), kinds: tuple[str, ...] = (),
-               limit: int = 100000, print_sql: bool = False, take_over: tuple[str, ...] = ()) -> RunReport:
+               limit: int = 100000, print_sql: bool = False, take_over: tuple[str, ...] = (),
+               on_progress: ProgressFn | None = None) -> RunReport:
     """`print_sql` with mode execute: keep each applied write's statement in its result (`--print --execute`);
-    `take_over`: runs whose claims to take over (see repair/runs.py)."""
+    `take_over`: runs whose claims to take over (see repair/runs.py); `on_progress(pair, keys done, keys)`
+    after every chunk (the CLI's progress display)."""
     pairs = [settings.pair(n) for n in pair_names] if pair_names else list(settings.pairs)
     if keys and len(pairs) > 1:
         raise CdcRepairError("--key needs --pair when several pairs are configured (e.g. --pair articles --key 42)")
@@ -140,6 +145,8 @@ def run_repair(settings: Settings, *, mode: str = "dry-run", strategy: str | Non
                         store.release(token, [i.entry.id for i in items[start:] if i.entry])
                     raise
                 report.results.extend(results)
+                if on_progress is not None:
+                    on_progress(pair.name, start + len(chunk), len(items))
         outcome = FINISHED_RUN
     finally:
         if heartbeat is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -267,8 +268,9 @@ def literal(value: Any) -> str:
         return "1" if value else "0"
     if isinstance(value, (int, Decimal)):
         return str(value)
-    if isinstance(value, float):
-        return repr(value)
+    if isinstance(value, float):  # a DOUBLE literal, as PyMySQL sends it: `15.0` alone is a DECIMAL ('15.0' in
+        text = repr(value)        # CONCAT, where the column gives '15'), so a printed float guard would never match
+        return text if "e" in text or not math.isfinite(value) else text + "e0"
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
         try:

@@ -2,8 +2,15 @@
 
 `send()` queues a record on an explicit partition; `confirm()` blocks until the broker acknowledged every record
 sent so far and raises `ProduceFailed` if any failed, so the tailer only checkpoints what Kafka holds. While the
-broker does not answer, both keep waiting and retrying and log where they are stuck every few seconds.
-Idempotence is on and in-flight requests are capped so retries cannot reorder a partition.
+broker does not answer, both keep waiting and retrying, log where they are stuck every few seconds and call
+`on_stall` (the tailer goes not-ready). Idempotence is on and in-flight requests are capped so retries cannot
+reorder a partition.
+
+A sink that failed stays failed: every later `send()`/`confirm()` raises `ProduceFailed` again, so nobody can
+mistake "nothing pending" for "everything acknowledged" after a rejection. It is also given up on when no record
+was acknowledged for `ack_deadline_s` while some are pending (a broker restarted without our producer's state
+answers `UnknownProducerIdError` forever): the caller then starts over from its last acknowledged transaction
+with a new producer.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kafka import KafkaProducer
@@ -34,13 +41,24 @@ def c_crc32c_enabled() -> bool:
     return getattr(record_util, "crc32c_c", None) is not None
 
 
+def ack_deadline_s(config: KafkaConfig) -> float:
+    """How long pending records may go without a single acknowledgement before the producer is given up on:
+    two request timeouts (the producer's own retries get that long), at least 10 s."""
+    return max(10.0, 2 * config.producer.request_timeout_ms / 1000)
+
+
 class KafkaSink:
-    def __init__(self, config: KafkaConfig, *, client_id: str = "cdc-repair-tail", log_every_s: float = 5.0) -> None:
+    def __init__(self, config: KafkaConfig, *, client_id: str = "cdc-repair-tail", log_every_s: float = 5.0,
+                 on_stall: Callable[[str], None] | None = None) -> None:
         self.config = config
         self.client_id = client_id
         self.log_every_s = log_every_s
+        self.ack_deadline_s = ack_deadline_s(config)
+        self.on_stall = on_stall
+        self.sent = 0  # records queued by this sink (the tailer saves a checkpoint only after new ones)
         self._producer: Any = None
         self._pending: list[Any] = []
+        self._failure: str | None = None
         if not c_crc32c_enabled():
             log.warning("kafka-python uses pure-Python CRC32C (install the crc32c package: ~7x faster produce)")
 
@@ -78,6 +96,7 @@ class KafkaSink:
     def partitions(self, topic: str) -> int:
         """Partition count of `topic` from broker metadata (waits for the broker like `connect`)."""
         assert self._producer is not None, "connect() first"
+        started = time.monotonic()
         while True:
             try:
                 found = self._producer.partitions_for(topic)
@@ -85,7 +104,12 @@ class KafkaSink:
                     return len(found)
             except KafkaTimeoutError:
                 pass
+            waited = time.monotonic() - started
+            if waited >= self.ack_deadline_s:  # the caller retries with a new producer (and its own backoff)
+                raise UnreachableError(f"no metadata for topic {topic} from Kafka at "
+                                       f"{', '.join(self.config.bootstrap_servers)} for {waited:.0f}s")
             log.warning("no metadata yet for topic %s; retrying", topic)
+            self._stalled(f"no metadata for topic {topic} from Kafka for {waited:.0f}s")
             time.sleep(1.0)
 
     # ------------------------------------------------------------------ produce
@@ -97,18 +121,25 @@ class KafkaSink:
         if len(value) > self.config.producer.max_request_size - 512:
             raise TerminalError(f"a {len(value)}-byte message for {topic} exceeds kafka.producer.max_request_size "
                                 f"({self.config.producer.max_request_size}); raise it (and the broker's limit)")
+        self._raise_if_failed()
         producer = self._producer
         waited = 0.0
         while True:
             try:
                 self._pending.append(producer.send(topic, value=value, key=key, partition=partition,
                                                    headers=headers or None))
+                self.sent += 1
                 return
             except KafkaTimeoutError:
                 waited += 5.0
                 PRODUCE_ERRORS.labels("buffer_full").inc()
+                where = ", ".join(self.config.bootstrap_servers)
                 log.warning("Kafka producer buffer full for %.0fs: broker at %s not acknowledging; still retrying",
-                            waited, ", ".join(self.config.bootstrap_servers))
+                            waited, where)
+                self._stalled(f"Kafka at {where} not acknowledging: producer buffer full for {waited:.0f}s")
+                if waited >= self.ack_deadline_s:
+                    self._fail(f"Kafka at {where} acknowledged nothing for {waited:.0f}s (producer buffer full); "
+                               f"starting over from the last acknowledged transaction with a new producer")
 
     @property
     def pending(self) -> int:
@@ -117,12 +148,16 @@ class KafkaSink:
     def confirm(self, stop: threading.Event | None = None, give_up_after_stop_s: float = 10.0) -> bool:
         """Wait until every record sent so far is acknowledged. True when all are; False if stopped first.
 
-        Raises `ProduceFailed` when the broker rejected a record (after the producer's own retries).
+        Raises `ProduceFailed` when the broker rejected a record (after the producer's own retries), when no
+        record was acknowledged for `ack_deadline_s`, or when this sink failed before.
         """
+        self._raise_if_failed()
         if not self._pending:
             return True
-        started = time.monotonic()
+        started = progress_at = time.monotonic()
+        acked_before = 0
         stop_seen: float | None = None
+        where = ", ".join(self.config.bootstrap_servers)
         while True:
             try:
                 self._producer.flush(timeout=self.log_every_s)
@@ -132,20 +167,42 @@ class KafkaSink:
                 continue
             except KafkaTimeoutError:
                 now = time.monotonic()
+                acked = sum(1 for f in self._pending if f.is_done)
+                if acked > acked_before:
+                    acked_before, progress_at = acked, now
                 PRODUCE_ERRORS.labels("ack_timeout").inc()
                 log.warning("waiting %.0fs for Kafka at %s to acknowledge %d records (checkpoint held; retrying)",
-                            now - started, ", ".join(self.config.bootstrap_servers), len(self._pending))
+                            now - started, where, len(self._pending) - acked)
+                self._stalled(f"Kafka at {where} not acknowledging {len(self._pending) - acked} records for "
+                              f"{now - started:.0f}s")
                 if stop is not None and stop.is_set():
                     stop_seen = stop_seen or now
                     if now - stop_seen >= give_up_after_stop_s:
                         return False
+                if now - progress_at >= self.ack_deadline_s:
+                    self._fail(f"Kafka at {where} acknowledged none of {len(self._pending) - acked} records for "
+                               f"{now - progress_at:.0f}s; starting over from the last acknowledged transaction "
+                               f"with a new producer")
         PRODUCE_LATENCY.observe(time.monotonic() - started)
         failed = [f for f in self._pending if f.failed()]
-        self._pending.clear()
         if failed:
             PRODUCE_ERRORS.labels("rejected").inc(len(failed))
-            raise ProduceFailed(f"Kafka rejected {len(failed)} record(s): {failed[0].exception!r}")
+            self._fail(f"Kafka rejected {len(failed)} record(s): {failed[0].exception!r}")
+        self._pending.clear()
         return True
+
+    def _stalled(self, reason: str) -> None:
+        if self.on_stall is not None:
+            self.on_stall(reason)
+
+    def _fail(self, reason: str) -> None:
+        """Remember the failure (the pending records stay unacknowledged) and raise it."""
+        self._failure = reason
+        raise ProduceFailed(reason)
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise ProduceFailed(self._failure)
 
     def ensure_topics(self, names: Sequence[str], partitions: int, replication_factor: int) -> None:
         from cdc_repair.sink.kafka_admin import ensure_topics

@@ -457,6 +457,10 @@ class BinlogReader:
             elif cls is HeartbeatLogEvent:
                 yield Heartbeat(str(getattr(ev, "ident", stream.log_file)), int(ev.packet.log_pos))
             elif cls is RotateEvent:
+                # table ids are numbered per server run: after a restart the next file may give an id of this file
+                # to another table, and freeze_schema would keep the old mapping (rows published as another table)
+                stream.table_map.clear()
+                self.schemas.invalidate()
                 yield Rotate(BinlogPosition(str(ev.next_binlog), int(ev.position), self.gtids.current()))
 
     def _stream_error(self, exc: Exception) -> Exception:

@@ -11,7 +11,11 @@ Contract for the daemon (runtime/) and `cdc-repair tail`:
   checkpoint at the last transaction boundary before returning.
 * Transient trouble (server or broker unreachable, lost connection, a record the broker rejected) is logged with
   the place it is stuck, counted in `metrics.ERRORS{stage="capture"}`, and retried with backoff inside `run`:
-  never a silent exit, never a lost change (on a produce failure it re-reads from the last checkpoint).
+  never a silent exit, never a lost change. A produce failure (a rejected record, or no acknowledgement for
+  `sink.kafka_producer.ack_deadline_s`) restarts from the last saved checkpoint with a new producer; `ready` is
+  clear from the first unacknowledged wait until the stream runs again.
+* The start position of a first run (no checkpoint) is resolved and saved before Kafka is contacted, so changes
+  made while the broker is still unreachable are captured once it answers.
 * Terminal trouble (server not ROW/FULL/FULL, missing privilege, binlog purged with `on_purged: fail`, schema
   drift) raises a `TerminalError` subclass with a one-line message naming the fix.
 * Binlog purged with `on_purged: resume_and_full_validate`: resumes at the current position, counts
@@ -22,7 +26,12 @@ Contract for the daemon (runtime/) and `cdc-repair tail`:
 
 Delivery: every record is produced with acks=all on an explicit PK-hash partition (sink/partitioning.py). The
 checkpoint (file, pos, GTID set) is written only at a transaction boundary (XID/COMMIT/DDL) and only after the
-broker acknowledged every record before it. A restart resumes there: duplicates possible, losses not.
+broker acknowledged every record before it. A restart resumes there: duplicates possible, losses not. It is
+written only when something moved besides the checkpoint's own write (records published, a DDL, another binlog
+file, other transactions): with the state schema on the captured server, saving a checkpoint is itself a
+transaction in the binlog, and it must not cause the next save, or an idle tailer would write every second. So
+after each save the tailer notes the server's binlog end (which covers that write) and saves again only for a
+boundary past it or for records it published.
 
 Grouping (sink/grouping.py, Canal's event buffer): consecutive rows of one table and type inside a transaction are
 grouped per partition into one FlatMessage (`data` holds several rows, in binlog order), up to
@@ -61,7 +70,7 @@ from cdc_repair.source.ddl import classify_ddl
 from cdc_repair.source.declared_types import DeclaredTypes
 from cdc_repair.source.decoder import RowDecoder
 from cdc_repair.source.events import Commit, Ddl, Gtid, Heartbeat, PartialRows, Rotate, RowsData, StatementRows
-from cdc_repair.source.filters import TableMatcher
+from cdc_repair.source.filters import TableMatcher, own_state_exclude
 from cdc_repair.source.origin import TxnOrigin
 from cdc_repair.source.uncapturable import UncapturableGuard
 
@@ -90,7 +99,9 @@ class Tailer:
         self.source = capture.server
         self.dsn = settings.server_dsn(capture.server)
         self.kafka = settings.kafka
-        self.matcher = TableMatcher(list(capture.include), list(capture.exclude))
+        own_state = self._own_state_schema()
+        self.matcher = TableMatcher(list(capture.include), [*capture.exclude, *own_state])
+        self._saves_in_binlog = bool(own_state)  # each checkpoint save is a transaction in the captured binlog
         self.checkpoint_interval_s = checkpoint_interval_s
         self.ready = threading.Event()
         self._engine: Any = None
@@ -99,6 +110,8 @@ class Tailer:
         self._topics_ready: set[str] = set()
         self._metric_children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
         self._saved: BinlogPosition | None = None
+        self._sent_at_save = 0  # the sink's `sent` count when the checkpoint was last saved
+        self._own_write_end: BinlogPosition | None = None  # the server's binlog end right after that save
         self._boundary: BinlogPosition | None = None
         self._skipping = False  # streaming from a start timestamp, before the first transaction at or after it
         self._boundary_ts: float | None = None
@@ -115,6 +128,17 @@ class Tailer:
         self._guard = UncapturableGuard(self.source, self.dsn, self.matcher, capture.on_partial_image,
                                         lambda: self._engine)
         self._reset_txn_state()
+
+    def _own_state_schema(self) -> list[str]:
+        """`[state_db.*]` when the state schema lives on this server: its rows are cdc-repair's own bookkeeping
+        (checkpoints, ledger), never data to publish, and capturing them would make every checkpoint write
+        publish a row that needs another checkpoint."""
+        exclude = own_state_exclude(self.settings.state.dsn, self.dsn)
+        state = self.settings.state.dsn.database
+        if exclude and state and TableMatcher(list(self.capture.include), []).schema_included(state):
+            log.info("capture %s: not publishing the state schema %s (cdc-repair's own writes on this server)",
+                     self.source, state)
+        return exclude
 
     # ------------------------------------------------------------------ public
 
@@ -167,13 +191,9 @@ class Tailer:
             from cdc_repair.state.engine import state_engine
 
             self._engine = state_engine(self.settings.state.dsn)
+        decision = self._start_decision()  # fixed (and saved) before Kafka is needed: it may be down for a while
         if self._sink is None:
-            sink = KafkaSink(self.kafka)
-            sink.connect(stop)
-            self._sink = sink
-            if self.kafka.topic.mode == "single":
-                self._ensure_topic(self.kafka.topic.name)
-        decision = self._start_decision()
+            self._connect_sink(stop)
         server = server_binlog(self.dsn)
         reader = BinlogReader(self.dsn, self.capture.server_id, decision.position,
                               table_filter=self._origin.table_filter(),
@@ -197,11 +217,30 @@ class Tailer:
             reader.close()
             self._declared.close()
 
+    def _connect_sink(self, stop: threading.Event) -> None:
+        """A new producer (waits for the broker). Topics are checked again: a broker that lost its data (or
+        another cluster behind the same address) must get them created with our partition count."""
+        sink = KafkaSink(self.kafka, on_stall=self._on_stall)
+        sink.connect(stop)
+        self._sink = sink
+        self._sent_at_save = 0
+        self._topics_ready.clear()
+        self._partitions.clear()
+        if self.kafka.topic.mode == "single":
+            self._ensure_topic(self.kafka.topic.name)
+
+    def _on_stall(self, reason: str) -> None:
+        """Kafka is not acknowledging: not ready (so /readyz says 503) until acknowledgements flow again."""
+        self._last_error = reason
+        self.ready.clear()
+
     def _abandon_after_error(self) -> None:
         """After a failure mid-stream: keep what Kafka acknowledged, resume from the last safe boundary.
 
         Rows still grouped but unsent may belong to transactions before `_boundary`, so then the boundary is
-        not safe and we fall back to the saved checkpoint (re-reading means duplicates, never losses).
+        not safe and we fall back to the saved checkpoint (re-reading means duplicates, never losses). A sink that
+        failed (a rejected or unacknowledged record) raises again on `confirm`, so the boundary is never saved
+        past it; the sink is closed and the next attempt starts with a new producer.
         """
         unsent = self._grouper.pending or bool(self._outbox)
         boundary, self._boundary = self._boundary, self._saved  # pessimistic until proven acked
@@ -210,7 +249,7 @@ class Tailer:
         if sink is None:
             return
         try:
-            acked = not unsent and (sink.confirm(None) if sink.pending else True)
+            acked = not unsent and sink.confirm(None)  # raises again if the sink failed before
         except CdcRepairError:
             acked = False
         if acked and boundary is not None:
@@ -322,7 +361,7 @@ class Tailer:
                 self._skipping = False
                 self._boundary = ev.position
                 self._boundary_ts = float(ev.timestamp)
-                self._checkpoint(stop)
+                self._checkpoint(stop, force=True)
                 last_ckpt = time.monotonic()
             elif isinstance(ev, Heartbeat):
                 self._guard.tick()
@@ -342,7 +381,7 @@ class Tailer:
             if stop.is_set():
                 break
         self._flush_groups()
-        self._checkpoint(stop)
+        self._checkpoint(stop, force=True)
 
     def _on_rows(self, ev: RowsData) -> None:
         decoder = ev.decoder
@@ -514,23 +553,46 @@ class Tailer:
     def _confirm(self, stop: threading.Event) -> bool:
         sink = self._sink
         assert sink is not None
-        return sink.confirm(stop)
+        done = sink.confirm(stop)
+        if done and not self.ready.is_set() and not stop.is_set():  # acknowledgements flow again after a stall
+            self.ready.set()
+        return done
 
-    def _checkpoint(self, stop: threading.Event) -> None:
-        """Save the last boundary once Kafka acknowledged everything sent before it."""
+    def _checkpoint(self, stop: threading.Event, *, force: bool = False) -> None:
+        """Save the last boundary once Kafka acknowledged everything sent before it, if it is worth a write
+        (`force`: at a DDL and when stopping)."""
         boundary = self._boundary
         if boundary is None or self._in_txn or self._skipping:
             return
         if not self._confirm(stop):
             log.warning("capture %s: stopping without Kafka acks; checkpoint stays at %s", self.source, self._saved)
             return
-        if boundary != self._saved:
+        if boundary != self._saved and (force or self._worth_saving(boundary)):
             self._save_checkpoint(boundary)
+
+    def _worth_saving(self, boundary: BinlogPosition) -> bool:
+        """Records were published since the last save, or the boundary is past the binlog end noted right after
+        it (other transactions): never just because of our own checkpoint write."""
+        saved, sink, own = self._saved, self._sink, self._own_write_end
+        return (saved is None or (sink is not None and sink.sent != self._sent_at_save)
+                or own is None or boundary.is_after(own))
+
+    def _binlog_end(self) -> BinlogPosition | None:
+        """The server's binlog end now, when our checkpoint saves go to this server's binlog (else None)."""
+        if not self._saves_in_binlog:
+            return None
+        try:
+            return server_binlog(self.dsn).current
+        except (CdcRepairError, mysql.DriverError) as exc:  # then any later boundary counts as worth a save
+            log.debug("capture %s: binlog end not known after a checkpoint save: %s", self.source, exc)
+            return None
 
     def _save_checkpoint(self, position: BinlogPosition) -> None:
         _state_api().save_checkpoint(self._engine, self.source, position.file, position.pos, position.gtid_set,
                                      self._boundary_ts)
         self._saved = position
+        self._sent_at_save = self._sink.sent if self._sink is not None else 0
+        self._own_write_end = self._binlog_end()
         metrics.CHECKPOINTS.labels(self.source).inc()
         metrics.BINLOG_POSITION.labels(self.source).info({"file": position.file})
         metrics.BINLOG_OFFSET.labels(self.source).set(position.pos)

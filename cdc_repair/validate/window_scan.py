@@ -103,6 +103,11 @@ def _scan_pair(settings: Settings, engine: StateEngine, pair: PairConfig, since:
     try:
         for conn in (src, tgt):
             mysql.execute(conn, Statement("SET SESSION time_zone = '+00:00'"))
+        missing = _without_column(((src, pair.source.table), (tgt, pair.target.table)), pair.utime_column)
+        if missing:  # the default `utime` on a table without it: skip this pair, scan the others
+            res.skipped = (f"{missing} has no column '{pair.utime_column}' (set the pair's utime_column to its "
+                           "update-time column, or null)")
+            return res
         checker = KeyChecker(settings, engine, pair, src, tgt, "window_scan")
         s_bound = utime_bound(src, pair.source.table, pair.utime_column, since)
         t_bound = utime_bound(tgt, pair.target.table, pair.utime_column, since)
@@ -116,6 +121,18 @@ def _scan_pair(settings: Settings, engine: StateEngine, pair: PairConfig, since:
         tgt.close()
     res.seconds = time.monotonic() - t0
     return res
+
+
+def _without_column(tables: Sequence[tuple[mysql.Connection, str]], column: str) -> str | None:
+    """The first existing table that has no `column` (None when every one has it; a missing table is not
+    reported here: reading it fails with its own error)."""
+    for conn, table in tables:
+        schema, name = table.split(".", 1)
+        row = mysql.fetch_one(conn, Statement("SELECT COUNT(*), SUM(COLUMN_NAME = %s) FROM information_schema.COLUMNS "
+                                              "WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s", (column, schema, name)))
+        if row is not None and row[0] and not row[1]:
+            return table
+    return None
 
 
 def utime_bound(conn: mysql.Connection, table: str, column: str, since: dt.datetime) -> Any:

@@ -36,6 +36,7 @@ class Broker:
     port: int = 0
     detach: bool = False
     pid: int | None = None
+    schema_dir: Path | None = None  # tansu then rejects records of topic T that do not match `schema_dir/T.json`
 
     @property
     def bootstrap(self) -> str:
@@ -52,7 +53,10 @@ class Broker:
         url = f"tcp://127.0.0.1:{self.port}"
         argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
                 "--storage-engine", "memory://tansu/"]
-        proc = process.spawn(argv, self.log_path, detach=self.detach, env=dict(os.environ, RUST_LOG="warn"))
+        if self.schema_dir is not None:  # tansu resolves a file:// URL against its working directory
+            argv += ["--schema-registry", "file://./"]
+        proc = process.spawn(argv, self.log_path, detach=self.detach, env=dict(os.environ, RUST_LOG="warn"),
+                             cwd=self.schema_dir)
         self.pid = proc.pid
         process.wait_until(self._answers_metadata, timeout_s=timeout_s, what=f"tansu on port {self.port}",
                            alive=lambda: proc.poll() is None, log_path=self.log_path)

@@ -37,7 +37,7 @@ def _die_with_parent() -> None:
 
 
 def spawn(
-    argv: Sequence[str], log_path: Path, *, detach: bool, env: dict[str, str] | None = None
+    argv: Sequence[str], log_path: Path, *, detach: bool, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """Start a service process writing to `log_path`. `detach=False` ties its life to this process."""
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
@@ -50,6 +50,7 @@ def spawn(
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop the child ourselves
             preexec_fn=None if detach else _die_with_parent,
             env=env,
+            cwd=cwd,
         )
     except OSError as exc:
         raise DevServiceError(f"cannot start {argv[0]}: {exc.strerror}") from None

@@ -122,3 +122,11 @@ def start_tail_process(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
 
 def settings_of(path: Path) -> Settings:
     return load_settings(path)
+
+
+def caught_up(settings: Settings, engine: Any = None) -> bool:
+    """`status` reads lag 0 for the first capture: its checkpoint is at the server's binlog end, or only
+    transactions capture does not publish follow it (e.g. its own checkpoint write)."""
+    from cdc_repair.source.status import capture_status
+
+    return capture_status(settings, engine)["sources"][0]["lag_bytes"] == 0

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from capture_support import (
+    caught_up,
     read_messages,
     rows_of,
     running_tailer,
@@ -173,8 +174,8 @@ def test_checkpoint_follows_the_stream_and_status_reports_no_lag(tmp_path: Path,
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             saved = checkpoints.load_checkpoint(state_engine(settings.state.dsn), "author")
-            if saved and (saved.binlog_file, saved.binlog_pos) >= (file, pos):
-                break
+            if saved and ((saved.binlog_file, saved.binlog_pos) >= (file, pos) or caught_up(settings)):
+                break  # caught up: at most the tailer's own checkpoint write follows (it saves nothing for that)
             time.sleep(0.2)
         else:
             raise AssertionError(f"checkpoint never reached {file}:{pos}: {tailer.health()}")
@@ -183,7 +184,7 @@ def test_checkpoint_follows_the_stream_and_status_reports_no_lag(tmp_path: Path,
     doc = capture_status(settings)
     (src,) = doc["sources"]
     assert src["source"] == "author" and src["error"] is None
-    assert (src["binlog_file"], src["binlog_pos"]) >= (file, pos)
+    assert (src["binlog_file"], src["binlog_pos"]) >= (file, pos) or src["lag_bytes"] == 0
     assert src["lag_bytes"] is not None and src["lag_bytes"] < 50_000  # other tests may write meanwhile
     assert doc["full_scan_requested"] is False
 

@@ -29,7 +29,7 @@ def _binlog_gtids(mariadb: MariaDBServer, db: str) -> list[str]:
     tool = next(p for p in ("mariadb-binlog", "mysqlbinlog") if subprocess.run(["which", p], capture_output=True)
                 .returncode == 0)
     out = subprocess.run([tool, "--base64-output=decode-rows", "-v", *[str(datadir / f) for f in files]],
-                         capture_output=True, text=True, check=True).stdout
+                         capture_output=True, text=True, errors="replace", check=True).stdout
     gtids: list[str] = []
     current = ""
     for line in out.splitlines():

@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from capture_support import read_messages, start_tail_process, unique, write_config
+from capture_support import caught_up, read_messages, start_tail_process, unique, write_config
 
 from cdc_repair.config import load_settings
 from cdc_repair.sink.flat_message import FlatMessage
@@ -37,7 +37,11 @@ def _wait_checkpoint(config: Path, at_least: tuple[str, int] | None, proc: subpr
             saved = checkpoints.load_checkpoint(engine, "author")
         except Exception:  # the state database may not exist yet
             saved = None
-        if saved is not None and (at_least is None or (saved.binlog_file, saved.binlog_pos) >= at_least):
+        if at_least is None:  # the tailer is up: the start position is saved before Kafka answers, so also wait
+            if saved is not None and ": streaming " in log.read_text():  # for the stream to run
+                return
+        elif saved is not None and ((saved.binlog_file, saved.binlog_pos) >= at_least
+                                    or caught_up(settings, engine)):  # only unpublished writes (its own) after it
             return
         time.sleep(0.2)
     raise AssertionError(f"checkpoint did not reach {at_least}; log: {log.read_text()[-3000:]}")

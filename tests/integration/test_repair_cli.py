@@ -100,3 +100,16 @@ def test_unreachable_state_db_is_a_one_line_error_without_the_password(env: Env,
         lines = [ln for ln in out.output.splitlines() if ln.strip()]
         assert len(lines) == 1 and "s3cret" not in out.output
         assert lines[0].startswith(("error: state DB", "error: state database"))
+
+
+def test_repair_shows_progress_on_stderr_and_keeps_stdout_clean(env: Env, tmp_path: Path) -> None:
+    """Not on a terminal, progress comes as plain lines on stderr (keys done of total); stdout stays the report."""
+    plant(env)
+    run_full_scan(env.settings)
+    cfg = env.write_config(tmp_path / "c.yaml")
+    done = CliRunner().invoke(cli, ["--config", str(cfg), "repair", "--execute"])
+    assert done.exit_code == 0, done.output
+    assert "articles: 40/40 keys (100%)" in done.stderr
+    assert "keys (100%)" not in done.stdout
+    quiet = CliRunner().invoke(cli, ["--config", str(cfg), "--json", "repair", "--execute"])
+    assert "keys (" not in quiet.stderr  # --json: machine output only
