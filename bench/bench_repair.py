@@ -3,14 +3,16 @@
 Setup (own embedded MariaDB unless --dsn): `articles` with N rows of ~--row-bytes each; `published_articles`
 with 90 % of them changed (title/content) and 10 % missing, and a ledger entry per key. Then, in the same run
 and alternating, `repeats` times each:
-- guarded: `cdc-repair repair --execute` for every ledger entry (claim, re-read source+target, plan with the
-  rules, SELECT … FOR UPDATE per batch, guard, write, after-image, multi-row undo INSERT, re-check, repair_log,
-  ledger close);
+- guarded: `cdc-repair repair --execute` for every ledger entry (claim, re-read target+source, plan with the
+  rules; per batch one round trip with the multi-row undo INSERT, the key check and one compare-and-set
+  statement per row, then the after-image read (an undo after-image UPDATE only where the server stored
+  something else); re-check, repair_log, ledger close);
 - baseline: read the source rows and `INSERT … ON DUPLICATE KEY UPDATE` them into the target, 100 rows per
   statement, commit per batch (what baseline.md §5 measured at ~12k rows/s), no guard, no undo, no ledger.
-Every run is verified: all N keys consistent afterwards. Before every timed run (both modes) the script waits
-until InnoDB has purged the previous run's history (`trx_rseg_history_len` < 1000, ≤ 15 s). Prints one JSON
-document.
+Every run is verified: all N keys consistent afterwards. Besides wall time, each timed run's CPU seconds are
+reported (this process and the embedded server): on a loaded machine their ratio moves far less than wall
+time. Before every timed run (both modes) the script waits until InnoDB has purged the previous run's history
+(`trx_rseg_history_len` < 1000, ≤ 15 s). Prints one JSON document.
 
     .venv/bin/python bench/bench_repair.py --rows 10000 --row-bytes 1500 --repeats 3
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -122,6 +125,27 @@ def consistent(settings: Settings, dsn: Dsn, n: int) -> bool:
     return not any(v.is_mismatch for v in verdicts)
 
 
+def cpu_seconds(server: MariaDBServer | None) -> tuple[float, float]:
+    """(this process, the embedded server) CPU seconds so far: a measure the machine's load disturbs far less
+    than wall time (the server's is 0 with --dsn)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    server_s = 0.0
+    if server is not None and server.pid is not None:
+        fields = Path(f"/proc/{server.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        server_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return ru.ru_utime + ru.ru_stime, server_s
+
+
+def timed(server: MariaDBServer | None, cpu: list[tuple[float, float]], fn: Any) -> float:
+    """Run fn; return its wall seconds and append its (client, server) CPU seconds to `cpu`."""
+    c0, t0 = cpu_seconds(server), time.perf_counter()
+    fn()
+    wall = time.perf_counter() - t0
+    c1 = cpu_seconds(server)
+    cpu.append((c1[0] - c0[0], c1[1] - c0[1]))
+    return wall
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=10000)
@@ -160,16 +184,19 @@ def main() -> None:
         })
         state_engine(settings.state.dsn).dispose()
         guarded_s, baseline_s, checks, settled = [], [], [], []
+        guarded_cpu: list[tuple[float, float]] = []
+        baseline_cpu: list[tuple[float, float]] = []
         for _ in range(args.repeats):
             diverge(conn, prefix, args.rows, args.row_bytes)
             settled.append(settle(conn))
-            t0 = time.perf_counter()
-            report = run_repair(settings, mode="execute")
-            guarded_s.append(time.perf_counter() - t0)
-            checks.append(report.count("repaired") == args.rows and consistent(settings, dsn, args.rows))
+            reports: list[Any] = []
+            guarded_s.append(timed(server, guarded_cpu,
+                                   lambda out=reports: out.append(run_repair(settings, mode="execute"))))
+            checks.append(reports[0].count("repaired") == args.rows and consistent(settings, dsn, args.rows))
             diverge(conn, prefix, args.rows, args.row_bytes)
             settled.append(settle(conn))
-            baseline_s.append(baseline(conn, prefix, args.rows, args.batch))
+            baseline_s.append(timed(server, baseline_cpu,
+                                    lambda: baseline(conn, prefix, args.rows, args.batch)))
             checks.append(consistent(settings, dsn, args.rows))
         undo_rows = mysql.fetch_one(conn, Statement(f"SELECT COUNT(*) FROM {prefix}_o.undo_log"))
         g, b = statistics.median(guarded_s), statistics.median(baseline_s)
@@ -180,6 +207,10 @@ def main() -> None:
             "guarded_rows_per_s": round(args.rows / g), "guarded_seconds": [round(x, 3) for x in guarded_s],
             "baseline_odku_rows_per_s": round(args.rows / b), "baseline_seconds": [round(x, 3) for x in baseline_s],
             "ratio_guarded_to_baseline": round(b / g, 3),
+            "cpu_seconds_client_server": {"guarded": [[round(c, 2), round(v, 2)] for c, v in guarded_cpu],
+                                          "baseline": [[round(c, 2), round(v, 2)] for c, v in baseline_cpu]},
+            "cpu_ratio_baseline_to_guarded": round(sum(map(sum, baseline_cpu)) / max(1e-9, sum(map(sum, guarded_cpu))),
+                                                   3),
             "undo_records_written": int(undo_rows[0]) if undo_rows else 0,
             "all_runs_verified_consistent": all(checks),
             "purge_wait_seconds": [round(x, 2) for x in settled],

@@ -70,7 +70,8 @@ class RepairAction:
         return keys + [c for c in cols if c not in keys]
 
     def describe(self) -> str:
-        cols = ", ".join(c for c in self.values if c not in self.key_dict)
+        keys = self.key_dict  # once, not once per column
+        cols = ", ".join(c for c in self.values if c not in keys)
         what = {Op.INSERT: "insert", Op.UPDATE: f"update {cols}", Op.DELETE: "delete"}[self.op]
         return f"{self.label}: {what} {self.side.value} {self.table} {self.pk}"
 

@@ -1,15 +1,20 @@
 """Apply guarded row writes with their undo records, one local transaction per batch (I/O adapter).
 
-Per batch (all actions on one table): `SELECT … FOR UPDATE` of the batch's rows with one IN query, and a
-`COUNT(*)` of the same keys (more rows than keys found: a key is not unique); each row is compared in Python
-with what its plan observed (the guard); each row that passes is written by its own guarded statement, the very
-statement `repair --print` shows (`sql.guarded_statement`; the batch's statements go in one round trip), and
-must affect exactly one row (0: it changed or the write would change nothing → `guard_failed`, no undo record;
-more: the key is not unique → the batch rolls back); then the written rows are re-read (the after-images, Seata
-style), their undo records inserted with one multi-row INSERT, and COMMIT. Rows whose guard fails are not
-touched and come back as `guard_failed` (the caller re-checks them). If the batch fails, it is rolled back and
-retried row by row, so one bad row never loses the others; a key matching several rows fails alone and its
-ledger entry is parked at once (`Failed.park`: retrying cannot help).
+Per batch (all actions on one table), in one transaction and one round trip: the batch's undo records first
+(in the binlog they mark the transaction as the service's own write, DESIGN invariant 5, source/origin.py;
+before-image = the row the plan observed), a check that no key of the batch matches several rows
+(`sql.non_unique_keys`; if one does, the batch rolls back), and each row written by its own guarded statement,
+the very statement `repair --print` shows (`sql.guarded_statement`). The guard is a compare-and-set in the
+write's own WHERE clause (byte-exact compare of every observed column) and needs no separate locked read: the
+statement locks and compares the newest committed row, so a concurrent write is never overwritten, and a write
+that affected its row replaced exactly the observed row (hence the before-image). Each statement must affect
+exactly one row (0: the row changed or the write would change nothing → `guard_failed`, its undo record is
+deleted again, the caller re-checks; more: the key is not unique → the batch rolls back). Then the written rows
+are re-read (the after-images, Seata style) and checked against the after-images the records were inserted
+with (the observed row with the written values): only records the server stored otherwise (a default, padding,
+a trigger) get their after-image set, with one UPDATE; then COMMIT. If
+the batch fails, it is rolled back and retried row by row, so one bad row never loses the others; a key
+matching several rows fails alone and its ledger entry is parked at once (`Failed.park`: retrying cannot help).
 
 Test hook: env `CDC_REPAIR_DEV_CRASH_AT=after_row_commit` makes the process `os._exit(86)` right after the row
 transaction commits (before anything is written to the state DB), to prove a re-run neither loses nor
@@ -32,9 +37,8 @@ from cdc_repair.db.sql import Statement
 from cdc_repair.errors import CdcRepairError, TerminalError
 from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.actions import Op, RepairAction
-from cdc_repair.repair.guard import guard_holds
 from cdc_repair.repair.locking import use_read_committed
-from cdc_repair.repair.undo_log import UNDO_TABLE, UndoRecord, ddl
+from cdc_repair.repair.undo_log import UNDO_TABLE, UndoRecord, ddl, encode_image
 from cdc_repair.validate.rules import pk_string, rows_by_requested_key
 
 log = logging.getLogger(__name__)
@@ -174,7 +178,9 @@ class RowServer:
 
 def apply_batch(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[str], *,
                 after_lock: Callable[[], None] | None = None, run_id: str | None = None) -> list[Outcome]:
-    """Apply guarded actions on one table in one transaction (row-by-row fallback on error)."""
+    """Apply guarded actions on one table in one transaction (row-by-row fallback on error). `after_lock` (a
+    test hook) runs inside the transaction just before the batch's round trip of undo records and guarded writes
+    (there is no separate lock step any more: the writes lock and compare their rows themselves)."""
     if not actions:
         return []
     server.ensure_undo_table(actions[0].schema)
@@ -218,71 +224,85 @@ def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[st
     first = actions[0]
     table = first.table
     key_cols = [k for k, _ in first.key]
-    keys = [[v for _, v in a.key] for a in actions]
     conn = server.conn
     results: list[Outcome] = []
     with mysql.transaction(conn):
-        current = server.read(table, key_cols, keys, for_update=True)
-        _check_unique(conn, table, key_cols, keys, len(current))
         if after_lock is not None:
             after_lock()
-        held: list[tuple[RepairAction, str]] = []
-        for action, xid in zip(actions, xids, strict=True):
-            now = current.get(action.pk)
-            if guard_holds(now, action.observed):
-                held.append((action, xid))
-            else:
-                results.append(GuardFailed(action, now))
         types = server.column_types(table)
+        # before = the observed row: a write that affects its row replaced exactly that (the guard compares it
+        # all); after = the row the write should leave, checked against the re-read row below
         records = {xid: UndoRecord(
             xid=xid, branch_id=1, table=table, pk=action.pk, sql_type=action.op.value.upper(),
             strategy=action.strategy.value, columns=tuple(action.written_columns), key_columns=tuple(key_cols),
-            before=current.get(action.pk), after=None, column_types=types, run_id=run_id)
-            for action, xid in held}
-        if records:  # The undo rows go first: in the binlog they mark the transaction as the service's own
-            # write (DESIGN invariant 5; source/origin.py); their after-images are set once the rows are re-read.
-            mysql.execute(conn, rsql.insert_undo(list(records.values())))
+            before=action.observed, after=_expected_after(action, server.columns(table)), column_types=types,
+            run_id=run_id)
+            for action, xid in zip(actions, xids, strict=True)}
         passed: list[tuple[RepairAction, str]] = []
-        for (action, xid), affected in zip(held, _write(conn, [a for a, _ in held]), strict=True):
-            if affected == 1:
+        refused: list[UndoRecord] = []
+        for action, xid, affected in zip(actions, xids, _write(conn, actions, list(records.values())), strict=True):
+            if affected == 1:  # the compare-and-set held
                 passed.append((action, xid))
-            else:  # 0: the printed guard refused it too, or the write would change nothing; no undo record
-                results.append(GuardFailed(action, current.get(action.pk)))
-                mysql.execute(conn, rsql.delete_undo(records.pop(xid)))
+            else:  # 0: the row changed since it was read, or the write would change nothing; no undo record
+                results.append(GuardFailed(action, None))
+                refused.append(records.pop(xid))
+        if refused:
+            mysql.execute(conn, rsql.delete_undo(refused))
         if passed:
             written = [[v for _, v in a.key] for a, _ in passed if a.op is not Op.DELETE]
             after = server.read(table, key_cols, written) if written else {}
             for action, xid in passed:
                 post = after.get(action.pk) if action.op is not Op.DELETE else None
                 results.append(Applied(action, xid, records[xid].before, post))
-            finals = [replace(r, after=after[r.pk]) for r in records.values() if r.pk in after]
-            if finals:
+            finals = [replace(r, after=after.get(r.pk)) for r in records.values()
+                      if r.sql_type != "DELETE" and not _same_image(r, after.get(r.pk))]
+            if finals:  # the server stored something else (a default, padding, a trigger, a type conversion)
                 mysql.execute(conn, rsql.set_undo_after_images(finals))
     if passed:
         crash_point("after_row_commit")
     return results
 
 
-def _check_unique(conn: mysql.Connection, table: str, key_cols: Sequence[str], keys: Sequence[Sequence[Any]],
-                  found: int) -> None:
-    """More rows under the batch's keys than keys found: some key is not unique (row by row names which)."""
-    row = mysql.fetch_one(conn, rsql.count_by_keys(table, key_cols, keys))
-    matched = int(row[0]) if row else 0
-    if matched > found:
-        what = f"{', '.join(key_cols)} = {', '.join(str(v) for v in keys[0])}" if len(keys) == 1 else \
-            f"({', '.join(key_cols)}) of this batch"
-        raise KeyNotUnique(f"key {what} matched {matched} rows of {table} where {found or 1} was expected: the key "
-                           f"is not unique; nothing written (give the table a PRIMARY or NOT NULL UNIQUE key on "
-                           f"{', '.join(key_cols)} and remove the duplicates)")
+def _expected_after(action: RepairAction, columns: Sequence[str]) -> Row | None:
+    """The row a successful write leaves if the server stores the written values as given: the observed row with
+    the written columns set (an insert: its values, in table order). Only a guess, checked against the re-read
+    row before COMMIT (`_same_image`): it saves rewriting every undo record when the guess is right."""
+    if action.op is Op.DELETE:
+        return None
+    if action.op is Op.INSERT:
+        values = action.values
+        return {c: values[c] for c in columns} if set(values) == set(columns) else dict(values)
+    return {**(action.observed or {}), **action.values}
 
 
-def _write(conn: mysql.Connection, actions: Sequence[RepairAction]) -> list[int]:
-    """Run the actions' guarded statements (the ones `--print` shows; one round trip); each one's affected rows.
-    More than one row for a key raises (the transaction rolls back, the batch is retried row by row)."""
-    counts = mysql.execute_each(conn, [rsql.guarded_statement(a) for a in actions])
+def _same_image(record: UndoRecord, row: Row | None) -> bool:
+    """The record's after-image is exactly the image of `row` (the same JSON bytes: same columns, order, types,
+    values)."""
+    return encode_image(record.table, record.after, record.key_columns, record.column_types) == \
+        encode_image(record.table, row, record.key_columns, record.column_types)
+
+
+def _write(conn: mysql.Connection, actions: Sequence[RepairAction], records: Sequence[UndoRecord]) -> list[int]:
+    """In one round trip: the undo records (first: in the binlog they mark the transaction as the service's own
+    write, DESIGN invariant 5, source/origin.py; their after-images are checked once the rows are re-read), a check
+    that no key of the batch matches several rows, and the actions' guarded statements (the ones `--print`
+    shows); returns each statement's affected rows. A key matching several rows raises (the transaction rolls
+    back, the batch is retried row by row, which names the key): the byte-exact guard alone would let a write
+    change one of two rows under the same key."""
+    first = actions[0]
+    key_cols = [k for k, _ in first.key]
+    check = rsql.non_unique_keys(first.table, key_cols, [[v for _, v in a.key] for a in actions])
+    _, not_unique, *counts = mysql.execute_each(
+        conn, [rsql.insert_undo(records), check, *(rsql.guarded_statement(a) for a in actions)])
     for action, affected in zip(actions, counts, strict=True):
         if affected > 1:
             raise KeyNotUnique(f"{action.describe()}: the guarded write affected {affected} rows where 1 was "
                                f"expected: the key is not unique; rolled back (give {action.table} a PRIMARY or NOT "
                                f"NULL UNIQUE key and remove the duplicates)")
+    if not_unique:
+        what = f"{', '.join(key_cols)} = {', '.join(str(v) for _, v in first.key)}" if len(actions) == 1 else \
+            f"({', '.join(key_cols)}) of this batch"
+        raise KeyNotUnique(f"key {what} matched more than one row of {first.table}: the key is not unique; "
+                           f"nothing written (give the table a PRIMARY or NOT NULL UNIQUE key on "
+                           f"{', '.join(key_cols)} and remove the duplicates)")
     return counts

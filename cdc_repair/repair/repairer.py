@@ -520,7 +520,8 @@ def _short_sql(action: RepairAction) -> str:
     """What the guarded write did, in SQL words without the values (repair_log.sql_text is for humans; the
     values are in the undo record)."""
     where = " AND ".join(f"{k} = {rsql.literal(v)}" for k, v in action.key)
-    cols = ", ".join(c for c in action.values if c not in action.key_dict)
+    keys = action.key_dict
+    cols = ", ".join(c for c in action.values if c not in keys)
     if action.op.value == "insert":
         return f"INSERT INTO {action.table} ({', '.join(action.values)}) -- if absent: {where}"
     if action.op.value == "update":

@@ -1,13 +1,13 @@
 """Statement builders for repairs, undo records and rollbacks (pure: they return `Statement`s).
 
 Guarded single-row forms: what `repair --print` shows, and exactly what `repair --execute` runs (one per key,
-inside the batch transaction, after the batch's rows are locked and compared in Python):
+inside the batch transaction; the statement's WHERE clause is the guard, no separate locked read):
 - insert-if-absent: `INSERT INTO t (…) SELECT … FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM t WHERE key)`
 - compare-and-update: `UPDATE t SET … WHERE key AND <every observed column equals its observed value>`
 - compare-and-delete: `DELETE FROM t WHERE key AND <every observed column equals its observed value>`
 Each affects exactly 1 row, or 0 when the row no longer holds what was observed ("guard failed, re-check").
 There is no `LIMIT 1`: a key matching two rows must show as 2 affected rows (the executor then rolls back),
-never silently pick one. The guard is byte-exact like `--execute`'s Python guard: text is compared as its
+never silently pick one. The guard is byte-exact: text is compared as its
 utf8mb4 bytes (`CAST(CONVERT(c USING utf8mb4) AS BINARY) <=> CAST('…' AS BINARY)`), never under the column's
 collation, where `'Stale title'` equals `'STALE TITLE   '`; floats by the text the server renders them as (a
 FLOAT never equals its own value as a double literal); other values with `<=>` (binary strings byte by byte,
@@ -17,6 +17,7 @@ integers, decimals and times by value).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -35,21 +36,32 @@ def _eq_all(columns: Sequence[str], null_safe: bool = True) -> str:
     return " AND ".join(f"{quote_ident(c)} {op} %s" for c in columns)
 
 
-def _exact(column: str, value: Any) -> str:
-    """`column` holds exactly `value` (one %s): text by its utf8mb4 bytes, whatever the column's collation."""
-    if isinstance(value, str):
+def _kind(value: Any) -> str:
+    return "text" if isinstance(value, str) else "float" if isinstance(value, float) else "value"
+
+
+def _exact(column: str, kind: str) -> str:
+    """`column` holds exactly a value of this kind (one %s): text by its utf8mb4 bytes, whatever the column's
+    collation."""
+    if kind == "text":
         return f"CAST(CONVERT({quote_ident(column)} USING utf8mb4) AS BINARY) <=> CAST(%s AS BINARY)"
-    if isinstance(value, float):  # FLOAT 0.1 is 0.100000001 as a double: compare the text the server sent us
+    if kind == "float":  # FLOAT 0.1 is 0.100000001 as a double: compare the text the server sent us
         return f"CONCAT({quote_ident(column)}) <=> CONCAT(%s)"
     return f"{quote_ident(column)} <=> %s"
+
+
+@functools.lru_cache(maxsize=1024)
+def _guard_sql(key_columns: tuple[str, ...], shape: tuple[tuple[str, str], ...]) -> str:
+    """The guard's SQL for a key and the observed columns' kinds (cached: one text per table and row shape,
+    so a batch validates and quotes each identifier once, not once per row)."""
+    return " AND ".join([_eq_all(key_columns, null_safe=False), *(_exact(c, k) for c, k in shape)])
 
 
 def _guard(key: Row, observed: Row) -> tuple[str, tuple[Any, ...]]:
     """`key = … AND <each observed column exactly as observed>` (key columns too: their bytes may differ from
     the key the statement looks up under the collation), with its parameters."""
-    where = _eq_all(list(key), null_safe=False)
-    exact = [_exact(c, v) for c, v in observed.items()]
-    return " AND ".join([where, *exact]), (*key.values(), *observed.values())
+    shape = tuple((c, _kind(v)) for c, v in observed.items())
+    return _guard_sql(tuple(key), shape), (*key.values(), *observed.values())
 
 
 def key_in(key_columns: Sequence[str], n: int) -> str:
@@ -68,10 +80,12 @@ def select_by_keys(table: str, key_columns: Sequence[str], keys: Sequence[Sequen
     return Statement(f"SELECT {cols} FROM {quote_table(table)} WHERE {key_in(key_columns, len(keys))}{lock}", params)
 
 
-def count_by_keys(table: str, key_columns: Sequence[str], keys: Sequence[Sequence[Any]]) -> Statement:
-    """How many rows the keys match (more than the keys found means a key is not unique)."""
+def non_unique_keys(table: str, key_columns: Sequence[str], keys: Sequence[Sequence[Any]]) -> Statement:
+    """One row per key that matches several rows (grouped under the key's collation, as `key = …` compares):
+    its row count is what a caller checks, so it can run in the same round trip as the writes."""
     params = tuple(v for key in keys for v in key)
-    return Statement(f"SELECT COUNT(*) FROM {quote_table(table)} WHERE {key_in(key_columns, len(keys))}", params)
+    return Statement(f"SELECT 1 FROM {quote_table(table)} WHERE {key_in(key_columns, len(keys))} "
+                     f"GROUP BY {quote_columns(key_columns)} HAVING COUNT(*) > 1", params)
 
 
 def select_columns(table: str) -> Statement:
@@ -89,18 +103,25 @@ def select_column_types(table: str) -> Statement:
 # ---------------------------------------------------------------- guarded single-row writes
 
 
+@functools.lru_cache(maxsize=256)
+def _insert_sql(table: str, cols: tuple[str, ...], key_cols: tuple[str, ...]) -> str:
+    return (f"INSERT INTO {quote_table(table)} ({quote_columns(cols)}) SELECT {placeholders(len(cols))} FROM DUAL "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {quote_table(table)} WHERE {_eq_all(key_cols, null_safe=False)})")
+
+
+@functools.lru_cache(maxsize=256)
+def _update_head(table: str, cols: tuple[str, ...]) -> str:
+    sets = ", ".join(f"{quote_ident(c)} = %s" for c in cols)
+    return f"UPDATE {quote_table(table)} SET {sets} WHERE "
+
+
 def insert_if_absent(table: str, row: Row, key: Row) -> Statement:
-    cols = list(row)
-    key_cols = list(key)
-    sql = (f"INSERT INTO {quote_table(table)} ({quote_columns(cols)}) SELECT {placeholders(len(cols))} FROM DUAL "
-           f"WHERE NOT EXISTS (SELECT 1 FROM {quote_table(table)} WHERE {_eq_all(key_cols, null_safe=False)})")
-    return Statement(sql, (*row.values(), *key.values()))
+    return Statement(_insert_sql(table, tuple(row), tuple(key)), (*row.values(), *key.values()))
 
 
 def update_guarded(table: str, values: Row, key: Row, observed: Row) -> Statement:
-    sets = ", ".join(f"{quote_ident(c)} = %s" for c in values)
     where, params = _guard(key, observed)
-    return Statement(f"UPDATE {quote_table(table)} SET {sets} WHERE {where}", (*values.values(), *params))
+    return Statement(_update_head(table, tuple(values)) + where, (*values.values(), *params))
 
 
 def delete_guarded(table: str, key: Row, observed: Row) -> Statement:
@@ -162,10 +183,15 @@ def insert_undo(records: Sequence[UndoRecord]) -> Statement:
     return Statement(sql, tuple(v for r in records for v in r.to_params()))
 
 
-def delete_undo(record: UndoRecord) -> Statement:
-    """Drop an undo record written first (the marker) whose row write then changed nothing: by its unique key."""
-    return Statement(f"DELETE FROM {undo_table(record.schema)} WHERE `xid` = %s AND `branch_id` = %s",
-                     (record.xid, record.branch_id))
+def delete_undo(records: Sequence[UndoRecord]) -> Statement:
+    """Drop undo records written first (the marker) whose row writes then changed nothing: one statement through
+    the unique key (FORCE INDEX: see `set_undo_after_images`). All in one database, with one branch id."""
+    schema, branch = records[0].schema, records[0].branch_id
+    if any(r.schema != schema or r.branch_id != branch for r in records):
+        raise ValueError("delete_undo: records of one database and one branch id only")
+    table = undo_table(schema)
+    return Statement(f"DELETE {table} FROM {table} FORCE INDEX (`ux_undo_log`) WHERE `xid` IN "
+                     f"({placeholders(len(records))}) AND `branch_id` = %s", (*(r.xid for r in records), branch))
 
 
 def set_undo_after_images(records: Sequence[UndoRecord]) -> Statement:
