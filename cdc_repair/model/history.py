@@ -110,5 +110,9 @@ def merge_source_event(previous: Any, latest: Mapping[str, Any]) -> dict[str, An
     first = None
     if isinstance(previous, Mapping):
         first = previous.get("first_binlog") or previous.get("binlog")
-    merged["first_binlog"] = first or latest.get("first_binlog") or latest.get("binlog")
+    first = first or latest.get("first_binlog") or latest.get("binlog")
+    if first is not None:  # an event without coordinates (CLI, scans) stays as it was recorded
+        merged["first_binlog"] = first
+    else:
+        merged.pop("first_binlog", None)
     return merged

@@ -22,6 +22,7 @@ from typing import Any
 
 from cdc_repair.db import mysql
 from cdc_repair.db.sql import Statement, placeholders, quote_columns, quote_ident, quote_table
+from cdc_repair.model.keys import pk_string
 from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.executor import RowServer
 from cdc_repair.repair.guard import UndoDecision, differing_columns, dirty_check
@@ -89,8 +90,8 @@ def _lock_rows(server: RowServer, records: Sequence[UndoRecord], *, lock: bool =
     out: dict[str, Row | None] = {}
     for (table, key_cols), group in by_table.items():
         rows = server.read(table, list(key_cols), [_key(r) for r in group], for_update=lock)
-        for r in group:
-            out[r.xid] = rows.get(r.pk)
+        for r in group:  # by the key asked for: a re-spelled key's record names the row by its online bytes
+            out[r.xid] = rows.get(pk_string(_key(r)), rows.get(r.pk))
     return out
 
 
@@ -183,6 +184,10 @@ def restore_statements(records: Sequence[UndoRecord]) -> list[Statement]:
         for r in group:
             if r.before is not None and r.after is None:
                 inserts.setdefault(tuple(r.before), []).append(list(r.before.values()))
+            elif r.before is not None and r.after is not None and _respelled(r):
+                one = rsql.restore_statement(r)  # the key's old bytes come back too: its own statement
+                if one is not None:
+                    stmts.append(one)
             elif r.before is not None and r.after is not None:
                 cols = tuple(c for c in r.columns if c not in key_cols)
                 if cols:
@@ -190,6 +195,13 @@ def restore_statements(records: Sequence[UndoRecord]) -> list[Statement]:
         stmts += [rsql.insert_rows(table, cols, rows) for cols, rows in inserts.items()]
         stmts += [_case_update(table, key_cols, cols, recs) for cols, recs in updates.items()]
     return stmts
+
+
+def _respelled(record: UndoRecord) -> bool:
+    """The repair changed the key's bytes (a key spelled otherwise online, 'KEY10' -> 'key10')."""
+    before, after = record.before or {}, record.after or {}
+    return pk_string([before.get(c) for c in record.key_columns]) != pk_string(
+        [after.get(c) for c in record.key_columns])
 
 
 def _case_update(table: str, key_cols: Sequence[str], columns: Sequence[str],

@@ -167,8 +167,9 @@ def _scans(engine: Any) -> list[dict[str, Any]]:
         started, updated = observe.epoch(row["started_at"]), observe.epoch(row["updated_at"])
         ended = observe.epoch(row["finished_at"]) if row["finished_at"] else updated  # rows were saved then
         rows, total = int(row["rows"] or 0), row["rows_total"]
+        # the state table keeps whole seconds: a scan that saved rows within its first second ran for <= 1 s
         elapsed = max(0.0, ended - started)
-        rate = rows / elapsed if elapsed > 0 else None
+        rate = rows / max(elapsed, 1.0) if rows else None
         remaining = max(0, int(total) - rows) if total else None
         eta = (remaining / rate if rate and remaining is not None else None) if row["status"] == "running" else None
         out.append({"pair": row["pair"], "scan_id": row["scan_id"], "status": row["status"], "rows": rows,

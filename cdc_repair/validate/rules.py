@@ -46,6 +46,8 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from cdc_repair.config import NormalizeConfig, PairConfig, RuleConfig, Scalar
+from cdc_repair.model.keys import key_text
+from cdc_repair.model.keys import pk_string as pk_string  # re-exported: many modules name it here
 
 OK = "ok"
 MISSING = "missing_in_target"
@@ -84,10 +86,6 @@ class Verdict:
         return pk_string(self.key)
 
 
-def pk_string(key: Sequence[Any]) -> str:
-    """Canonical JSON array of key values as strings: the ledger's `pk` column."""
-    return json.dumps([_key_text(v) for v in key], ensure_ascii=False, separators=(",", ":"))
-
 
 def parse_pk(pk: str) -> tuple[str, ...]:
     """Inverse of `pk_string` (values come back as strings; MySQL converts them on comparison)."""
@@ -95,14 +93,6 @@ def parse_pk(pk: str) -> tuple[str, ...]:
     if not isinstance(values, list):
         raise ValueError(f"ledger pk {pk!r} is not a JSON array")
     return tuple(str(v) for v in values)
-
-
-def _key_text(value: Any) -> str:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", errors="surrogateescape")
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def rows_by_requested_key(key_cols: Sequence[str], wanted: Mapping[str, Sequence[Any]], rows: Iterable[RowT],
@@ -144,7 +134,7 @@ def _loose(values: Iterable[Any]) -> tuple[str, ...]:
     """A key folded the way common collations compare (case, accents, trailing spaces): a superset test only."""
     out = []
     for value in values:
-        text = unicodedata.normalize("NFKD", _key_text(value).casefold())
+        text = unicodedata.normalize("NFKD", key_text(value).casefold())
         out.append("".join(c for c in text if not unicodedata.combining(c)).rstrip(" "))
     return tuple(out)
 
