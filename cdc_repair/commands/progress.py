@@ -26,7 +26,9 @@ def progress_display(unit: str = "rows", *, enabled: bool = True) -> Iterator[Pr
         with _bar(unit) as fn:
             yield fn
     else:
-        yield _PlainLines(unit)
+        lines = _PlainLines(unit)
+        yield lines
+        lines.finish()
 
 
 @contextlib.contextmanager
@@ -66,14 +68,25 @@ class _PlainLines:
         self.every_s = every_s
         self._started: dict[str, float] = {}
         self._last: dict[str, float] = {}
+        self._latest: dict[str, tuple[int, int, float]] = {}  # label -> (done, total, when)
+        self._shown: dict[str, int] = {}  # label -> the count of its last printed line
 
     def __call__(self, label: str, done: int, total: int) -> None:
         now = time.monotonic()
         started = self._started.setdefault(label, now)
+        self._latest[label] = (done, total, now)
         if now - self._last.get(label, 0.0) < self.every_s and done < total:
             return
         self._last[label] = now
+        self._shown[label] = done
         click.echo(progress_line(label, done, total, now - started, self.unit), err=True)
+
+    def finish(self) -> None:
+        """The last count of each label, once the work is over: an estimate above the real total (the full
+        scan's row estimate) would otherwise leave a stale `33%` as the last line."""
+        for label, (done, _total, at) in self._latest.items():
+            if self._shown.get(label) != done:
+                click.echo(progress_line(label, done, done, at - self._started[label], self.unit), err=True)
 
 
 def progress_line(label: str, done: int, total: int, elapsed_s: float, unit: str = "rows") -> str:

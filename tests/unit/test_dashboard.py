@@ -240,3 +240,15 @@ def test_plain_progress_line_has_rate_and_eta() -> None:
     assert progress_line("articles", 1200, 10000, 2.0) == \
         "articles: 1,200/10,000 rows (12%), 600 rows/s, ETA 15s"
     assert progress_line("articles", 10, 5, 1.0) == "articles: 10/10 rows (100%), 10 rows/s"
+
+
+def test_plain_progress_ends_on_the_real_count_when_the_estimate_was_high(capsys: pytest.CaptureFixture[str]) -> None:
+    from cdc_repair.commands.progress import progress_display
+
+    with progress_display("rows") as progress:  # stderr is not a terminal under pytest: plain lines
+        assert progress is not None
+        progress("articles", 100, 3000)  # first line at once
+        progress("articles", 1000, 3000)  # within 5 s: not printed
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("articles: 100/3,000 rows (3%)")
+    assert lines[-1].startswith("articles: 1,000/1,000 rows (100%)")
