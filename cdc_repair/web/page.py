@@ -252,16 +252,19 @@ def _scans(status: Mapping[str, Any]) -> str:
     return f"<section><h2>Full scans</h2>{table}</section>"
 
 
+def _job_row(attr: str, name: Any, j: Mapping[str, Any]) -> str:
+    """One job run as a table row (the last-run-per-job table and the recent-runs table look alike)."""
+    detail_cls = "err" if j.get("outcome") == "failed" else "detail"
+    return (f'<tr {attr}="{_s(name)}"><td>{_s(name)}</td>'
+            f'<td class="st-{_s(j.get("outcome"))}">{_s(j.get("outcome"))}</td>'
+            f"<td>{_s(fmt_time(j.get('started_at')))}</td><td>{_s(fmt_time(j.get('finished_at')))}</td>"
+            f'<td>{_s(j.get("host"))}</td><td class="{detail_cls}">{_s(j.get("detail") or "")}</td></tr>')
+
+
 def _last_jobs(status: Mapping[str, Any]) -> str:
     """The last run of each scheduled job (a daily job stays visible however many runs other jobs make)."""
-    rows = []
-    for name, j in sorted(_dict(status.get("last_job_runs")).items()):
-        j = _dict(j)
-        detail_cls = "err" if j.get("outcome") == "failed" else "detail"
-        rows.append(f'<tr data-last-job="{_s(name)}"><td>{_s(name)}</td>'
-                    f'<td class="st-{_s(j.get("outcome"))}">{_s(j.get("outcome"))}</td>'
-                    f"<td>{_s(fmt_time(j.get('started_at')))}</td><td>{_s(fmt_time(j.get('finished_at')))}</td>"
-                    f'<td>{_s(j.get("host"))}</td><td class="{detail_cls}">{_s(j.get("detail") or "")}</td></tr>')
+    rows = [_job_row("data-last-job", name, _dict(j))
+            for name, j in sorted(_dict(status.get("last_job_runs")).items())]
     why = unavailable(status, "last_job_runs")
     table = _table(["job", "outcome", "started", "finished", "host", "detail"], rows,
                    f"n/a: {why}" if why else "no job has run yet", "last-jobs")
@@ -349,14 +352,7 @@ def _repairs(status: Mapping[str, Any]) -> str:
 
 
 def _jobs(status: Mapping[str, Any]) -> str:
-    rows = []
-    for j in _list(status.get("job_runs")):
-        j = _dict(j)
-        detail_cls = "err" if j.get("outcome") == "failed" else "detail"
-        rows.append(f'<tr data-job="{_s(j.get("job"))}"><td>{_s(j.get("job"))}</td>'
-                    f'<td class="st-{_s(j.get("outcome"))}">{_s(j.get("outcome"))}</td>'
-                    f"<td>{_s(fmt_time(j.get('started_at')))}</td><td>{_s(fmt_time(j.get('finished_at')))}</td>"
-                    f'<td>{_s(j.get("host"))}</td><td class="{detail_cls}">{_s(j.get("detail") or "")}</td></tr>')
+    rows = [_job_row("data-job", _dict(j).get("job"), _dict(j)) for j in _list(status.get("job_runs"))]
     why = unavailable(status, "job_runs")
     table = _table(["job", "outcome", "started", "finished", "host", "detail"], rows,
                    f"n/a: {why}" if why else "no job runs yet", "jobs")
