@@ -39,7 +39,7 @@ from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.actions import RepairAction
 from cdc_repair.repair.locking import use_read_committed
 from cdc_repair.repair.row_ops import executor_for, guarded_statement
-from cdc_repair.repair.undo_log import UNDO_TABLE, UndoRecord, ddl, encode_image
+from cdc_repair.repair.undo_log import UNDO_TABLE, UndoRecord, ddl, same_image
 from cdc_repair.validate.rules import pk_string, rows_by_requested_key
 
 log = logging.getLogger(__name__)
@@ -257,19 +257,12 @@ def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[st
                 post = after.get(action.pk) if executor_for(action).leaves_row else None
                 results.append(Applied(action, xid, records[xid].before, post))
             finals = [replace(r, after=after.get(r.pk)) for r in records.values()
-                      if r.sql_type != "DELETE" and not _same_image(r, after.get(r.pk))]
+                      if r.sql_type != "DELETE" and not same_image(r.after, after.get(r.pk))]
             if finals:  # the server stored something else (a default, padding, a trigger, a type conversion)
                 mysql.execute(conn, rsql.set_undo_after_images(finals))
     if passed:
         crash_point("after_row_commit")
     return results
-
-
-def _same_image(record: UndoRecord, row: Row | None) -> bool:
-    """The record's after-image is exactly the image of `row` (the same JSON bytes: same columns, order, types,
-    values)."""
-    return encode_image(record.table, record.after, record.key_columns, record.column_types) == \
-        encode_image(record.table, row, record.key_columns, record.column_types)
 
 
 def _write(conn: mysql.Connection, actions: Sequence[RepairAction], records: Sequence[UndoRecord]) -> list[int]:

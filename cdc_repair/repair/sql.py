@@ -189,7 +189,7 @@ def set_undo_after_images(records: Sequence[UndoRecord]) -> Statement:
     arms = " ".join(["WHEN %s THEN %s"] * len(records))
     params: list[Any] = []
     for r in records:
-        params += [r.xid, r.to_params()[INSERT_COLUMNS.index("after_image")]]
+        params += [r.xid, r.image_param(r.after)]
     params += [r.xid for r in records]
     return Statement(f"UPDATE {undo_table(schema)} FORCE INDEX (`ux_undo_log`) SET `after_image` = CASE `xid` "
                      f"{arms} END WHERE `xid` IN ({placeholders(len(records))}) AND `branch_id` = 1", tuple(params))
