@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench_repair import COLS, DDL, diverge, insert_rows, settle, source_row
+from bench_repair import COLS, DDL, cpu_seconds, diverge, insert_rows, settle, source_row
 
 from cdc_repair.commands.repair import run_repair
 from cdc_repair.config import Settings, settings_from_mapping
@@ -78,6 +78,12 @@ def one_by_one(settings: Settings, conn: mysql.Connection, prefix: str, n: int, 
     return seconds
 
 
+def _spent(before: tuple[float, float], after: tuple[float, float]) -> tuple[float, float]:
+    """(this process, the embedded server) CPU seconds between two `cpu_seconds` readings: on a loaded machine a
+    steadier measure than wall time."""
+    return after[0] - before[0], after[1] - before[1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=20000)
@@ -118,21 +124,24 @@ def main() -> None:
         state_engine(settings.state.dsn).dispose()
         load_before = os.getloadavg()
         repair_s, rollback_s, again_s, one_s, checks = [], [], [], [], []
+        cpu: dict[str, list[tuple[float, float]]] = {"repair": [], "rollback": []}
         for _ in range(args.repeats):
             fresh_logs(conn, prefix)
             diverge(conn, prefix, args.rows, args.row_bytes)
             before = snapshot(conn, tgt)
             settle(conn)
-            t0 = time.perf_counter()
+            c0, t0 = cpu_seconds(server), time.perf_counter()
             report = run_repair(settings, mode="execute")
             repair_s.append(time.perf_counter() - t0)
+            cpu["repair"].append(_spent(c0, cpu_seconds(server)))
             checks.append(report.count("repaired") == args.rows)
             settle(conn)
             store = StateStore(settings.state.dsn)
             try:
-                t0 = time.perf_counter()
+                c0, t0 = cpu_seconds(server), time.perf_counter()
                 back = rollback(settings, store, report.run_id)
                 rollback_s.append(time.perf_counter() - t0)
+                cpu["rollback"].append(_spent(c0, cpu_seconds(server)))
                 checks.append(back.exit_code == 0 and len(back.items) == args.rows
                               and all(i.outcome == "undone" for i in back.items))
                 checks.append(snapshot(conn, tgt) == before)  # byte for byte
@@ -156,6 +165,7 @@ def main() -> None:
             "ratio_rollback_to_repair": round(b / r, 3),
             "target_rows_per_s": TARGET_ROWS_PER_S, "target_met": args.rows / r >= TARGET_ROWS_PER_S,
             "load_average_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+            "cpu_seconds_client_server": {k: [[round(c, 2), round(v, 2)] for c, v in runs] for k, runs in cpu.items()},
             "second_rollback_seconds": [round(x, 3) for x in again_s],
             "baseline_one_by_one_rows": args.one_by_one_rows,
             "baseline_one_by_one_rows_per_s": round(args.one_by_one_rows / o),
