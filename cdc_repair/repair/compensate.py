@@ -24,11 +24,13 @@ from typing import Any
 
 from cdc_repair.config import PairConfig
 from cdc_repair.model.history import KeyChange, position_of
+from cdc_repair.model.keys import pk_string
 from cdc_repair.model.oversized import OVERSIZED_MARKER
 from cdc_repair.model.position import BinlogPosition
+from cdc_repair.model.rules import evaluate
+from cdc_repair.model.verdict import OK
 from cdc_repair.repair.actions import Op, Plan, RepairAction, Side, Strategy
 from cdc_repair.repair.planner import DIRTY, RowEvent, key_pairs, row_event
-from cdc_repair.validate.rules import OK, evaluate, pk_string
 
 Row = Mapping[str, Any]
 REFUSED = "refused"  # plan kind: compensation refused (untrusted message, binlog gone, nothing safe to revert)

@@ -23,9 +23,10 @@ from typing import Any
 
 from cdc_repair.config import PairConfig
 from cdc_repair.model.canal_values import labelled_row
+from cdc_repair.model.rules import evaluate, rule_columns
+from cdc_repair.model.verdict import DIFFERENT, EXTRA, MISSING, OK
 from cdc_repair.repair.actions import Op, Plan, RepairAction, Side
 from cdc_repair.repair.guard import flat_equal
-from cdc_repair.validate.rules import DIFFERENT, EXTRA, MISSING, OK, evaluate, rule_columns
 
 Row = Mapping[str, Any]
 DIRTY = "dirty"  # plan kind: compensation refused because the source changed since the event
@@ -66,7 +67,7 @@ def plan_forward(pair: PairConfig, key: Sequence[Any], source_row: Row | None, t
 
 def compared_columns(pair: PairConfig, source_row: Row) -> list[str]:
     """Columns the matched rule compares (for reports)."""
-    from cdc_repair.validate.rules import match_rule
+    from cdc_repair.model.rules import match_rule
 
     _, rule = match_rule(pair, source_row)
     return rule_columns(pair, rule, list(source_row)) if rule is not None else []
@@ -118,7 +119,7 @@ def row_event(source_event: Any, pair: PairConfig, pk: str,
     """The event row for `pk` out of a stored source_event (whole FlatMessage or one row's slice).
     `binary_columns` (from the live table) mark columns whose event text is ISO-8859-1 for raw bytes, when
     the event carries no `mysqlType` (the validator's ledger slice does not)."""
-    from cdc_repair.validate.rules import pk_string
+    from cdc_repair.model.keys import pk_string
 
     if not isinstance(source_event, Mapping):
         return None

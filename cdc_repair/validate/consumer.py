@@ -47,6 +47,8 @@ from cdc_repair.config import PairConfig, Settings
 from cdc_repair.db import mysql
 from cdc_repair.errors import MalformedMessageError, TransientError
 from cdc_repair.model.history import coordinates_from_headers, is_own_write, merge_source_event
+from cdc_repair.model.keys import pk_string
+from cdc_repair.model.verdict import Verdict
 from cdc_repair.sink.flat_message import FlatMessage, parse_flat_message
 from cdc_repair.sink.kafka_admin import ensure_topics
 from cdc_repair.sink.kafka_consumer import TP, DeadLetters, GroupConsumer, Record
@@ -55,7 +57,6 @@ from cdc_repair.state import ledger
 from cdc_repair.state.engine import StateEngine, state_engine
 from cdc_repair.validate.check import check
 from cdc_repair.validate.confirm import Rechecks
-from cdc_repair.validate.rules import Verdict, pk_string
 
 log = logging.getLogger(__name__)
 

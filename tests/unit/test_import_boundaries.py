@@ -53,16 +53,8 @@ COMPOSITION = {"preflight", "runtime", "app", "observe", "web", "commands", "cli
 RANK = {**dict.fromkeys(FOUNDATION, 0), **dict.fromkeys(ADAPTERS, 1), **dict.fromkeys(STAGES, 2),
         **dict.fromkeys(COMPOSITION, 3)}
 
-# (module, imported group): upward or sideways imports that exist today; issue 12 step 1 removes them
-KNOWN_UPWARD: set[tuple[str, str]] = {
-    ("state/ledger.py", "validate"),  # Verdict, MISMATCH_KINDS, pk_string: belong in model/
-    ("repair/planner.py", "validate"),  # rules.pk_string / rows_by_requested_key: belong in model/
-    ("repair/repairer.py", "validate"),
-    ("repair/executor.py", "validate"),
-    ("repair/compensate.py", "validate"),  # rules.evaluate / pk_string: the re-check, shared with validate
-    ("repair/sql.py", "validate"),  # rules.key_bytes_equal: a key comparison, belongs in model/
-    ("repair/repairer.py", "source"),  # source.history.BinlogHistory (compensation's re-read), loaded by name
-}
+# (module, imported group): upward or sideways imports tolerated; issue 12 step 1 removed the last ones
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 
 _BY_NAME = re.compile(r"^cdc_repair\.[a-z_]+(\.[a-z_]+)*\.?$")

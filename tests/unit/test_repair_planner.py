@@ -206,12 +206,3 @@ def test_run_report_exit_codes_follow_pt_table_sync() -> None:
     assert RunReport("r", "execute", [res("repaired"), res("failed")]).exit_code == 2
     assert RunReport("r", "dry-run", [res("planned")]).exit_code == 2
     assert RunReport("r", "dry-run", [res("resolved")]).exit_code == 0
-
-
-def test_filters_build_a_parameterised_where() -> None:
-    from cdc_repair.repair.store import Filters
-
-    assert Filters().where() == ("1=1", ())
-    where, params = Filters(pairs=("a",), pks=('["1"]', '["2"]'), kinds=("different",)).where()
-    assert where == "`pair` IN (%s) AND `pk` IN (%s, %s) AND `kind` IN (%s)"
-    assert params == ("a", '["1"]', '["2"]', "different")

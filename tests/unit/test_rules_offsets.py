@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from cdc_repair.config import settings_from_mapping
+from cdc_repair.model.verdict import Verdict
 from cdc_repair.sink.flat_message import FlatMessage, encode_flat_message
 from cdc_repair.sink.kafka_consumer import Record
 from cdc_repair.validate.consumer import IncrementalValidator
-from cdc_repair.validate.rules import Verdict
 
 SETTINGS = settings_from_mapping({
     "servers": {"a": {"dsn": "mysql://u:p@127.0.0.1:1/"}},
