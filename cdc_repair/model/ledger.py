@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from cdc_repair.model.keys import parse_pk
+from cdc_repair.model.source_event import SourceEvent
 
 
 class LedgerStatus(StrEnum):
@@ -60,13 +61,19 @@ class LedgerEntry:
     attempts: int
     next_retry_at: dt.datetime | None
     last_error: str | None
-    source_event: Any
+    source_event: Any  # the stored JSON (model/source_event.py), see `events`
     event_ts: float | None
     repair_id: str | None
 
     @property
     def key(self) -> tuple[str, ...]:
         return parse_pk(self.pk)
+
+    @property
+    def events(self) -> list[SourceEvent]:
+        """`source_event` (the stored JSON) as typed events: the validator's row, or each row of a whole
+        FlatMessage; [] when there is none."""
+        return SourceEvent.all_from_json(self.source_event)
 
 
 @dataclass(frozen=True, slots=True)

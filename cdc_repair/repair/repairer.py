@@ -185,8 +185,8 @@ class Repairer:
         for item in items:
             s, t = source_rows.get(item.pk), target_rows.get(item.pk)
             if strategy is Strategy.COMPENSATE:
-                event = item.entry.source_event if item.entry is not None else None
-                plans.append(plan_compensate(pair, item.key, s, t, event, histories.get(item.pk)))
+                events = item.entry.events if item.entry is not None else []
+                plans.append(plan_compensate(pair, item.key, s, t, events, histories.get(item.pk)))
             else:
                 plans.append(plan_forward(pair, item.key, s, t, target_cols))
         return plans
@@ -196,7 +196,7 @@ class Repairer:
         read for all; per start position when that one is gone, so one purged key does not refuse the rest)."""
         starts: dict[str, BinlogPosition] = {}
         for item in items:
-            since = since_position(item.entry.source_event) if item.entry is not None else None
+            since = since_position(item.entry.events) if item.entry is not None else None
             if since is not None:
                 starts[item.pk] = since
         if not starts:

@@ -12,7 +12,8 @@ Public, stable API (validator writes, repairer reads and updates):
   * every `ok` / `not_applicable` verdict **resolves** the key's entry if it is `open` or `failed`: status
     becomes `resolved` (consistent again without a repair by us; the repairer writes `repaired` for its own
     fixes). `repairing` entries are left to the repairer.
-  `source_events` / `event_ts` are keyed by canonical pk (`model/keys.py: pk_string`).
+  `source_events` / `event_ts` are keyed by canonical pk (`model/keys.py: pk_string`); an event is a
+  `model/source_event.py: SourceEvent`, stored as its JSON (a mapping in that form is read as one).
 - `open_entries(engine, *, pair=None, statuses=("open",), due=True, limit=1000, now=None) -> list[LedgerEntry]`
   — entries to work on; `due` keeps those whose next_retry_at is NULL or past.
 - `get_entry(engine, pair, pk)`, `set_status(engine, entry_id, status, ...)` — small helpers for the repairer.
@@ -34,7 +35,6 @@ from sqlalchemy import Connection, Engine, and_, func, select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.exc import IntegrityError
 
-from cdc_repair.model.history import merge_source_event
 from cdc_repair.model.ledger import (
     ACTIVE_STATUSES,
     CLOSED_STATUSES,
@@ -45,6 +45,7 @@ from cdc_repair.model.ledger import (
     utcnow,
 )
 from cdc_repair.model.oversized import bound_event
+from cdc_repair.model.source_event import SourceEvent
 from cdc_repair.model.verdict import MISMATCH_KINDS, Verdict
 from cdc_repair.state.tables import inconsistency
 
@@ -60,7 +61,7 @@ class RecordResult:
 
 
 def record_verdicts(engine: Engine, verdicts: Iterable[Verdict], detected_by: str, *,
-                    source_events: Mapping[str, Any] | None = None,
+                    source_events: Mapping[str, SourceEvent | Mapping[str, Any]] | None = None,
                     event_ts: Mapping[str, float] | None = None,
                     now: dt.datetime | None = None) -> RecordResult:
     """Upsert mismatches, resolve keys found consistent; one transaction (see module docstring)."""
@@ -75,7 +76,8 @@ def record_verdicts(engine: Engine, verdicts: Iterable[Verdict], detected_by: st
     raise AssertionError("unreachable")
 
 
-def _record(engine: Engine, verdicts: list[Verdict], detected_by: str, events: Mapping[str, Any],
+def _record(engine: Engine, verdicts: list[Verdict], detected_by: str,
+            events: Mapping[str, SourceEvent | Mapping[str, Any]],
             ts: Mapping[str, float], now: dt.datetime) -> RecordResult:
     result = RecordResult()
     bad: dict[tuple[str, str], Verdict] = {}
@@ -144,10 +146,13 @@ def _record(engine: Engine, verdicts: list[Verdict], detected_by: str, events: M
     return result
 
 
-def _merged_event(previous: Any, latest: Any) -> Any:
-    if not isinstance(latest, Mapping):
+def _merged_event(previous: Any, latest: SourceEvent | Mapping[str, Any]) -> Any:
+    """The JSON to store: the latest event, keeping where the key's run of changes began (`previous`, the stored
+    JSON of an active entry). A mapping that is no source event (a hand-written one) is stored as given."""
+    event = latest if isinstance(latest, SourceEvent) else SourceEvent.from_json(latest)
+    if event is None:
         return latest
-    return merge_source_event(previous, latest)
+    return event.following(SourceEvent.from_json(previous)).to_json()
 
 
 def _update_known(conn: Connection, changes: list[dict[str, Any]], detected_by: str, now: dt.datetime) -> None:
