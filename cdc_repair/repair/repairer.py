@@ -45,8 +45,8 @@ from cdc_repair.repair.undo_log import undo_table
 log = logging.getLogger(__name__)
 
 # Key result statuses
-DONE_REPAIRED = LedgerStatus.REPAIRED  # we wrote, and the re-check says consistent
-DONE_RESOLVED = LedgerStatus.RESOLVED  # consistent without a write by this run
+DONE_REPAIRED = LedgerStatus.REPAIRED.value  # we wrote, and the re-check says consistent
+DONE_RESOLVED = LedgerStatus.RESOLVED.value  # consistent without a write by this run
 PLANNED = "planned"  # dry-run / print
 LEFT = "left"  # still inconsistent (guard kept failing, or no action possible)
 FAILED = "failed"  # the write failed

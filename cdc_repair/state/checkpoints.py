@@ -50,11 +50,6 @@ def save_checkpoint(engine: Engine, source: str, binlog_file: str, binlog_pos: i
             conn.execute(checkpoint.insert().values(source=source, **values))
 
 
-def delete_checkpoint(engine: Engine, source: str) -> None:
-    with engine.begin() as conn:
-        conn.execute(checkpoint.delete().where(checkpoint.c.source == source))
-
-
 def request_full_scan(engine: Engine, reason: str) -> int:
     """Record that every pair needs a full validation (binlog gap); returns the marker row id."""
     with engine.begin() as conn:
