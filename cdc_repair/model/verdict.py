@@ -21,8 +21,8 @@ EXTRA = "extra_in_target"
 DIFFERENT = "different"
 NOT_APPLICABLE = "not_applicable"
 KINDS = (OK, MISSING, EXTRA, DIFFERENT, NOT_APPLICABLE)
-MISMATCH_KINDS = frozenset({MISSING, EXTRA, DIFFERENT})
 INCONSISTENCY_KINDS: tuple[str, ...] = (MISSING, EXTRA, DIFFERENT)  # the ledger's kinds, in a stable order
+MISMATCH_KINDS = frozenset(INCONSISTENCY_KINDS)
 
 Row = Mapping[str, Any]
 
