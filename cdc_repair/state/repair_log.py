@@ -65,9 +65,12 @@ def run_status(engine: Engine, run_id: str) -> str | None:
 
 def log_repairs(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> None:
     """INSERT IGNORE repair_log rows (repair_id is unique: a re-run never doubles a record)."""
-    if rows:
-        values = [{c: r.get(c) for c in LOG_COLUMNS} | {"created_at": _NOW(), "updated_at": _NOW()} for r in rows]
-        _write(engine, insert(repair_log).prefix_with("IGNORE").values(values))
+    if not rows:
+        return
+    with engine.begin() as conn:  # the database's clock, read once: the driver then sends one multi-row INSERT
+        now = conn.execute(select(_NOW())).scalar_one()
+        conn.execute(insert(repair_log).prefix_with("IGNORE"),
+                     [{**{c: r.get(c) for c in LOG_COLUMNS}, "created_at": now, "updated_at": now} for r in rows])
 
 
 def set_log_statuses(engine: Engine, repair_ids: Sequence[str], status: str, error: str | None = None) -> None:
