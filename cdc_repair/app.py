@@ -65,9 +65,9 @@ def stage_specs(live: LiveSettings, ctx: JobContext) -> list[StageSpec]:
         specs.append(StageSpec("validate", _factory(validator, live, engine=ctx.engine),
                                reload_sections=("validator",)))
     repairer = find_class(*REPAIRER)
-    if repairer is not None:
+    if repairer is not None:  # always there: it reads repair.auto_repair live and idles while it is false
         from cdc_repair.source.history import BinlogHistory  # compensation's binlog reader, given to the repairer
-  # always there: it reads repair.auto_repair live and idles while it is false
+
         specs.append(StageSpec("repair", _factory(repairer, live, history=BinlogHistory),
                                reload_sections=("repair",)))
     specs.append(StageSpec("scheduler", lambda: SchedulerStage(ctx), leader_only=True,
