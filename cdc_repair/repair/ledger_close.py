@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 from cdc_repair.config import RepairConfig
 from cdc_repair.metrics import REPAIRS
-from cdc_repair.repair.results import DONE_REPAIRED, FINISHED_OK, KeyResult
-from cdc_repair.repair.store import REPAIRED, RESOLVED, StateStore
+from cdc_repair.model.ledger import LedgerStatus
+from cdc_repair.repair.results import FINISHED_OK, KeyResult
+from cdc_repair.repair.store import StateStore
 
 if TYPE_CHECKING:
     from cdc_repair.repair.repairer import WorkItem
@@ -37,7 +38,7 @@ def finish_entries(store: StateStore, cfg: RepairConfig, token: str, items: Iter
             store.release(token, [item.entry.id])
             continue
         if res.status in FINISHED_OK:
-            closes[item.entry.id] = (REPAIRED if res.status == DONE_REPAIRED else RESOLVED,
+            closes[item.entry.id] = (LedgerStatus(res.status),  # DONE_REPAIRED or DONE_RESOLVED
                                      res.repair_ids[-1] if res.repair_ids else None)
             continue
         status = store.fail_entry(token, item.entry, f"{res.status}: {res.reason}", max_attempts=cfg.max_attempts,

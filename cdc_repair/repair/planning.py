@@ -31,7 +31,7 @@ class RowPlanner:
 
     def __init__(self, server: Callable[[str], RowServer], history: Callable[[], ChangeHistory]) -> None:
         self._server = server
-        self._history = history  # called only when a compensation needs the binlog
+        self._history = history  # called only when a compensation needs the binlog (raises when none was given)
 
     def plan(self, pair: PairConfig, items: Sequence[WorkItem], strategy: Strategy) -> list[Plan]:
         """Plans for `items` from rows read now (see the module docstring for the read order)."""
@@ -58,7 +58,7 @@ class RowPlanner:
                     for i in items]
         histories = self._histories(pair, items)
         return [plan_compensate(pair, i.key, source_rows.get(i.pk), target_rows.get(i.pk),
-                                i.entry.source_event if i.entry is not None else None, histories.get(i.pk))
+                                i.entry.events if i.entry is not None else [], histories.get(i.pk))
                 for i in items]
 
     def _histories(self, pair: PairConfig, items: Sequence[WorkItem]) -> dict[str, History]:
@@ -66,7 +66,7 @@ class RowPlanner:
         read for all; per start position when that one is gone, so one purged key does not refuse the rest)."""
         starts: dict[str, BinlogPosition] = {}
         for item in items:
-            since = since_position(item.entry.source_event) if item.entry is not None else None
+            since = since_position(item.entry.events) if item.entry is not None else None
             if since is not None:
                 starts[item.pk] = since
         if not starts:

@@ -22,8 +22,13 @@ from dataclasses import dataclass, field
 
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.db import mysql
+from cdc_repair.errors import BinlogUnavailableError
 from cdc_repair.metrics import REPAIRS
 from cdc_repair.model.history import ChangeHistory
+from cdc_repair.model.keys import parse_pk
+from cdc_repair.model.ledger import LedgerEntry
+from cdc_repair.model.rules import evaluate
+from cdc_repair.model.verdict import NOT_APPLICABLE, OK
 from cdc_repair.repair.accounting import Accounting
 from cdc_repair.repair.actions import Plan, RepairAction, Side, Strategy
 from cdc_repair.repair.batches import BatchWriter
@@ -48,16 +53,11 @@ from cdc_repair.repair.row_ops import guarded_statement
 from cdc_repair.repair.sql import render
 from cdc_repair.repair.store import StateStore, new_id
 from cdc_repair.repair.throttle import RateLimiter
-from cdc_repair.state.ledger import LedgerEntry
-from cdc_repair.validate.rules import NOT_APPLICABLE, OK, evaluate, parse_pk
 
-__all__ = ["DIRTY_KEY", "DONE_REPAIRED", "DONE_RESOLVED", "FAILED", "FINISHED_OK", "HISTORY", "LEFT", "PLANNED",
-           "REFUSED_KEY", "KeyResult", "Repairer", "RunReport", "WorkItem"]
+__all__ = ["DIRTY_KEY", "DONE_REPAIRED", "DONE_RESOLVED", "FAILED", "FINISHED_OK", "LEFT", "PLANNED", "REFUSED_KEY",
+           "KeyResult", "Repairer", "RunReport", "WorkItem"]
 
 log = logging.getLogger(__name__)
-
-# The binlog re-reader (source/), wired by name like app.py's stages: repair/ never imports source/.
-HISTORY = ("cdc_repair.source.history", "BinlogHistory")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +105,9 @@ class Repairer:
 
     @property
     def history(self) -> ChangeHistory:
-        if self._history is None:
-            import importlib
-
-            module, name = HISTORY
-            self._history = getattr(importlib.import_module(module), name)(self.settings)
+        if self._history is None:  # the composition root gives one (app.py, commands/repair.py): source/ reads binlogs
+            raise BinlogUnavailableError("no binlog reader was given to this repairer, so compensation cannot read "
+                                         "before-images; repair it with --strategy forward")
         return self._history
 
     def plan(self, pair: PairConfig, items: Sequence[WorkItem], strategy: Strategy) -> list[Plan]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from cdc_repair.model.ledger import LedgerStatus
 from cdc_repair.repair.compensate import REFUSED
 from cdc_repair.repair.planner import DIRTY
 
-DONE_REPAIRED = "repaired"  # we wrote, and the re-check says consistent
-DONE_RESOLVED = "resolved"  # consistent without a write by this run
+DONE_REPAIRED = LedgerStatus.REPAIRED.value  # we wrote, and the re-check says consistent
+DONE_RESOLVED = LedgerStatus.RESOLVED.value  # consistent without a write by this run
 PLANNED = "planned"  # dry-run / print
 LEFT = "left"  # still inconsistent (guard kept failing, or no action possible)
 FAILED = "failed"  # the write failed
