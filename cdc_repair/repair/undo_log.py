@@ -103,24 +103,27 @@ def encode_value(value: Any) -> tuple[str, Any]:
     return "str", str(value)
 
 
+_DECODERS: dict[str, Any] = {
+    "int": int,
+    "decimal": Decimal,
+    "float": float,
+    "str": str,
+    "bytes": lambda v: base64.b64decode(v),
+    "bytes_utf8": lambda v: str(v).encode("utf-8"),
+    "datetime": dt.datetime.fromisoformat,
+    "date": dt.date.fromisoformat,
+    "time": lambda v: dt.timedelta(seconds=float(v)),
+    "set": lambda v: set(v),
+}
+
+
 def decode_value(tag: str, raw: Any) -> Any:
     if raw is None or tag == "null":
         return None
-    decoders: dict[str, Any] = {
-        "int": int,
-        "decimal": Decimal,
-        "float": float,
-        "str": str,
-        "bytes": lambda v: base64.b64decode(v),
-        "bytes_utf8": lambda v: str(v).encode("utf-8"),
-        "datetime": dt.datetime.fromisoformat,
-        "date": dt.date.fromisoformat,
-        "time": lambda v: dt.timedelta(seconds=float(v)),
-        "set": lambda v: set(v),
-    }
-    if tag not in decoders:
+    decoder = _DECODERS.get(tag)
+    if decoder is None:
         raise ValueError(f"undo image: unknown value type {tag!r}")
-    return decoders[tag](raw)
+    return decoder(raw)
 
 
 def encode_image(table: str, row: Mapping[str, Any] | None, key_columns: Sequence[str],
