@@ -102,12 +102,12 @@ def _window(settings: Settings, since: dt.datetime, pair_name: str | None) -> di
 
 
 def _keys(settings: Settings, keys: tuple[str, ...], pair_name: str | None) -> dict[str, Any]:
-    from cdc_repair.validate.window_scan import check_keys
+    from cdc_repair.validate.confirmer import confirm_keys
 
     pair = settings.pair(pair_name) if pair_name else settings.pairs[0]
     t0 = time.monotonic()
     parsed = [tuple(k.split(",")) for k in keys]
-    confirmed, checked = check_keys(settings, pair, parsed)
+    confirmed, checked = confirm_keys(settings, pair, parsed)
     return {"scan": "keys", "seconds": round(time.monotonic() - t0, 3), "differences": len(confirmed),
             "pairs": [{"pair": pair.name, "keys_checked": checked,
                        "diffs": _by_kind(confirmed), "differences": len(confirmed),
