@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from cdc_repair import metrics
 from cdc_repair.config import settings_from_mapping
-from cdc_repair.sink.kafka_consumer import TP
-from cdc_repair.validate.consumer import IncrementalValidator, consumer_lag
+from cdc_repair.sink.kafka_consumer import TP, Record
+from cdc_repair.validate.offsets import consumer_lag
+from cdc_repair.validate.stream_kafka import StreamKafka
 
 TOPIC = "rows"
 
@@ -21,6 +23,22 @@ def settings(exact: bool) -> Any:
         "pairs": [{"name": "articles", "kind": "publish", "source": {"server": "a", "table": "au.articles"},
                    "target": {"server": "a", "table": "on.published"}}],
     })
+
+
+class NoDlq:
+    topic = "dlq"
+
+    def send(self, record: Record, reason: str) -> None:
+        raise AssertionError("no dead letters here")
+
+    def close(self) -> None:
+        pass
+
+
+def opened(s: Any, consumer: FakeConsumer) -> StreamKafka:
+    kafka = StreamKafka(s.kafka, NoDlq())
+    assert kafka.open(lambda: consumer, threading.Event())
+    return kafka
 
 
 class FakeConsumer:
@@ -51,21 +69,35 @@ def test_lag_is_end_minus_committed_and_never_negative() -> None:
 
 
 def test_validator_reports_lag_of_its_partitions_in_health_and_metrics() -> None:
-    v = IncrementalValidator(settings(True))
-    v.assigned.update({(TOPIC, 0), (TOPIC, 1)})
-    v._committed[(TOPIC, 0)] = 90  # committed by this validator
-    v._consumer = FakeConsumer({(TOPIC, 0): 100, (TOPIC, 1): 50}, {(TOPIC, 1): 45}, {})  # type: ignore[assignment]
-    v._refresh_lag()
-    assert v.health()["consumer_lag_messages"] == 15
+    kafka = opened(settings(True), FakeConsumer({(TOPIC, 0): 100, (TOPIC, 1): 50}, {(TOPIC, 1): 45}, {}))
+    kafka.refresh_lag([(TOPIC, 0), (TOPIC, 1)], {(TOPIC, 0): 90})  # partition 0 committed by this validator
+    assert kafka.lag_total() == 15  # the validator's health()["consumer_lag_messages"]
     assert gauge(0) == 10 and gauge(1) == 5
-    v._on_revoked([(TOPIC, 1)])  # a partition handed to another validator: its series goes with it
-    assert gauge(1) is None
+    kafka.forget_lag([(TOPIC, 1)])  # a partition handed to another validator: its series goes with it
+    assert gauge(1) is None and kafka.lag_total() == 10
 
 
 def test_lag_is_unknown_where_end_offsets_are_wrong() -> None:
-    v = IncrementalValidator(settings(False))
-    v.assigned.add((TOPIC, 2))
-    v._consumer = FakeConsumer({(TOPIC, 2): 100}, {(TOPIC, 2): 1}, {})  # type: ignore[assignment]
-    v._refresh_lag()
-    assert v.health()["consumer_lag_messages"] == "unknown"
+    kafka = opened(settings(False), FakeConsumer({(TOPIC, 2): 100}, {(TOPIC, 2): 1}, {}))
+    kafka.refresh_lag([(TOPIC, 2)], {})
+    assert kafka.lag_total() == "unknown"
     assert gauge(2) is None
+
+
+def test_the_validator_hands_its_lag_and_revoked_partitions_to_the_adapter() -> None:
+    from cdc_repair.validate.consumer import IncrementalValidator
+
+    consumer = FakeConsumer({(TOPIC, 3): 30}, {}, {(TOPIC, 3): 0})
+    built: dict[str, Any] = {}
+
+    def factory(config: Any, topics: list[str], **hooks: Any) -> FakeConsumer:
+        built.update(hooks, topics=topics)
+        return consumer
+
+    v = IncrementalValidator(settings(True), consumer_factory=factory)
+    assert v.health()["consumer_lag_messages"] is None  # not measured yet
+    assert v.kafka.open(v._subscribe, threading.Event()) and built["topics"] == [TOPIC]
+    built["on_assigned"]([(TOPIC, 3)])  # what the group consumer calls on a rebalance
+    v._refresh_lag()
+    assert v.health()["consumer_lag_messages"] == 30 and gauge(3) == 30
+    assert built["on_revoked"]([(TOPIC, 3)]) == {} and gauge(3) is None and v.health()["assigned"] == []
