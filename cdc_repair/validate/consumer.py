@@ -53,12 +53,9 @@ from cdc_repair.sink.kafka_consumer import TP, DeadLetters, GroupConsumer, Recor
 from cdc_repair.state import ledger
 from cdc_repair.state.engine import StateEngine, state_engine
 from cdc_repair.validate.confirmer import KeyConfirmer
-from cdc_repair.validate.offsets import consumer_lag
 from cdc_repair.validate.rules import Verdict
 from cdc_repair.validate.stream_kafka import Consumer, StreamKafka, subscribe
-from cdc_repair.validate.stream_keys import PendingKey, StreamKeys, settle_due
-
-__all__ = ["IncrementalValidator", "consumer_lag", "settle_due"]
+from cdc_repair.validate.stream_keys import PendingKey, StreamKeys
 
 log = logging.getLogger(__name__)
 
