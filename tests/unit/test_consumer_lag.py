@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
+
 from cdc_repair import metrics
 from cdc_repair.config import settings_from_mapping
 from cdc_repair.sink.kafka_consumer import TP, Record
@@ -84,20 +86,41 @@ def test_lag_is_unknown_where_end_offsets_are_wrong() -> None:
     assert gauge(2) is None
 
 
-def test_the_validator_hands_its_lag_and_revoked_partitions_to_the_adapter() -> None:
-    from cdc_repair.validate.consumer import IncrementalValidator
+def test_the_running_validator_reports_its_partitions_lag_and_drops_a_revoked_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through `run()`: the group consumer's rebalance hooks and the loop's lag refresh reach health and metrics."""
+    from sqlalchemy import create_engine
 
-    consumer = FakeConsumer({(TOPIC, 3): 30}, {}, {(TOPIC, 3): 0})
-    built: dict[str, Any] = {}
+    from cdc_repair.validate import consumer as consumer_module
 
-    def factory(config: Any, topics: list[str], **hooks: Any) -> FakeConsumer:
-        built.update(hooks, topics=topics)
-        return consumer
+    monkeypatch.setattr(consumer_module, "LAG_EVERY_S", 0.0)
+    stop = threading.Event()
+    seen: dict[str, Any] = {}
 
-    v = IncrementalValidator(settings(True), consumer_factory=factory)
+    class Group(FakeConsumer):
+        def __init__(self, hooks: dict[str, Any]) -> None:
+            super().__init__({(TOPIC, 3): 30}, {}, {(TOPIC, 3): 0})
+            self.hooks, self.polls = hooks, 0
+
+        def poll(self, timeout_s: float, max_records: int | None = None) -> list[Record]:
+            self.polls += 1
+            if self.polls == 1:
+                self.hooks["on_assigned"]([(TOPIC, 3)])
+            elif self.polls == 3:  # the lag was refreshed after the first two polls
+                seen.update(health=v.health(), gauge=gauge(3), revoked=self.hooks["on_revoked"]([(TOPIC, 3)]))
+                stop.set()
+            return []
+
+        def commit(self, offsets: dict[TP, int]) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    v = consumer_module.IncrementalValidator(settings(True), engine=create_engine("sqlite://"),
+                                             consumer_factory=lambda config, topics, **hooks: Group(hooks))
     assert v.health()["consumer_lag_messages"] is None  # not measured yet
-    assert v.kafka.open(v._subscribe, threading.Event()) and built["topics"] == [TOPIC]
-    built["on_assigned"]([(TOPIC, 3)])  # what the group consumer calls on a rebalance
-    v._refresh_lag()
-    assert v.health()["consumer_lag_messages"] == 30 and gauge(3) == 30
-    assert built["on_revoked"]([(TOPIC, 3)]) == {} and gauge(3) is None and v.health()["assigned"] == []
+    v.run(stop)
+    assert seen["health"]["consumer_lag_messages"] == 30 and seen["health"]["assigned"] == [f"{TOPIC}:3"]
+    assert seen["gauge"] == 30 and seen["revoked"] == {}
+    assert gauge(3) is None and v.health()["assigned"] == []  # handed over: its series goes with it
