@@ -49,11 +49,11 @@ from typing import Any
 from cdc_repair import metrics
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.db import mysql
+from cdc_repair.model.verdict import Verdict
 from cdc_repair.sink.kafka_consumer import TP, DeadLetters, GroupConsumer, Record
 from cdc_repair.state import ledger
 from cdc_repair.state.engine import StateEngine, state_engine
 from cdc_repair.validate.confirmer import KeyConfirmer
-from cdc_repair.validate.rules import Verdict
 from cdc_repair.validate.stream_kafka import Consumer, StreamKafka, subscribe
 from cdc_repair.validate.stream_keys import PendingKey, StreamKeys
 
