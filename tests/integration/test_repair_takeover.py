@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from test_repair_support import INSERT, Env, article, make_env
 
-from cdc_repair.commands.repair import run_repair
+from cdc_repair.app.repair import run_repair
 from cdc_repair.repair.store import Filters, StateStore
 from cdc_repair_dev.devservices.mariadb import MariaDBServer
 

@@ -46,7 +46,8 @@ LIBRARY_EXCEPTIONS: dict[tuple[str, str], str] = {
     ("config.py", "yaml"): "environment overrides (CDC_REPAIR_SECTION__KEY) are parsed as YAML values",
 }
 
-FOUNDATION = {"", "__init__", "errors", "model", "db", "config", "config_file", "log", "metrics", "checkpoint"}
+FOUNDATION = {"", "__init__", "errors", "model", "db", "config", "config_file", "log", "metrics", "checkpoint",
+              "stage"}
 ADAPTERS = {"sink", "state"}
 STAGES = {"source", "validate", "repair"}
 COMPOSITION = {"preflight", "runtime", "app", "observe", "web", "commands", "cli", "__main__"}
