@@ -53,6 +53,8 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
 def command(ctx: CliContext, full: bool, since: str | None, keys: tuple[str, ...], pair_name: str | None,
             where: str | None, resume: bool) -> None:
     """Find inconsistencies between each pair's source and target tables and record them in the ledger."""
+    from cdc_repair.app.validate import validate
+
     modes = sum(bool(x) for x in (full, since, keys))
     if modes > 1:
         fail("choose one of --full, --since T, --key K (the default is --full)")
@@ -60,8 +62,6 @@ def command(ctx: CliContext, full: bool, since: str | None, keys: tuple[str, ...
         fail("--where and --resume apply to the full scan only (drop --since/--key)")
     since_at = parse_since(since) if since else None
     settings = ctx.settings()
-    from cdc_repair.app.validate import validate
-
     try:
         with progress_display("rows", enabled=not ctx.json_output and not (since or keys)) as progress:
             doc = validate(settings, pair_name=pair_name, since=since_at, keys=keys, where=where, resume=resume,
