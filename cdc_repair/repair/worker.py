@@ -87,11 +87,10 @@ def repair_claimed(repairer: Repairer, store: StateStore, token: str, pair: Pair
                    strategy: Strategy, *, on_chunk: Callable[[int], None] | None = None) -> Finished:
     """The one claim → execute → finish loop, for the daemon's worker and `cdc-repair repair --execute`.
 
-    `items` were claimed under `token`. They are executed CHUNK_KEYS at a time (bounded memory) and each chunk's
-    entries closed, retried later or parked at once (`Repairer.finish`), so a crash loses at most one chunk's
-    bookkeeping, never a write's undo record. When a chunk fails, every entry not finished yet is given back
-    (`open`) before the error goes on: nothing stays claimed by a run that gave up. `on_chunk(keys done)` is
-    called after each chunk (the CLI's progress display)."""
+    `items` were claimed under `token`. They are executed CHUNK_KEYS at a time (bounded memory), and each chunk's
+    entries are closed, retried later or parked (`Repairer.finish`) before the next chunk starts. When a chunk
+    fails, every entry not finished yet is given back (`open`) before the error goes on: nothing stays claimed
+    by a run that gave up. `on_chunk(keys done)` is called after each chunk (the CLI's progress display)."""
     out = Finished()
     for start in range(0, len(items), CHUNK_KEYS):
         chunk = items[start:start + CHUNK_KEYS]
