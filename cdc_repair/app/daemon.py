@@ -28,6 +28,7 @@ from cdc_repair.runtime.scheduler import SchedulerStage
 from cdc_repair.runtime.signals import SignalEvents
 from cdc_repair.runtime.status import build_status
 from cdc_repair.runtime.supervisor import Backoff, StageFactory, StageSpec
+from cdc_repair.source.history import BinlogHistory
 from cdc_repair.source.tailer import Tailer
 from cdc_repair.state.engine import StateEngine
 from cdc_repair.validate.consumer import IncrementalValidator
@@ -40,14 +41,16 @@ def stage_specs(live: LiveSettings, ctx: JobContext) -> list[StageSpec]:
     """Every stage of `cdc-repair run`: tailers + scheduler (leader only), validator, repairer.
 
     Each factory builds a fresh stage from the settings in force at that moment (a restart after a reload
-    gets the new ones). The repairer also gets `live`, so it re-reads `repair.*` on every pass; it is always
-    there, and idles while `repair.auto_repair` is false."""
+    gets the new ones). The repairer also gets `live`, so it re-reads `repair.*` on every pass, and the binlog
+    reader compensation needs (`source/history.py`); it is always there, and idles while `repair.auto_repair`
+    is false."""
     captures = live.current.capture
     specs = [StageSpec(name, _tailer(live, cap), leader_only=True)
              for cap, name in zip(captures, capture_stage_names(c.server for c in captures), strict=True)]
     specs.append(StageSpec("validate", lambda: IncrementalValidator(live.current, engine=ctx.engine),
                            reload_sections=("validator",)))
-    specs.append(StageSpec("repair", lambda: RepairWorker(live.current, live=live), reload_sections=("repair",)))
+    specs.append(StageSpec("repair", lambda: RepairWorker(live.current, live=live, history=BinlogHistory),
+                           reload_sections=("repair",)))
     specs.append(StageSpec("scheduler", lambda: SchedulerStage(ctx), leader_only=True,
                            reload_sections=("scheduler",)))
     return specs

@@ -15,6 +15,9 @@ from collections.abc import Callable
 
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.errors import CdcRepairError
+from cdc_repair.model.keys import pk_string
+from cdc_repair.model.ledger import ACTIVE_STATUSES, RESOLVABLE_STATUSES
+from cdc_repair.model.ledger import LedgerFilter as Filters
 from cdc_repair.preflight import require_unique_keys
 from cdc_repair.repair.actions import Strategy
 from cdc_repair.repair.repairer import KeyResult, Repairer, RunReport, WorkItem
@@ -22,9 +25,8 @@ from cdc_repair.repair.rollback import RollbackReport, rollback
 from cdc_repair.repair.runs import FAILED as FAILED_RUN
 from cdc_repair.repair.runs import FINISHED as FINISHED_RUN
 from cdc_repair.repair.runs import Heartbeat, hand_over, held_reason, take_over_dead
-from cdc_repair.repair.store import FAILED, OPEN, REPAIRING, Filters, StateStore, new_id
+from cdc_repair.repair.store import StateStore, new_id
 from cdc_repair.repair.worker import CHUNK_KEYS, repair_claimed
-from cdc_repair.validate.rules import pk_string
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,9 @@ class _Run:
         self.store = StateStore(settings.state.dsn)
         run_id = new_id("run")
         self.report = RunReport(run_id, mode)
-        self.repairer = Repairer(settings, self.store, run_id=run_id)
+        from cdc_repair.source.history import BinlogHistory  # compensation's binlog reader (loads the binlog library)
+
+        self.repairer = Repairer(settings, self.store, run_id=run_id, history=BinlogHistory(settings))
         self.repairer.record_sql = print_sql and mode == "execute"
         self.token = f"cli:{run_id}:{uuid.uuid4().hex[:6]}"
         self.heartbeat = Heartbeat(settings.state.dsn, run_id, self.token, "cli", settings.repair).start() \
@@ -99,11 +103,11 @@ class _Run:
         if self.mode == "execute":
             items, live_reasons = self._claim(pair, filters, limit, take_over)
         else:
-            entries = self.store.entries(filters, (OPEN, FAILED, REPAIRING), limit=limit)
+            entries = self.store.entries(filters, ACTIVE_STATUSES, limit=limit)
             items, live_reasons = [WorkItem(pair.name, e.pk, e) for e in entries], {}
         held = set(live_reasons) if not filters.pks else set()
         if filters.pks:
-            known = ({e.pk for e in self.store.entries(filters, (OPEN, FAILED, REPAIRING))}
+            known = ({e.pk for e in self.store.entries(filters, ACTIVE_STATUSES)}
                      if self.mode == "execute" else set())
             held = known - {i.pk for i in items}
             have = {i.pk for i in items} | held
@@ -125,7 +129,7 @@ class _Run:
         cfg = self.settings.repair
         handover = hand_over(self.store, filters, self.token, cfg, take_over)
         take_over_dead(self.settings, self.store, handover, self.report.run_id)
-        entries = self.store.claim(self.token, filters, statuses=(OPEN, FAILED), due=False, limit=limit,
+        entries = self.store.claim(self.token, filters, statuses=RESOLVABLE_STATUSES, due=False, limit=limit,
                                    stale_after_s=cfg.claim_timeout_s, dead_after_s=cfg.dead_after_s,
                                    take_over=handover.tokens)
         held: dict[str, str] = {}

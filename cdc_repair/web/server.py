@@ -33,13 +33,8 @@ from urllib.parse import urlsplit
 from cdc_repair import metrics
 from cdc_repair.config import Settings, WebConfig
 from cdc_repair.errors import ConfigError
-from cdc_repair.observe import (
-    LedgerGaugeStage,
-    ReadinessProbe,
-    StateEngine,
-    dependency_checks,
-    initialise_metric_labels,
-)
+from cdc_repair.observe import LedgerGaugeStage, ReadinessProbe, dependency_checks, initialise_metric_labels
+from cdc_repair.state.engine import StateEngine
 from cdc_repair.web.history import History
 from cdc_repair.web.page import render_page
 

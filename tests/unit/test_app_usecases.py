@@ -12,9 +12,9 @@ import pytest
 
 from cdc_repair.config import settings_from_mapping
 from cdc_repair.errors import CdcRepairError, TerminalError
+from cdc_repair.model.keys import pk_string
 from cdc_repair.repair.repairer import KeyResult, WorkItem
 from cdc_repair.runtime.signals import SignalEvents, install
-from cdc_repair.validate.rules import pk_string
 
 RAW = {"servers": {"a": {"dsn": "mysql://u:p@127.0.0.1:1/"}, "b": {"dsn": "mysql://u:p@127.0.0.2:1/"}},
        "state": {"dsn": "mysql://u:p@127.0.0.1:1/s"}, "kafka": {"bootstrap_servers": ["x:1"]},
