@@ -54,6 +54,7 @@ from cdc_repair.sink.flat_message import FlatMessage, parse_flat_message
 from cdc_repair.sink.kafka_admin import ensure_topics
 from cdc_repair.sink.kafka_consumer import TP, DeadLetters, GroupConsumer, Record
 from cdc_repair.sink.partitioning import topic_for
+from cdc_repair.stage import Stage
 from cdc_repair.state import ledger
 from cdc_repair.state.engine import StateEngine, state_engine
 from cdc_repair.validate.check import check
@@ -135,7 +136,7 @@ class _Item:
     event_ts: float | None = None
 
 
-class IncrementalValidator:
+class IncrementalValidator(Stage):
     def __init__(self, settings: Settings, *, group_id: str | None = None, engine: StateEngine | None = None,
                  consumer_factory: Callable[..., GroupConsumer] | None = None,
                  on_confirmed: Callable[[Verdict, float | None], None] | None = None,
