@@ -51,6 +51,7 @@ from cdc_repair.config import PairConfig, Settings
 from cdc_repair.db import mysql
 from cdc_repair.model.verdict import Verdict
 from cdc_repair.sink.kafka_consumer import TP, DeadLetters, GroupConsumer, Record
+from cdc_repair.stage import Stage
 from cdc_repair.state import ledger
 from cdc_repair.state.engine import StateEngine, state_engine
 from cdc_repair.validate.confirmer import KeyConfirmer
@@ -88,7 +89,7 @@ class Servers:
         self._conns.clear()
 
 
-class IncrementalValidator:
+class IncrementalValidator(Stage):
     def __init__(self, settings: Settings, *, group_id: str | None = None, engine: StateEngine | None = None,
                  consumer_factory: Callable[..., Consumer] | None = None,
                  on_confirmed: Callable[[Verdict, float | None], None] | None = None,
