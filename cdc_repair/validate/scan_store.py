@@ -8,13 +8,17 @@ need, let alone write, a state database, so the same scan runs against `ReadOnly
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from typing import Protocol
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 from cdc_repair.state import ledger, scan_progress
 from cdc_repair.state.engine import StateEngine
 from cdc_repair.state.scan_progress import Finding, ScanState
 from cdc_repair.validate.rules import Verdict
+
+log = logging.getLogger(__name__)
 
 
 class ScanStore(Protocol):
@@ -90,3 +94,60 @@ class ReadOnlyScanStore:
 
     def findings(self, scan_id: str, pair: str, limit: int) -> tuple[dict[str, int], list[Finding]]:
         return {}, []
+
+
+class LatestWriter:
+    """A background thread writing the latest (scan_id, state) handed to it; older pending states are skipped.
+
+    Why: saving progress after every chunk is a state-server round trip; in the background it overlaps the next
+    chunk's queries, and a crash loses at most the chunk being written (the resume point only moves forward)."""
+
+    def __init__(self, write: Callable[[str, Any], None]) -> None:
+        self._write = write
+        self._cond = threading.Condition()
+        self._pending: tuple[str, Any] | None = None
+        self._busy = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="scan-progress", daemon=True)
+        self._thread.start()
+
+    def put(self, scan_id: str, state: Any) -> None:
+        with self._cond:
+            if self._error is not None:
+                raise self._error
+            self._pending = (scan_id, state)
+            self._cond.notify_all()
+
+    def flush(self) -> None:
+        with self._cond:
+            while (self._pending is not None or self._busy) and self._error is None and self._thread.is_alive():
+                self._cond.wait(0.1)
+            if self._error is not None:
+                raise self._error
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closed:
+                    self._cond.wait()
+                if self._pending is None:
+                    return
+                item, self._pending = self._pending, None
+                self._busy = True
+            try:
+                self._write(*item)
+            except BaseException as exc:  # surfaced to the scan on its next put/flush
+                log.exception("saving full-scan progress failed")
+                with self._cond:
+                    self._error = exc
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()

@@ -25,7 +25,7 @@ from cdc_repair.repair.rollback import rollback
 from cdc_repair.repair.store import StateStore
 from cdc_repair.state import ledger, scan_progress
 from cdc_repair.state.engine import state_engine
-from cdc_repair.validate import full_scan
+from cdc_repair.validate import scan_sides
 from cdc_repair.validate.check import check
 from cdc_repair.validate.full_scan import run_full_scan
 from cdc_repair.validate.window_scan import run_window_scan
@@ -48,7 +48,7 @@ def env(mariadb: MariaDBServer) -> Iterator[Env]:
 def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Integer keys use bucketed checksums; the generic keyset path must behave the same."""
     if request.param == "keyset-only":
-        monkeypatch.setattr(full_scan._PairScan, "_bucket_width", lambda *a, **k: None)
+        monkeypatch.setattr(scan_sides, "bucket_layout", lambda *a, **k: None)
     return str(request.param)
 
 

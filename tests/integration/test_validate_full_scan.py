@@ -11,7 +11,7 @@ from test_validate_support import Env, make_env, plant_articles, plant_items
 
 from cdc_repair.state import ledger, scan_progress
 from cdc_repair.state.engine import state_engine
-from cdc_repair.validate import full_scan
+from cdc_repair.validate import scan_sides, scan_throttle
 from cdc_repair.validate.full_scan import run_full_scan
 from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
@@ -33,7 +33,7 @@ def found(report: Any, pair: str) -> dict[int, str]:
 def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Integer keys use bucketed checksums; other keys (composite, strings, negatives) the generic path."""
     if request.param == "keyset-only":
-        monkeypatch.setattr(full_scan._PairScan, "_bucket_width", lambda *a, **k: None)
+        monkeypatch.setattr(scan_sides, "bucket_layout", lambda *a, **k: None)
     return str(request.param)
 
 
@@ -193,7 +193,7 @@ def test_scan_pauses_while_threads_running_is_high(env: Env) -> None:
     sleepers = [threading.Thread(target=busy) for _ in range(3)]
     for t in sleepers:
         t.start()
-    full_scan._load_conns.clear()
+    scan_throttle._load_conns.clear()
     report = run_full_scan(settings, "articles")
     for t in sleepers:
         t.join()
