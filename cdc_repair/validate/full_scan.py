@@ -37,24 +37,26 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cdc_repair import metrics
 from cdc_repair.config import PairConfig, Settings
-from cdc_repair.errors import TransientError
-from cdc_repair.state import scan_progress
-from cdc_repair.state.engine import StateEngine, state_engine
-from cdc_repair.validate.confirmer import MAX_REPORTED, KeyConfirmer
 from cdc_repair.validate.rules import MISMATCH_KINDS, Verdict, parse_pk, pk_string
 from cdc_repair.validate.scan_drill import Drill, SourceChunk, Strategy, is_dirty, strategy
 from cdc_repair.validate.scan_sides import Sides, estimate_rows, open_sides
 from cdc_repair.validate.scan_sizer import ChunkSizer
-from cdc_repair.validate.scan_store import LatestWriter, LedgerScanStore, ScanStore
+from cdc_repair.validate.scan_store import LatestWriter, LedgerScanStore, PairLock, ScanStore
 from cdc_repair.validate.scan_throttle import Throttle
+
+if TYPE_CHECKING:  # both import SQLAlchemy, which a scan loads in the background (see `_open_store`)
+    from cdc_repair.state.engine import StateEngine
+    from cdc_repair.validate.confirmer import KeyConfirmer
 
 log = logging.getLogger(__name__)
 
 WORK_EVERY_S = 0.25  # batch first checks and re-checks of differing rows
+MAX_REPORTED = 100_000  # confirmed verdicts kept for the report; `diffs` counts every one
+RUNNING, DONE, FAILED = "running", "done", "failed"  # scan_progress statuses (state/scan_progress.py)
 
 Key = tuple[Any, ...]
 Progress = Callable[[str, int, int], None]
@@ -123,28 +125,38 @@ def run_full_scan(settings: Settings, pair_name: str | None = None, resume: bool
     """Scan one pair or all pairs (see module docstring). `store` decides where progress and findings go
     (default: the state database's ledger; `ReadOnlyScanStore` for a compare that writes nothing)."""
     pairs = [settings.pair(pair_name)] if pair_name else list(settings.pairs)
-    own_engine = engine is None and store is None
-    eng = engine if engine is not None or store is not None else state_engine(settings.state.dsn)
-    if store is None:
-        assert eng is not None
-        store = LedgerScanStore(eng)
+    runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scan-state")
+    opened = runner.submit(_open_store, settings, engine, store)
     report = ScanReport()
     t0 = time.monotonic()
     try:
         for pair in pairs:
-            with store.lock(pair.name) as mine:
-                if not mine:
-                    raise TransientError(f"a full scan of pair '{pair.name}' is already running in another process "
-                                         f"(it holds the state server's scan lock); wait for it or stop it")
-                report.pairs.append(_PairScan(settings, pair, store, where, on_progress, stop).run(resume))
+            lock = PairLock(runner, opened, pair.name)
+            try:
+                report.pairs.append(_PairScan(settings, pair, lock, where, on_progress, stop).run(resume))
+            finally:
+                lock.release()
             if stop is not None and stop.is_set():
                 break
     finally:
-        if own_engine and eng is not None:
-            eng.dispose()
+        if engine is None and store is None and opened.exception() is None:
+            own = opened.result()
+            assert isinstance(own, LedgerScanStore)
+            own.engine.dispose()
+        runner.shutdown()
     report.seconds = time.monotonic() - t0
     return report
 
+
+
+def _open_store(settings: Settings, engine: StateEngine | None, store: ScanStore | None) -> ScanStore:
+    """The given store, or the ledger on the given (else a new) state engine. Runs in the background: the
+    state package's imports (SQLAlchemy) and the connection overlap the scan's first chunks."""
+    if store is not None:
+        return store
+    from cdc_repair.state.engine import state_engine
+
+    return LedgerScanStore(engine if engine is not None else state_engine(settings.state.dsn))
 
 
 # ---------------------------------------------------------------- one pair
@@ -175,9 +187,15 @@ class _Pending:
 class _PairScan:
     """One pair's scan: the chunk loop over a `Strategy`, the differing keys through a `KeyConfirmer`."""
 
-    def __init__(self, settings: Settings, pair: PairConfig, store: ScanStore, where: str | None,
+    def __init__(self, settings: Settings, pair: PairConfig, lock: PairLock, where: str | None,
                  on_progress: Progress | None, stop: threading.Event | None) -> None:
-        self.settings, self.pair, self.store = settings, pair, store
+        self.settings, self.pair, self.lock = settings, pair, lock
+        self._start: tuple[str, int] | None = None  # (scan_id, estimate): a new scan not yet in the store
+        self._start_lock = threading.Lock()
+        self.confirmer: KeyConfirmer | None = None  # created with the first differing keys
+        self.scan_id = ""
+        self._unreported = False  # a progress report was skipped (store not ready yet)
+        self.sides: Sides | None = None
         self.where, self.on_progress, self.stop = where, on_progress, stop
         self.cfg = settings.validator.full_scan
         self.pending = _Pending()
@@ -190,7 +208,7 @@ class _PairScan:
         self.throttle = Throttle(settings, pair, stop)
 
     def run(self, resume: bool) -> PairScanResult:
-        state = self.store.resumable(self.pair.name) if resume else None
+        state = self.lock.store().resumable(self.pair.name) if resume else None
         scan_id = state.scan_id if state else uuid.uuid4().hex[:16]
         res = PairScanResult(self.pair.name, scan_id, resumed=state is not None)
         self.where = state.where_clause if state else self.where
@@ -200,52 +218,84 @@ class _PairScan:
             lower = parse_pk(state.last_key) if state.last_key else None
             log.info("resuming full scan %s of pair %s after key %s (%d chunks done)", scan_id, self.pair.name,
                      state.last_key, state.chunks)
-        else:
-            self.store.start(scan_id, self.pair.name, self.where)
-        sides = open_sides(self.settings, self.pair)
+        sides = self.sides = open_sides(self.settings, self.pair)
+        self.scan_id = scan_id
         t0 = time.monotonic()
         estimate = estimate_rows(sides)
-        self.store.set_total(scan_id, self.pair.name, estimate or None)  # status: rows done of total
+        if state is None:
+            self._start = (scan_id, estimate)  # written with the first store call, once the lock is held
+        else:
+            self.lock.store().set_total(scan_id, self.pair.name, estimate or None)  # status: rows done of total
         drill = Drill(self.pair, sides, self.where, self.pool)
-        self.confirmer = self._confirmer(scan_id, sides)
         try:
             self._loop(res, strategy(drill, sides.buckets), lower, estimate)
             self._flush()
-            self.confirmer.drain()
+            if self.confirmer is not None:
+                self.confirmer.drain()
             self._prune()
             res.interrupted = self._stopped()
             self._save(res, None if not res.interrupted else self.pending.frontier(self.last_upper), final=True)
+            self._progress(res, estimate, final=True)
         except BaseException:
-            self.store.finish(scan_id, self.pair.name, scan_progress.FAILED)
+            self._failed(scan_id)
             raise
         finally:
             res.seconds = time.monotonic() - t0
             res.bisections, res.rows_compared = drill.bisections, drill.rows_compared
-            res.rows_checked = self.confirmer.keys_checked
-            res.diffs, res.confirmed = self.confirmer.diffs, self.confirmer.confirmed
+            if self.confirmer is not None:
+                res.rows_checked = self.confirmer.keys_checked
+                res.diffs, res.confirmed = self.confirmer.diffs, self.confirmer.confirmed
             self._saver.close()
             self.pool.shutdown(wait=True)
             sides.close()
         if res.resumed:
             self._whole_scan(res)
-        self.store.finish(scan_id, self.pair.name, scan_progress.FAILED if res.interrupted else scan_progress.DONE)
+        self._store().finish(scan_id, self.pair.name, FAILED if res.interrupted else DONE)
         metrics.SCAN_ROWS_PER_SECOND.labels(self.pair.name).set(res.rows_per_s)
         return res
 
-    def _confirmer(self, scan_id: str, sides: Sides) -> KeyConfirmer:
-        """Differing keys are checked on the sides' drill-down connections; every verdict goes to the store
-        (mismatches also as findings of this scan)."""
-        def record(verdicts: list[Verdict]) -> None:
-            self.store.record(scan_id, self.pair.name, verdicts,
-                              [v.pk for v in verdicts if v.kind in MISMATCH_KINDS])
+    def _store(self) -> ScanStore:
+        """The store once the lock is ours; a new scan's row is started (with its row estimate) on first use."""
+        store = self.lock.store()
+        with self._start_lock:
+            if self._start is not None:
+                scan_id, estimate = self._start
+                store.start(scan_id, self.pair.name, self.where)
+                store.set_total(scan_id, self.pair.name, estimate or None)  # status: rows done of total
+                self._start = None
+        return store
 
-        return KeyConfirmer.from_settings(self.settings, self.pair, lambda: (sides.source.conn, sides.target.conn),
-                                          record, origin="full_scan")
+    def _failed(self, scan_id: str) -> None:
+        """Mark the scan failed, if it ever got into the store (a scan whose lock was taken never did)."""
+        try:
+            store = self.lock.store()
+        except BaseException:
+            return
+        if self._start is None:
+            store.finish(scan_id, self.pair.name, FAILED)
+
+    def _confirm(self) -> KeyConfirmer:
+        """The confirmer, created with the first differing keys (its module imports the state package).
+        Keys are checked on the sides' drill-down connections; every verdict goes to the store (mismatches also
+        as findings of this scan)."""
+        if self.confirmer is None:
+            from cdc_repair.validate.confirmer import KeyConfirmer
+
+            sides, scan_id = self.sides, self.scan_id
+            assert sides is not None
+
+            def record(verdicts: list[Verdict]) -> None:
+                self._store().record(scan_id, self.pair.name, verdicts,
+                                     [v.pk for v in verdicts if v.kind in MISMATCH_KINDS])
+
+            self.confirmer = KeyConfirmer.from_settings(
+                self.settings, self.pair, lambda: (sides.source.conn, sides.target.conn), record, origin="full_scan")
+        return self.confirmer
 
     def _whole_scan(self, res: PairScanResult) -> None:
         """A resumed scan reports every difference of the whole scan: also those confirmed before the
         interruption (from `scan_finding`), as long as their ledger entry is still active."""
-        diffs, items = self.store.findings(res.scan_id, self.pair.name, MAX_REPORTED)
+        diffs, items = self._store().findings(res.scan_id, self.pair.name, MAX_REPORTED)
         res.diffs = diffs
         res.confirmed = [Verdict(self.pair.name, parse_pk(f.pk), f.kind, f.columns) for f in items]
 
@@ -292,15 +342,26 @@ class _PairScan:
 
     def _finish_chunk(self, res: PairScanResult, upper: Key | None, estimate: int) -> None:
         """After a chunk: background work, the resume frontier, progress and its metric."""
+        self.lock.check()
         self._work()
         self.last_upper = upper
         self._save(res, self.pending.frontier(upper))
-        if self.on_progress is not None:
-            self.on_progress(self.pair.name, res.rows, max(estimate, res.rows))
+        self._progress(res, estimate, final=False)
         if estimate:
             metrics.SCAN_PROGRESS.labels(self.pair.name).set(min(1.0, res.rows / estimate))
         if upper is None:
             metrics.SCAN_PROGRESS.labels(self.pair.name).set(1.0)
+
+    def _progress(self, res: PairScanResult, estimate: int, final: bool) -> None:
+        """Report progress once the store is usable: a scan that cannot record (state database down, lock
+        taken) shows its one error line, not a progress line first. The final call reports what was skipped."""
+        if self.on_progress is None or (not final and not self.lock.ready()):
+            self._unreported = True
+            return
+        if final and not self._unreported:
+            return
+        self._unreported = False
+        self.on_progress(self.pair.name, res.rows, max(estimate, res.rows))
 
     def _stopped(self) -> bool:
         return self.stop is not None and self.stop.is_set()
@@ -320,7 +381,7 @@ class _PairScan:
         keys, self.queue = self.queue, []
         self._last_work = time.monotonic()
         if keys:
-            self.confirmer.check(keys)
+            self._confirm().check(keys)
             self._prune()
 
     def _work(self) -> None:
@@ -328,12 +389,14 @@ class _PairScan:
         if time.monotonic() - self._last_work < WORK_EVERY_S:
             return
         self._flush()
-        self.confirmer.poll()
+        if self.confirmer is not None:
+            self.confirmer.poll()
         self._prune()
 
     def _prune(self) -> None:
         queued = {pk_string(k) for k in self.queue}
-        self.pending.prune(lambda pk: pk in queued or self.confirmer.pending(pk))
+        confirmer = self.confirmer
+        self.pending.prune(lambda pk: pk in queued or (confirmer is not None and confirmer.pending(pk)))
 
     # -- progress
 
@@ -342,13 +405,13 @@ class _PairScan:
         the next chunk's queries; a crash loses at most the chunk being written); `final` writes it now."""
         key, rows, chunks = frontier if frontier is not None else (None, None, None)
         state = (pk_string(key) if key is not None else None, res.chunks if chunks is None else chunks,
-                 res.rows if rows is None else rows, sum(self.confirmer.diffs.values()))
+                 res.rows if rows is None else rows, sum(self.confirmer.diffs.values()) if self.confirmer else 0)
         if final:
             self._saver.flush()
             self._write(res.scan_id, state)
-        else:
+        elif self.lock.ready():  # before that, nothing is saved (a later state supersedes this one anyway)
             self._saver.put(res.scan_id, state)
 
     def _write(self, scan_id: str, state: tuple[str | None, int, int, int]) -> None:
         last_key, chunks, rows, diffs = state
-        self.store.save(scan_id, self.pair.name, last_key=last_key, chunks=chunks, rows=rows, diffs=diffs)
+        self._store().save(scan_id, self.pair.name, last_key=last_key, chunks=chunks, rows=rows, diffs=diffs)

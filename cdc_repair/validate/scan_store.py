@@ -11,12 +11,15 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Protocol
 
-from cdc_repair.state import ledger, scan_progress
-from cdc_repair.state.engine import StateEngine
-from cdc_repair.state.scan_progress import Finding, ScanState
+from cdc_repair.errors import TransientError
 from cdc_repair.validate.rules import Verdict
+
+if TYPE_CHECKING:  # the state package imports SQLAlchemy: a full scan imports it in the background (`PairLock`)
+    from cdc_repair.state.engine import StateEngine
+    from cdc_repair.state.scan_progress import Finding, ScanState
 
 log = logging.getLogger(__name__)
 
@@ -36,32 +39,35 @@ class LedgerScanStore:
     """Progress in `scan_progress`, verdicts in the ledger (detected_by `full_scan`), the scan lock on the server."""
 
     def __init__(self, engine: StateEngine) -> None:
+        from cdc_repair.state import ledger, scan_progress
+
         self.engine = engine
+        self._ledger, self._progress = ledger, scan_progress
 
     def lock(self, pair: str) -> contextlib.AbstractContextManager[bool]:
-        return scan_progress.scan_lock(self.engine, pair)
+        return self._progress.scan_lock(self.engine, pair)
 
     def resumable(self, pair: str) -> ScanState | None:
-        return scan_progress.resumable(self.engine, pair)
+        return self._progress.resumable(self.engine, pair)
 
     def start(self, scan_id: str, pair: str, where: str | None) -> None:
-        scan_progress.start(self.engine, scan_id, pair, where)
+        self._progress.start(self.engine, scan_id, pair, where)
 
     def save(self, scan_id: str, pair: str, *, last_key: str | None, chunks: int, rows: int, diffs: int) -> None:
-        scan_progress.save(self.engine, scan_id, pair, last_key=last_key, chunks=chunks, rows=rows, diffs=diffs)
+        self._progress.save(self.engine, scan_id, pair, last_key=last_key, chunks=chunks, rows=rows, diffs=diffs)
 
     def finish(self, scan_id: str, pair: str, status: str) -> None:
-        scan_progress.finish(self.engine, scan_id, pair, status)
+        self._progress.finish(self.engine, scan_id, pair, status)
 
     def set_total(self, scan_id: str, pair: str, rows_total: int | None) -> None:
-        scan_progress.set_total(self.engine, scan_id, pair, rows_total)
+        self._progress.set_total(self.engine, scan_id, pair, rows_total)
 
     def record(self, scan_id: str, pair: str, verdicts: list[Verdict], mismatched: Sequence[str]) -> None:
-        ledger.record_verdicts(self.engine, verdicts, "full_scan")
-        scan_progress.add_findings(self.engine, scan_id, pair, mismatched)
+        self._ledger.record_verdicts(self.engine, verdicts, "full_scan")
+        self._progress.add_findings(self.engine, scan_id, pair, mismatched)
 
     def findings(self, scan_id: str, pair: str, limit: int) -> tuple[dict[str, int], list[Finding]]:
-        return scan_progress.findings(self.engine, scan_id, pair, limit)
+        return self._progress.findings(self.engine, scan_id, pair, limit)
 
 
 class ReadOnlyScanStore:
@@ -94,6 +100,53 @@ class ReadOnlyScanStore:
 
     def findings(self, scan_id: str, pair: str, limit: int) -> tuple[dict[str, int], list[Finding]]:
         return {}, []
+
+
+class PairLock:
+    """A pair's scan lock, taken in the background, and the store behind it.
+
+    Why in the background: opening the state database (importing SQLAlchemy, connecting) and taking the lock
+    cost a few hundred milliseconds that a new scan can spend reading chunks instead; nothing is written before
+    the lock is held (`store()` waits for it), and a scan that finds the lock taken fails with the same
+    TransientError, only after its first chunk instead of before."""
+
+    def __init__(self, runner: ThreadPoolExecutor, store: Future[ScanStore], pair: str) -> None:
+        self.pair = pair
+        self._store = store
+        self._held: contextlib.AbstractContextManager[bool] | None = None
+        self._future = runner.submit(self._take)
+
+    def _take(self) -> ScanStore:
+        store = self._store.result()
+        cm = store.lock(self.pair)
+        if not cm.__enter__():
+            cm.__exit__(None, None, None)
+            raise TransientError(f"a full scan of pair '{self.pair}' is already running in another process "
+                                 f"(it holds the state server's scan lock); wait for it or stop it")
+        self._held = cm
+        return store
+
+    def store(self) -> ScanStore:
+        """The store, once the lock is held (raises when it is not ours)."""
+        return self._future.result()
+
+    def ready(self) -> bool:
+        """Is the lock held (the store usable without waiting)?"""
+        return self._future.done() and self._future.exception() is None
+
+    def check(self) -> None:
+        """Raise now if the lock turned out to be another scanner's (never waits)."""
+        if self._future.done():
+            self._future.result()
+
+    def release(self) -> None:
+        try:
+            self._future.result()
+        except BaseException:  # never held: nothing to release (the error reached the scan through `store`)
+            return
+        if self._held is not None:
+            self._held.__exit__(None, None, None)
+            self._held = None
 
 
 class LatestWriter:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -193,6 +194,10 @@ def test_scan_pauses_while_threads_running_is_high(env: Env) -> None:
     sleepers = [threading.Thread(target=busy) for _ in range(3)]
     for t in sleepers:
         t.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(env.sql("SELECT ID FROM information_schema.PROCESSLIST "
+                                                      "WHERE INFO LIKE 'SELECT SLEEP(2)%'")) < 3:
+        time.sleep(0.02)  # the scan must start while they run (its first chunk comes within milliseconds)
     scan_throttle._load_conns.clear()
     report = run_full_scan(settings, "articles")
     for t in sleepers:
