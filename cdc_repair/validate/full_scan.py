@@ -194,7 +194,6 @@ class _PairScan:
         self._start_lock = threading.Lock()
         self.confirmer: KeyConfirmer | None = None  # created with the first differing keys
         self.scan_id = ""
-        self._unreported = False  # a progress report was skipped (store not ready yet)
         self.sides: Sides | None = None
         self.where, self.on_progress, self.stop = where, on_progress, stop
         self.cfg = settings.validator.full_scan
@@ -235,7 +234,6 @@ class _PairScan:
             self._prune()
             res.interrupted = self._stopped()
             self._save(res, None if not res.interrupted else self.pending.frontier(self.last_upper), final=True)
-            self._progress(res, estimate, final=True)
         except BaseException:
             self._failed(scan_id)
             raise
@@ -341,27 +339,19 @@ class _PairScan:
             lower = chunk.upper
 
     def _finish_chunk(self, res: PairScanResult, upper: Key | None, estimate: int) -> None:
-        """After a chunk: background work, the resume frontier, progress and its metric."""
-        self.lock.check()
+        """After a chunk: background work, the resume frontier, progress and its metric. The first one waits for
+        the store (the next chunk's source query runs meanwhile): a scan that cannot record (state database
+        down, lock taken) stops here with its one error line, before any progress is shown."""
+        self._store()
         self._work()
         self.last_upper = upper
         self._save(res, self.pending.frontier(upper))
-        self._progress(res, estimate, final=False)
+        if self.on_progress is not None:
+            self.on_progress(self.pair.name, res.rows, max(estimate, res.rows))
         if estimate:
             metrics.SCAN_PROGRESS.labels(self.pair.name).set(min(1.0, res.rows / estimate))
         if upper is None:
             metrics.SCAN_PROGRESS.labels(self.pair.name).set(1.0)
-
-    def _progress(self, res: PairScanResult, estimate: int, final: bool) -> None:
-        """Report progress once the store is usable: a scan that cannot record (state database down, lock
-        taken) shows its one error line, not a progress line first. The final call reports what was skipped."""
-        if self.on_progress is None or (not final and not self.lock.ready()):
-            self._unreported = True
-            return
-        if final and not self._unreported:
-            return
-        self._unreported = False
-        self.on_progress(self.pair.name, res.rows, max(estimate, res.rows))
 
     def _stopped(self) -> bool:
         return self.stop is not None and self.stop.is_set()
@@ -409,7 +399,7 @@ class _PairScan:
         if final:
             self._saver.flush()
             self._write(res.scan_id, state)
-        elif self.lock.ready():  # before that, nothing is saved (a later state supersedes this one anyway)
+        else:
             self._saver.put(res.scan_id, state)
 
     def _write(self, scan_id: str, state: tuple[str | None, int, int, int]) -> None:

@@ -106,9 +106,9 @@ class PairLock:
     """A pair's scan lock, taken in the background, and the store behind it.
 
     Why in the background: opening the state database (importing SQLAlchemy, connecting) and taking the lock
-    cost a few hundred milliseconds that a new scan can spend reading chunks instead; nothing is written before
-    the lock is held (`store()` waits for it), and a scan that finds the lock taken fails with the same
-    TransientError, only after its first chunk instead of before."""
+    cost a few hundred milliseconds that a new scan spends reading its first chunks instead; nothing is written
+    before the lock is held (`store()` waits for it), and a scan that finds the lock taken fails with the same
+    TransientError, after its first chunk instead of before it."""
 
     def __init__(self, runner: ThreadPoolExecutor, store: Future[ScanStore], pair: str) -> None:
         self.pair = pair
@@ -129,15 +129,6 @@ class PairLock:
     def store(self) -> ScanStore:
         """The store, once the lock is held (raises when it is not ours)."""
         return self._future.result()
-
-    def ready(self) -> bool:
-        """Is the lock held (the store usable without waiting)?"""
-        return self._future.done() and self._future.exception() is None
-
-    def check(self) -> None:
-        """Raise now if the lock turned out to be another scanner's (never waits)."""
-        if self._future.done():
-            self._future.result()
 
     def release(self) -> None:
         try:
