@@ -23,8 +23,9 @@ In-process API (the daemon's scheduler and the CLI call it):
 The pieces, pure apart from I/O: `scan_sizer` (chunk size, bucket width, which keys a compare names),
 `scan_sides` (connections, types, each side's row hash, the strategy), `scan_drill` (one chunk's checksums and
 the drill-down: the keyset strategy bisects, the bucket strategy re-reads dirty buckets), `scan_throttle`
-(rows/s cap, pause while `Threads_running` is high), `confirmer.KeyConfirmer` (check → re-check → record,
-shared with the other validator paths), `scan_store` (lock, progress, findings). This module is the chunk loop
+(rows/s cap, pause while `Threads_running` is high), `scan_keys` (differing keys through the shared
+`confirmer.KeyConfirmer`: check → re-check → record; the resume point they hold back), `scan_store` (lock,
+progress, findings). This module is the chunk loop
 that drives them: the source reads chunk i+1 while the target checksums chunk i.
 """
 
@@ -34,7 +35,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -43,24 +44,22 @@ from cdc_repair import metrics
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.validate.rules import MISMATCH_KINDS, Verdict, parse_pk, pk_string
 from cdc_repair.validate.scan_drill import Drill, SourceChunk, Strategy, is_dirty, strategy
+from cdc_repair.validate.scan_keys import Frontier, ScanKeys
 from cdc_repair.validate.scan_sides import Sides, estimate_rows, open_sides
 from cdc_repair.validate.scan_sizer import ChunkSizer
 from cdc_repair.validate.scan_store import LatestWriter, LedgerScanStore, PairLock, ScanStore
 from cdc_repair.validate.scan_throttle import Throttle
 
-if TYPE_CHECKING:  # both import SQLAlchemy, which a scan loads in the background (see `_open_store`)
+if TYPE_CHECKING:  # imports SQLAlchemy, which a scan loads in the background (see `_open_store`)
     from cdc_repair.state.engine import StateEngine
-    from cdc_repair.validate.confirmer import KeyConfirmer
 
 log = logging.getLogger(__name__)
 
-WORK_EVERY_S = 0.25  # batch first checks and re-checks of differing rows
 MAX_REPORTED = 100_000  # confirmed verdicts kept for the report; `diffs` counts every one
 RUNNING, DONE, FAILED = "running", "done", "failed"  # scan_progress statuses (state/scan_progress.py)
 
 Key = tuple[Any, ...]
 Progress = Callable[[str, int, int], None]
-Frontier = tuple[Key | None, int | None, int | None]  # resume key, rows and chunks counted up to it
 
 
 @dataclass
@@ -162,28 +161,6 @@ def _open_store(settings: Settings, engine: StateEngine | None, store: ScanStore
 # ---------------------------------------------------------------- one pair
 
 
-class _Pending:
-    """Chunks with keys still awaiting a verdict, oldest first: the resume point must not pass them (a crash
-    then reads such a chunk again, so a difference found but not yet confirmed is never lost)."""
-
-    def __init__(self) -> None:
-        self.chunks: list[tuple[Key | None, set[str], int, int]] = []  # (lower key, pks, rows, chunks before)
-
-    def add(self, lower: Key | None, pks: set[str], rows: int, chunks: int) -> None:
-        self.chunks.append((lower, pks, rows, chunks))
-
-    def prune(self, waiting: Callable[[str], bool]) -> None:
-        kept = [(lo, {pk for pk in pks if waiting(pk)}, rows, n) for lo, pks, rows, n in self.chunks]
-        self.chunks = [entry for entry in kept if entry[1]]
-
-    def frontier(self, upper: Key | None) -> Frontier:
-        """Before the first chunk that still has keys awaiting a verdict, else `upper`."""
-        if self.chunks:
-            lower, _pks, rows, chunks = self.chunks[0]
-            return lower, rows, chunks
-        return upper, None, None
-
-
 class _PairScan:
     """One pair's scan: the chunk loop over a `Strategy`, the differing keys through a `KeyConfirmer`."""
 
@@ -192,15 +169,9 @@ class _PairScan:
         self.settings, self.pair, self.lock = settings, pair, lock
         self._start: tuple[str, int] | None = None  # (scan_id, estimate): a new scan not yet in the store
         self._start_lock = threading.Lock()
-        self.confirmer: KeyConfirmer | None = None  # created with the first differing keys
-        self.scan_id = ""
-        self.sides: Sides | None = None
         self.where, self.on_progress, self.stop = where, on_progress, stop
         self.cfg = settings.validator.full_scan
-        self.pending = _Pending()
-        self.queue: list[Key] = []  # differing keys awaiting their first check
         self._before = (0, 0)  # rows and chunks counted before the current chunk
-        self._last_work = time.monotonic()
         self.last_upper: Key | None = None
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"scan-{pair.name}")
         self._saver = LatestWriter(self._write)
@@ -217,8 +188,8 @@ class _PairScan:
             lower = parse_pk(state.last_key) if state.last_key else None
             log.info("resuming full scan %s of pair %s after key %s (%d chunks done)", scan_id, self.pair.name,
                      state.last_key, state.chunks)
-        sides = self.sides = open_sides(self.settings, self.pair)
-        self.scan_id = scan_id
+        sides = open_sides(self.settings, self.pair)
+        self.keys = self._keys(scan_id, sides)
         t0 = time.monotonic()
         estimate = estimate_rows(sides)
         if state is None:
@@ -228,21 +199,18 @@ class _PairScan:
         drill = Drill(self.pair, sides, self.where, self.pool)
         try:
             self._loop(res, strategy(drill, sides.buckets), lower, estimate)
-            self._flush()
-            if self.confirmer is not None:
-                self.confirmer.drain()
-            self._prune()
+            self.keys.drain()
             res.interrupted = self._stopped()
-            self._save(res, None if not res.interrupted else self.pending.frontier(self.last_upper), final=True)
+            self._save(res, None if not res.interrupted else self.keys.frontier(self.last_upper), final=True)
         except BaseException:
             self._failed(scan_id)
             raise
         finally:
             res.seconds = time.monotonic() - t0
             res.bisections, res.rows_compared = drill.bisections, drill.rows_compared
-            if self.confirmer is not None:
-                res.rows_checked = self.confirmer.keys_checked
-                res.diffs, res.confirmed = self.confirmer.diffs, self.confirmer.confirmed
+            if self.keys.confirmer is not None:
+                res.rows_checked = self.keys.confirmer.keys_checked
+                res.diffs, res.confirmed = self.keys.confirmer.diffs, self.keys.confirmer.confirmed
             self._saver.close()
             self.pool.shutdown(wait=True)
             sides.close()
@@ -272,23 +240,14 @@ class _PairScan:
         if self._start is None:
             store.finish(scan_id, self.pair.name, FAILED)
 
-    def _confirm(self) -> KeyConfirmer:
-        """The confirmer, created with the first differing keys (its module imports the state package).
-        Keys are checked on the sides' drill-down connections; every verdict goes to the store (mismatches also
-        as findings of this scan)."""
-        if self.confirmer is None:
-            from cdc_repair.validate.confirmer import KeyConfirmer
+    def _keys(self, scan_id: str, sides: Sides) -> ScanKeys:
+        """Differing keys go through the confirmer on the sides' drill-down connections; every verdict goes to
+        the store (mismatches also as findings of this scan)."""
+        def record(verdicts: list[Verdict]) -> None:
+            self._store().record(scan_id, self.pair.name, verdicts,
+                                 [v.pk for v in verdicts if v.kind in MISMATCH_KINDS])
 
-            sides, scan_id = self.sides, self.scan_id
-            assert sides is not None
-
-            def record(verdicts: list[Verdict]) -> None:
-                self._store().record(scan_id, self.pair.name, verdicts,
-                                     [v.pk for v in verdicts if v.kind in MISMATCH_KINDS])
-
-            self.confirmer = KeyConfirmer.from_settings(
-                self.settings, self.pair, lambda: (sides.source.conn, sides.target.conn), record, origin="full_scan")
-        return self.confirmer
+        return ScanKeys(self.settings, self.pair, lambda: (sides.source.conn, sides.target.conn), record)
 
     def _whole_scan(self, res: PairScanResult) -> None:
         """A resumed scan reports every difference of the whole scan: also those confirmed before the
@@ -330,7 +289,7 @@ class _PairScan:
             if dirty:
                 res.dirty_chunks += 1
                 keys = strat.drill(lower, chunk, target)
-                self._queue(keys, lower)
+                self.keys.found(keys, lower, self._before)
             sizer.compared(n, len(keys), dirty)
             self._finish_chunk(res, chunk.upper, estimate)
             if fut is not None and self._stopped():
@@ -343,9 +302,9 @@ class _PairScan:
         the store (the next chunk's source query runs meanwhile): a scan that cannot record (state database
         down, lock taken) stops here with its one error line, before any progress is shown."""
         self._store()
-        self._work()
+        self.keys.work()
         self.last_upper = upper
-        self._save(res, self.pending.frontier(upper))
+        self._save(res, self.keys.frontier(upper))
         if self.on_progress is not None:
             self.on_progress(self.pair.name, res.rows, max(estimate, res.rows))
         if estimate:
@@ -356,38 +315,6 @@ class _PairScan:
     def _stopped(self) -> bool:
         return self.stop is not None and self.stop.is_set()
 
-    # -- checking and confirming
-
-    def _queue(self, keys: Sequence[Key], chunk_lower: Key | None) -> None:
-        """Queue a dirty chunk's differing keys; they are checked in batches (see `_work`)."""
-        if not keys:
-            return
-        self.pending.add(chunk_lower, {pk_string(k) for k in keys}, *self._before)
-        self.queue.extend(keys)
-        if len(self.queue) >= self.settings.validator.batch_max_keys:
-            self._flush()
-
-    def _flush(self) -> None:
-        keys, self.queue = self.queue, []
-        self._last_work = time.monotonic()
-        if keys:
-            self._confirm().check(keys)
-            self._prune()
-
-    def _work(self) -> None:
-        """First checks and due re-checks, batched: at most every WORK_EVERY_S."""
-        if time.monotonic() - self._last_work < WORK_EVERY_S:
-            return
-        self._flush()
-        if self.confirmer is not None:
-            self.confirmer.poll()
-        self._prune()
-
-    def _prune(self) -> None:
-        queued = {pk_string(k) for k in self.queue}
-        confirmer = self.confirmer
-        self.pending.prune(lambda pk: pk in queued or (confirmer is not None and confirmer.pending(pk)))
-
     # -- progress
 
     def _save(self, res: PairScanResult, frontier: Frontier | None, final: bool = False) -> None:
@@ -395,7 +322,7 @@ class _PairScan:
         the next chunk's queries; a crash loses at most the chunk being written); `final` writes it now."""
         key, rows, chunks = frontier if frontier is not None else (None, None, None)
         state = (pk_string(key) if key is not None else None, res.chunks if chunks is None else chunks,
-                 res.rows if rows is None else rows, sum(self.confirmer.diffs.values()) if self.confirmer else 0)
+                 res.rows if rows is None else rows, sum(self.keys.diffs.values()))
         if final:
             self._saver.flush()
             self._write(res.scan_id, state)
