@@ -17,9 +17,9 @@ Per key (pair, pk), from its latest event:
    a mismatch is re-checked every `recheck_delay_s`; it is **confirmed** when it persists across `rechecks`
    re-checks and no newer event of that key arrived meanwhile (a newer event restarts the key at step 1);
 4. a confirmed mismatch is written to the ledger (detected_by `stream`) with `source_event`: the latest
-   source-side event of the key as `{"type", "database", "table", "es", "data": row, "old": changed columns,
-   "mysqlType": column types}`
-   (the repairer's compensation needs the before-image), and `event_ts` (commit time, epoch s). The event
+   source-side event of the key (a `model.source_event.SourceEvent`: the row, the changed columns' old values,
+   the column types; the repairer's compensation needs the before-image), and `event_ts` (commit time, epoch
+   s). The event
    also holds `binlog` (the record's `cdc-repair-binlog` header: where compensation re-reads the change, never
    trusting the message's values) and `first_binlog` (where the key's run of changes began).
 Records tagged `cdc-repair-origin: repair` (the service's own writes, see source/origin.py) are skipped: a
@@ -49,11 +49,11 @@ from typing import Any
 from cdc_repair import metrics
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.db import mysql
+from cdc_repair.model.verdict import Verdict
 from cdc_repair.sink.kafka_consumer import TP, DeadLetters, GroupConsumer, Record
 from cdc_repair.state import ledger
 from cdc_repair.state.engine import StateEngine, state_engine
 from cdc_repair.validate.confirmer import KeyConfirmer
-from cdc_repair.validate.rules import Verdict
 from cdc_repair.validate.stream_kafka import Consumer, StreamKafka, subscribe
 from cdc_repair.validate.stream_keys import PendingKey, StreamKeys
 

@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 from cdc_repair import metrics
 from cdc_repair.config import PairConfig, Settings
-from cdc_repair.validate.rules import MISMATCH_KINDS, Verdict, parse_pk, pk_string
+from cdc_repair.model.keys import parse_pk, pk_string
+from cdc_repair.model.verdict import MISMATCH_KINDS, Verdict
 from cdc_repair.validate.scan_drill import Drill, SourceChunk, Strategy, is_dirty, strategy
 from cdc_repair.validate.scan_keys import Frontier, ScanKeys
 from cdc_repair.validate.scan_sides import Sides, estimate_rows, open_sides

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.db import mysql
-from cdc_repair.validate.rules import Verdict, pk_string
+from cdc_repair.model.keys import pk_string
+from cdc_repair.model.verdict import Verdict
 
 if TYPE_CHECKING:  # imports the state package (SQLAlchemy), which a scan loads in the background
     from cdc_repair.validate.confirmer import KeyConfirmer

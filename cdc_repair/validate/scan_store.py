@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cdc_repair.errors import TransientError
-from cdc_repair.validate.rules import Verdict
+from cdc_repair.model.verdict import Verdict
 
 if TYPE_CHECKING:  # the state package imports SQLAlchemy: a full scan imports it in the background (`PairLock`)
     from cdc_repair.state.engine import StateEngine

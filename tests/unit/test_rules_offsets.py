@@ -94,18 +94,18 @@ def test_settle_due_time_is_commit_time_plus_delay_and_newer_events_extend_it() 
     k.ingest(rec(0, msg("articles", [5], es_ms=10_000)), 100.0)
     item = k.get("articles", '["5"]')
     assert item is not None and item.due == 11.0 and item.event_ts == 10.0
-    assert item.source_event is not None and item.source_event["data"] == {"id": "5", "status": "2"}
+    assert item.source_event is not None and item.source_event.data == {"id": "5", "status": "2"}
     assert k.due(10.5, lambda i: False) == {} and k.due(11.0, lambda i: False) == {"articles": [item]}
     k.ingest(rec(1, msg("published", [5], es_ms=12_000)), 100.0)
     assert item.due == 13.0 and item.event_ts == 12.0
-    assert item.source_event["table"] == "articles"  # only source-side events are kept for compensation
+    assert item.source_event.table == "articles"  # only source-side events are kept for compensation
 
 
 def test_a_newer_change_restarts_a_key_awaiting_a_recheck() -> None:
     k = keys()
     assert k.ingest(rec(0, msg("articles", [7], es_ms=1_000, type_="UPDATE")), 100.0).restarted == ()
     item = k.get("articles", '["7"]')
-    assert item is not None and item.source_event is not None and item.source_event["old"] == {"status": "1"}
+    assert item is not None and item.source_event is not None and item.source_event.old == {"status": "1"}
     assert k.due(5.0, lambda i: True) == {}  # awaiting a re-check: not due for a first check
     got = k.ingest(rec(1, msg("articles", [7], es_ms=2_000)), 100.0)
     assert got.restarted == (("articles", '["7"]'),) and item.due == 3.0  # the validator forgets its re-checks
