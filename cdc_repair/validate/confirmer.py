@@ -37,11 +37,13 @@ from typing import Any
 from cdc_repair import metrics
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.db import mysql
+from cdc_repair.model.keys import pk_string
+from cdc_repair.model.rules import source_spelled
+from cdc_repair.model.verdict import Verdict
 from cdc_repair.state import ledger
 from cdc_repair.state.engine import StateEngine, state_engine
 from cdc_repair.validate.check import check
 from cdc_repair.validate.confirm import Rechecks, RespelledOnce
-from cdc_repair.validate.rules import Verdict, pk_string, source_spelled
 
 MAX_REPORTED = 100_000  # verdicts kept for a report (without row images); counts are exact beyond it
 

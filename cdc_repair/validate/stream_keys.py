@@ -22,14 +22,16 @@ from typing import Any
 
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.errors import MalformedMessageError
-from cdc_repair.model.history import coordinates_from_headers, is_own_write, merge_source_event
+from cdc_repair.model.history import coordinates_from_headers, is_own_write
+from cdc_repair.model.keys import pk_string
+from cdc_repair.model.source_event import SourceEvent
+from cdc_repair.model.verdict import Verdict
 from cdc_repair.sink.flat_message import FlatMessage, parse_flat_message
 from cdc_repair.sink.kafka_consumer import TP, Record
 from cdc_repair.validate.offsets import OffsetBook
-from cdc_repair.validate.rules import Verdict, pk_string
 
 Ident = tuple[str, str]  # (pair name, pk string)
-PairRow = tuple[PairConfig, tuple[Any, ...], dict[str, Any] | None]  # (pair, key, source event or None)
+PairRow = tuple[PairConfig, tuple[Any, ...], SourceEvent | None]  # (pair, key, source event or None)
 
 
 def settle_due(es: float | None, received: float, settle_s: float) -> float:
@@ -40,11 +42,10 @@ def settle_due(es: float | None, received: float, settle_s: float) -> float:
     return start + settle_s
 
 
-def source_event(msg: FlatMessage, i: int, row: dict[str, Any]) -> dict[str, Any]:
+def source_event(msg: FlatMessage, i: int, row: dict[str, Any]) -> SourceEvent:
     """Row `i` of a source-side message as the ledger keeps it: the compensation needs the before-image."""
     old = msg.old[i] if msg.old and i < len(msg.old) else None
-    return {"type": msg.type, "database": msg.database, "table": msg.table, "es": msg.es,
-            "data": row, "old": old, "mysqlType": msg.mysql_type, "sqlType": msg.sql_type}
+    return SourceEvent(msg.type, msg.database, msg.table, msg.es, row, old, msg.mysql_type, msg.sql_type)
 
 
 def pair_rows(msg: FlatMessage, by_table: dict[str, list[PairConfig]]) -> list[PairRow]:
@@ -73,7 +74,7 @@ class PendingKey:
     pk: str
     due: float  # epoch seconds: when it has settled
     offsets: set[tuple[TP, int]] = field(default_factory=set)  # the messages that carried it
-    source_event: dict[str, Any] | None = None
+    source_event: SourceEvent | None = None
     event_ts: float | None = None  # the latest commit time, epoch seconds
 
 
@@ -124,7 +125,7 @@ class StreamKeys:
         for pair, key, event in rows:
             item = self._note(rec, pair, key, due, restarted)
             if event is not None:  # where in the binlog compensation re-reads it (invariant 4)
-                item.source_event = merge_source_event(item.source_event, {**event, "binlog": coords})
+                item.source_event = event.at(coords).following(item.source_event)
             if es is not None:
                 item.event_ts = max(item.event_ts or 0.0, es)
             self.stats["rows"] += 1
@@ -155,9 +156,9 @@ class StreamKeys:
     def next_due(self, busy: Callable[[PendingKey], bool]) -> float | None:
         return min((i.due for i in self._keys.values() if not busy(i)), default=None)
 
-    def events(self, pair: str, verdicts: Iterable[Verdict]) -> tuple[dict[str, Any], dict[str, float]]:
+    def events(self, pair: str, verdicts: Iterable[Verdict]) -> tuple[dict[str, SourceEvent], dict[str, float]]:
         """The source events and commit times of these keys (by pk), as the ledger records them."""
-        events: dict[str, Any] = {}
+        events: dict[str, SourceEvent] = {}
         ts: dict[str, float] = {}
         for v in verdicts:
             item = self._keys.get((pair, v.pk))

@@ -158,8 +158,8 @@ def test_key_confirmer_believes_only_a_persisting_mismatch_and_records_it_once(e
     """The one confirmer (check → re-check → record): a difference fixed before its re-check is not confirmed,
     one that persists across every re-check is, each settled key is recorded and handed back once, and a
     failed record leaves nothing scheduled (the caller still holds the keys)."""
+    from cdc_repair.model.verdict import Verdict
     from cdc_repair.validate.confirmer import KeyConfirmer
-    from cdc_repair.validate.rules import Verdict
 
     src, tgt = f"{env.author}.articles", f"{env.online}.published_articles"
     env.many(ART_INSERT.format(t=src), [article(1), article(2), article(3)])
