@@ -299,10 +299,15 @@ class _PairScan:
             lower = chunk.upper
 
     def _finish_chunk(self, res: PairScanResult, upper: Key | None, estimate: int) -> None:
-        """After a chunk: background work, the resume frontier, progress and its metric. The first one waits for
-        the store (the next chunk's source query runs meanwhile): a scan that cannot record (state database
-        down, lock taken) stops here with its one error line, before any progress is shown."""
-        self._store()
+        """After a chunk: background work, the resume frontier, progress and its metric. With a progress display
+        the first one waits for the store (the next chunk's source query runs meanwhile), so a scan that cannot
+        record (state database down, lock taken) stops with its one error line before any progress is shown;
+        without one (`--json`, the daemon) the scan goes on and stops at the first chunk end after the store
+        failed to open, or at its first write."""
+        if self.on_progress is not None:
+            self._store()
+        else:
+            self.lock.check()
         self.keys.work()
         self.last_upper = upper
         self._save(res, self.keys.frontier(upper))
@@ -327,7 +332,7 @@ class _PairScan:
         if final:
             self._saver.flush()
             self._write(res.scan_id, state)
-        else:
+        elif self.lock.ready():  # before that nothing is saved: the next state supersedes this one anyway
             self._saver.put(res.scan_id, state)
 
     def _write(self, scan_id: str, state: tuple[str | None, int, int, int]) -> None:

@@ -130,6 +130,15 @@ class PairLock:
         """The store, once the lock is held (raises when it is not ours)."""
         return self._future.result()
 
+    def ready(self) -> bool:
+        """Is the lock held (the store usable without waiting)?"""
+        return self._future.done() and self._future.exception() is None
+
+    def check(self) -> None:
+        """Raise now if the lock turned out to be another scanner's or the store cannot open (never waits)."""
+        if self._future.done():
+            self._future.result()
+
     def release(self) -> None:
         try:
             self._future.result()
