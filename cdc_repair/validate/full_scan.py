@@ -57,7 +57,6 @@ if TYPE_CHECKING:  # imports SQLAlchemy, which a scan loads in the background (s
 log = logging.getLogger(__name__)
 
 MAX_REPORTED = 100_000  # confirmed verdicts kept for the report; `diffs` counts every one
-RUNNING, DONE, FAILED = "running", "done", "failed"  # scan_progress statuses (state/scan_progress.py)
 
 Key = tuple[Any, ...]
 Progress = Callable[[str, int, int], None]
@@ -217,7 +216,10 @@ class _PairScan:
             sides.close()
         if res.resumed:
             self._whole_scan(res)
-        self._store().finish(scan_id, self.pair.name, FAILED if res.interrupted else DONE)
+        store = self._store()
+        from cdc_repair.state import scan_progress  # imported by the store's opening: no cost here
+
+        store.finish(scan_id, self.pair.name, scan_progress.FAILED if res.interrupted else scan_progress.DONE)
         metrics.SCAN_ROWS_PER_SECOND.labels(self.pair.name).set(res.rows_per_s)
         return res
 
@@ -239,7 +241,9 @@ class _PairScan:
         except BaseException:
             return
         if self._start is None:
-            store.finish(scan_id, self.pair.name, FAILED)
+            from cdc_repair.state import scan_progress
+
+            store.finish(scan_id, self.pair.name, scan_progress.FAILED)
 
     def _keys(self, scan_id: str, sides: Sides) -> ScanKeys:
         """Differing keys go through the confirmer on the sides' drill-down connections; every verdict goes to
