@@ -35,7 +35,18 @@ def _full(settings: Settings, pair_name: str | None, where: str | None, resume: 
           on_progress: Progress | None) -> dict[str, Any]:
     from cdc_repair.validate.full_scan import run_full_scan
 
+    _freeze_imports()
     return run_full_scan(settings, pair_name, resume, where=where, on_progress=on_progress).to_dict()
+
+
+def _freeze_imports() -> None:
+    """Move everything imported so far out of the garbage collector's sight: the modules live as long as the
+    process, and without this the collector walks them again on every full collection and at exit (measured
+    0.3-0.5 s of a 1.5 s `validate --full`, most of it in the final collection of SQLAlchemy's and pydantic's
+    objects). Only the one-shot command calls this path with a fresh process; in the daemon it is harmless."""
+    import gc
+
+    gc.freeze()
 
 
 def _window(settings: Settings, since: dt.datetime, pair_name: str | None) -> dict[str, Any]:
@@ -45,12 +56,12 @@ def _window(settings: Settings, since: dt.datetime, pair_name: str | None) -> di
 
 
 def _keys(settings: Settings, keys: Sequence[str], pair_name: str | None) -> dict[str, Any]:
-    from cdc_repair.validate.window_scan import check_keys
+    from cdc_repair.validate.confirmer import confirm_keys
 
     pair = settings.pair(pair_name) if pair_name else settings.pairs[0]
     t0 = time.monotonic()
     parsed = [tuple(k.split(",")) for k in keys]
-    confirmed, checked = check_keys(settings, pair, parsed)
+    confirmed, checked = confirm_keys(settings, pair, parsed)
     return {"scan": "keys", "seconds": round(time.monotonic() - t0, 3), "differences": len(confirmed),
             "pairs": [{"pair": pair.name, "keys_checked": checked,
                        "diffs": _by_kind(confirmed), "differences": len(confirmed),
