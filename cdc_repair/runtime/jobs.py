@@ -156,8 +156,8 @@ def purge_undo_logs(settings: Settings, before: dt.datetime) -> int:
                                                      (before,)))
         except TerminalError as exc:
             log.debug("no undo log to purge in %s: %s", schema, exc)
-        except Exception as exc:
-            if "1146" not in str(exc):  # the table does not exist: nothing was ever repaired there
+        except mysql.DriverError as exc:
+            if exc.args[:1] != (1146,):  # the table does not exist: nothing was ever repaired there
                 raise
         finally:
             conn.close()
