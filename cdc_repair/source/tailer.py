@@ -73,6 +73,7 @@ from cdc_repair.source.events import Commit, Ddl, Gtid, Heartbeat, PartialRows, 
 from cdc_repair.source.filters import TableMatcher, own_state_exclude
 from cdc_repair.source.origin import TxnOrigin
 from cdc_repair.source.uncapturable import UncapturableGuard
+from cdc_repair.stage import Stage
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def _state_api() -> Any:
     return checkpoints
 
 
-class Tailer:
+class Tailer(Stage):
     def __init__(self, settings: Settings, capture: CaptureConfig, *, checkpoint_interval_s: float = 1.0) -> None:
         self.settings = settings
         self.capture = capture
