@@ -56,6 +56,7 @@ class KafkaSink:
         self.ack_deadline_s = ack_deadline_s(config)
         self.on_stall = on_stall
         self.sent = 0  # records queued by this sink (the tailer saves a checkpoint only after new ones)
+        self.pending_bytes = 0  # value bytes sent and not yet confirmed (kafka-python holds them until acked)
         self._producer: Any = None
         self._pending: list[Any] = []
         self._failure: str | None = None
@@ -129,6 +130,7 @@ class KafkaSink:
                 self._pending.append(producer.send(topic, value=value, key=key, partition=partition,
                                                    headers=headers or None))
                 self.sent += 1
+                self.pending_bytes += len(value)
                 return
             except KafkaTimeoutError:
                 waited += 5.0
@@ -189,6 +191,7 @@ class KafkaSink:
             PRODUCE_ERRORS.labels("rejected").inc(len(failed))
             self._fail(f"Kafka rejected {len(failed)} record(s): {failed[0].exception!r}")
         self._pending.clear()
+        self.pending_bytes = 0
         return True
 
     def _stalled(self, reason: str) -> None:
@@ -217,3 +220,4 @@ class KafkaSink:
                 log.debug("error closing the Kafka producer", exc_info=True)
             self._producer = None
             self._pending.clear()
+            self.pending_bytes = 0
