@@ -25,8 +25,9 @@ from cdc_repair.source.readiness import Readiness
 from cdc_repair.source.uncapturable import UncapturableGuard
 
 CONFIRM_EVERY_RECORDS = 20000  # bound the futures kept inside one huge transaction
-# bound what kafka-python holds unacknowledged (it has no buffer_memory limit of its own): peak RSS
-CONFIRM_EVERY_BYTES = 32 << 20
+# bound what kafka-python holds unacknowledged (3.x has no buffer_memory limit): while the binlog is read faster than
+# the broker acknowledges (bulk INSERTs), the producer's queue otherwise grows until the next checkpoint (peak RSS)
+CONFIRM_EVERY_BYTES = 16 << 20
 
 
 class StreamLoop:

@@ -1,8 +1,9 @@
 """Encoded messages waiting to be handed to the producer in one burst (each message stays its own record).
 
 Why a burst: one kafka-python `send` per record is cheap, but waking its sender thread for every new batch costs
-a GIL hand-off per small transaction. Messages are held until `OUTBOX_RECORDS` are waiting or, at a commit, the
-oldest is `max_age_s` old, and always before acks are awaited, a DDL is published or the stream pauses.
+a GIL hand-off per small transaction. Messages are held until `OUTBOX_RECORDS` or `OUTBOX_BYTES` are waiting
+(the bytes bound keeps a huge transaction's messages from piling up here) or, at a commit, the oldest is
+`max_age_s` old, and always before acks are awaited, a DDL is published or the stream pauses.
 The capture counters (events, rows, bytes per table and type) and the lag are updated when the burst is sent.
 """
 
@@ -16,6 +17,7 @@ from cdc_repair.sink.kafka_producer import KafkaSink
 from cdc_repair.source.readiness import Readiness
 
 OUTBOX_RECORDS = 1000
+OUTBOX_BYTES = 4 << 20
 Record = tuple[str, int, bytes | None, bytes, list[tuple[str, bytes]]]
 
 
@@ -43,6 +45,7 @@ class Outbox:
 
     def clear(self) -> None:
         self.records: list[Record] = []
+        self._bytes = 0
         self._since = 0.0
         self._counts: dict[tuple[str, str], list[int]] = {}  # counted when the outbox drains
         self._es = 0
@@ -51,6 +54,7 @@ class Outbox:
         if not self.records:
             self._since = time.monotonic()
         self.records.append(record)
+        self._bytes += len(record[3])
 
     def count(self, table: str, kind: str, events: int, rows: int, nbytes: int, es: int) -> None:
         counts = self._counts.get((table, kind))
@@ -65,7 +69,7 @@ class Outbox:
 
     @property
     def full(self) -> bool:
-        return len(self.records) >= OUTBOX_RECORDS
+        return len(self.records) >= OUTBOX_RECORDS or self._bytes >= OUTBOX_BYTES
 
     def due(self) -> bool:
         """Something is waiting and the oldest message is old enough to go at this commit."""
@@ -78,6 +82,7 @@ class Outbox:
             for topic, partition, key, value, headers in records:
                 send(topic, partition, key, value, headers)
             self.records = []
+            self._bytes = 0
         for (table, kind), (events, rows, nbytes) in self._counts.items():
             children = self.counters(table, kind)
             children[0].inc(events)
