@@ -78,9 +78,7 @@ class Outbox:
     def drain(self, sink: KafkaSink) -> None:
         records = self.records
         if records:
-            send = sink.send
-            for topic, partition, key, value, headers in records:
-                send(topic, partition, key, value, headers)
+            sink.send_burst(records)
             self.records = []
             self._bytes = 0
         for (table, kind), (events, rows, nbytes) in self._counts.items():

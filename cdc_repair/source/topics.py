@@ -17,6 +17,7 @@ class Topics:
         self._sink: KafkaSink | None = None
         self._ready: set[str] = set()
         self._partitions: dict[str, int] = {}
+        self._names: dict[tuple[str, str], str] = {}
 
     def use(self, sink: KafkaSink) -> None:
         """A new producer: forget what the previous one checked (and check the single topic now)."""
@@ -27,8 +28,11 @@ class Topics:
             self.ensure(self.kafka.topic.name)
 
     def name(self, database: str, table: str) -> str:
-        t = self.kafka.topic
-        return topic_for(t.mode, t.name, t.prefix, database, table)
+        name = self._names.get((database, table))
+        if name is None:
+            t = self.kafka.topic
+            name = self._names[(database, table)] = topic_for(t.mode, t.name, t.prefix, database, table)
+        return name
 
     def partitions(self, topic: str) -> int:
         n = self._partitions.get(topic)
