@@ -31,13 +31,13 @@ from kafka import KafkaProducer
 
 from cdc_repair.config import Settings, settings_from_mapping
 from cdc_repair.db import mysql
+from cdc_repair.model.verdict import Verdict
 from cdc_repair.sink.flat_message import FlatMessage, encode_flat_message
 from cdc_repair.sink.kafka_admin import ensure_topics
 from cdc_repair.sink.partitioning import partition_for
 from cdc_repair.state.engine import state_engine
 from cdc_repair.validate.check import check
 from cdc_repair.validate.consumer import IncrementalValidator
-from cdc_repair.validate.rules import Verdict
 from cdc_repair_dev.devservices.broker import Broker
 from cdc_repair_dev.devservices.mariadb import MariaDBServer
 

@@ -66,7 +66,10 @@ def stage_specs(live: LiveSettings, ctx: JobContext) -> list[StageSpec]:
                                reload_sections=("validator",)))
     repairer = find_class(*REPAIRER)
     if repairer is not None:  # always there: it reads repair.auto_repair live and idles while it is false
-        specs.append(StageSpec("repair", _factory(repairer, live), reload_sections=("repair",)))
+        from cdc_repair.source.history import BinlogHistory  # compensation's binlog reader, given to the repairer
+
+        specs.append(StageSpec("repair", _factory(repairer, live, history=BinlogHistory),
+                               reload_sections=("repair",)))
     specs.append(StageSpec("scheduler", lambda: SchedulerStage(ctx), leader_only=True,
                            reload_sections=("scheduler",)))
     return specs

@@ -4,8 +4,8 @@ Why a separate module: the ledger gauges must reflect the *state tables* (they s
 inconsistencies found or repaired by the CLI), so they are refreshed by querying, not incremented by stages.
 Readiness probes run in a background thread so `/readyz` answers instantly even when a broker hangs.
 
-No third-party import here: SQL goes through the state engine's `exec_driver_sql`, Kafka and MySQL checks go
-through `sink/kafka_admin.py` and `db/mysql.py`, metric objects come from `metrics.py`.
+No third-party import here: the ledger, job runs and scans are read through the state repository (`state/`),
+Kafka and MySQL checks go through `sink/kafka_admin.py` and `db/mysql.py`, metric objects come from `metrics.py`.
 """
 
 from __future__ import annotations
@@ -16,45 +16,24 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from cdc_repair import metrics
 from cdc_repair.db.dsn import Dsn
 from cdc_repair.errors import UnreachableError
-from cdc_repair.state import tables
+from cdc_repair.model.ledger import LedgerCount
+from cdc_repair.model.verdict import INCONSISTENCY_KINDS
+from cdc_repair.state import ledger, runs, scan_progress
+from cdc_repair.state.engine import StateEngine
 
 log = logging.getLogger(__name__)
 
-# Ledger statuses that still need work (repaired/ignored are final and not counted as open).
-OPEN_STATUSES: tuple[str, ...] = ("open", "repairing", "failed")
-INCONSISTENCY_KINDS: tuple[str, ...] = ("missing_in_target", "extra_in_target", "different")
 REPAIR_OUTCOMES: tuple[str, ...] = ("applied", "failed", "parked", "guard_failed")
 ROLLBACK_OUTCOMES: tuple[str, ...] = ("undone", "skipped", "dirty", "forced")
 JOB_OUTCOMES: tuple[str, ...] = ("ok", "failed", "skipped", "busy")
 # The scheduler's job names (runtime/jobs.py: JOBS) and the daemon's stage names (app.py: stage_specs).
 JOBS: tuple[str, ...] = ("full_validation", "window_scan", "cleanup", "lag_check", "full_scan_request")
 STAGES: tuple[str, ...] = ("validate", "repair", "scheduler")
-
-
-class _Connection(Protocol):
-    def exec_driver_sql(self, statement: str, parameters: Any = ...) -> Any: ...
-    def __enter__(self) -> Any: ...
-    def __exit__(self, type_: Any, value: Any, traceback: Any) -> Any: ...
-
-
-class StateEngine(Protocol):
-    """The part of a SQLAlchemy Engine used here (the engine itself is built in `state/engine.py`)."""
-
-    def connect(self) -> _Connection: ...
-
-
-@dataclass(frozen=True)
-class LedgerCount:
-    pair: str
-    kind: str
-    status: str
-    count: int
-    oldest_first_seen: datetime | None
 
 
 @dataclass(frozen=True)
@@ -81,17 +60,6 @@ _seen_pairs: set[str] = set()
 _seen_lock = threading.Lock()
 
 
-def _ledger_sql() -> str:
-    placeholders = ", ".join(["%s"] * len(OPEN_STATUSES))
-    return (f"SELECT `pair`, `kind`, `status`, COUNT(*), MIN(`first_seen`) FROM `{tables.inconsistency.name}` "
-            f"WHERE `status` IN ({placeholders}) GROUP BY `pair`, `kind`, `status`")
-
-
-def _jobs_sql() -> str:
-    return (f"SELECT `job`, MAX(`finished_at`) FROM `{tables.job_run.name}` "
-            f"WHERE `outcome` = 'ok' AND `finished_at` IS NOT NULL GROUP BY `job`")
-
-
 def epoch(value: datetime) -> float:
     """State tables store naive UTC datetimes."""
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
@@ -99,11 +67,8 @@ def epoch(value: datetime) -> float:
 
 def read_ledger(engine: StateEngine) -> LedgerSnapshot:
     """Count not-yet-repaired ledger entries by pair/kind/status and the last successful run of each job."""
-    with engine.connect() as conn:
-        rows = conn.exec_driver_sql(_ledger_sql(), tuple(OPEN_STATUSES)).fetchall()
-        jobs = conn.exec_driver_sql(_jobs_sql()).fetchall()
-    counts = tuple(LedgerCount(str(r[0]), str(r[1]), str(r[2]), int(r[3]), r[4]) for r in rows)
-    last_ok = {str(j[0]): epoch(j[1]) for j in jobs if isinstance(j[1], datetime)}
+    counts = tuple(ledger.active_counts(engine))
+    last_ok = {job: epoch(at) for job, at in runs.last_success_per_job(engine).items()}
     return LedgerSnapshot(counts=counts, job_last_success=last_ok, taken_at=time.time())
 
 
@@ -148,18 +113,12 @@ def refresh_ledger_gauges(engine: StateEngine) -> LedgerSnapshot:
     return snapshot
 
 
-def _scans_sql() -> str:
-    t = tables.scan_progress.name
-    return (f"SELECT `pair`, `status`, `rows`, `rows_total`, `started_at`, `updated_at` FROM `{t}` "
-            f"WHERE `id` IN (SELECT MAX(`id`) FROM `{t}` GROUP BY `pair`)")
-
-
 def read_scans(engine: StateEngine) -> list[tuple[str, str, int, int | None, float]]:
     """The newest scan of each pair: (pair, status, rows done, rows estimated, rows/s so far)."""
-    with engine.connect() as conn:
-        rows = conn.exec_driver_sql(_scans_sql()).fetchall()
     out = []
-    for pair, status, done, total, started, updated in rows:
+    for row in scan_progress.latest_per_pair(engine):
+        pair, status, done, total = row["pair"], row["status"], row["rows"], row["rows_total"]
+        started, updated = row["started_at"], row["updated_at"]
         elapsed = epoch(updated) - epoch(started) if isinstance(started, datetime) and isinstance(
             updated, datetime) else 0.0
         out.append((str(pair), str(status), int(done or 0), int(total) if total else None,

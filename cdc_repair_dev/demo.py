@@ -30,6 +30,7 @@ from rich.text import Text
 from cdc_repair import metrics
 from cdc_repair.config import Settings, load_settings
 from cdc_repair.log import JsonFormatter, MaskingFilter
+from cdc_repair.model.ledger import IN_PROGRESS_STATUSES
 from cdc_repair.runtime.signals import SignalEvents, install
 from cdc_repair.state import ledger
 from cdc_repair_dev.devservices import process
@@ -40,7 +41,6 @@ from cdc_repair_dev.workload import Workload, WorkloadConfig, contract_violation
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ("open", "repairing")
 
 
 @dataclass
@@ -259,7 +259,7 @@ class Demo:
     def _view(self) -> Group:
         open_now = None
         with contextlib.suppress(Exception):
-            open_now = sum(n for (_p, _k, s), n in ledger.counts(self.app.engine).items() if s in ACTIVE)
+            open_now = sum(n for (_p, _k, s), n in ledger.counts(self.app.engine).items() if s in IN_PROGRESS_STATUSES)
         work = self.workload.stats.as_dict() if self.workload else {}
         return render(self.phase, time.monotonic() - self.t0, work, pipeline_counts(), open_now, self.app.web_url())
 
@@ -276,7 +276,7 @@ class Demo:
             now = (pipe["changes_captured"], pipe["keys_checked"], pipe["repairs_applied"])
             if now != last:
                 last, quiet_since = now, time.monotonic()
-            active = sum(n for (_p, _k, s), n in ledger.counts(self.app.engine).items() if s in ACTIVE)
+            active = sum(n for (_p, _k, s), n in ledger.counts(self.app.engine).items() if s in IN_PROGRESS_STATUSES)
             if active == 0 and time.monotonic() - quiet_since >= quiet_s:
                 return
             live.update(self._view())

@@ -16,13 +16,15 @@ from cdc_repair.commands.common import CliContext, emit_json, fail, pass_ctx
 from cdc_repair.commands.progress import ProgressFn, progress_display
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.errors import CdcRepairError
+from cdc_repair.model.keys import pk_string
+from cdc_repair.model.ledger import ACTIVE_STATUSES, RESOLVABLE_STATUSES
+from cdc_repair.model.ledger import LedgerFilter as Filters
 from cdc_repair.preflight import require_unique_keys
 from cdc_repair.repair.repairer import KeyResult, Repairer, RunReport, WorkItem
 from cdc_repair.repair.runs import FAILED as FAILED_RUN
 from cdc_repair.repair.runs import FINISHED as FINISHED_RUN
 from cdc_repair.repair.runs import Heartbeat, hand_over, held_reason, take_over_dead
-from cdc_repair.repair.store import FAILED, OPEN, REPAIRING, Filters, StateStore, new_id
-from cdc_repair.validate.rules import pk_string
+from cdc_repair.repair.store import StateStore, new_id
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +98,12 @@ def run_repair(settings: Settings, *, mode: str = "dry-run", strategy: str | Non
         raise CdcRepairError("--key needs --pair when several pairs are configured (e.g. --pair articles --key 42)")
     pks = tuple(parse_key(k, pairs[0] if keys else None) for k in keys)
     require_unique_keys(settings, [p.name for p in pairs])  # every mode: even printed SQL must touch one row a key
+    from cdc_repair.source.history import BinlogHistory  # compensation's binlog reader (loads the binlog library)
+
     store = StateStore(settings.state.dsn)
     run_id = new_id("run")
     report = RunReport(run_id, mode)
-    repairer = Repairer(settings, store, run_id=run_id)
+    repairer = Repairer(settings, store, run_id=run_id, history=BinlogHistory(settings))
     repairer.record_sql = print_sql and mode == "execute"
     token = f"cli:{run_id}:{uuid.uuid4().hex[:6]}"
     heartbeat = Heartbeat(settings.state.dsn, run_id, token, "cli", settings.repair).start() \
@@ -113,18 +117,18 @@ def run_repair(settings: Settings, *, mode: str = "dry-run", strategy: str | Non
             if mode == "execute":
                 handover = hand_over(store, filters, token, settings.repair, take_over)
                 take_over_dead(settings, store, handover, run_id)
-                entries = store.claim(token, filters, statuses=(OPEN, FAILED), due=False, limit=limit,
+                entries = store.claim(token, filters, statuses=RESOLVABLE_STATUSES, due=False, limit=limit,
                                       stale_after_s=settings.repair.claim_timeout_s,
                                       dead_after_s=settings.repair.dead_after_s, take_over=handover.tokens)
                 for holder in handover.live:
                     log.warning("%d entries of pair '%s' are %s", holder.entries, pair.name, held_reason(holder))
                     live_reasons.update((e.pk, held_reason(holder)) for e in store.claimed(holder.token, filters))
             else:
-                entries = store.entries(filters, (OPEN, FAILED, REPAIRING), limit=limit)
+                entries = store.entries(filters, ACTIVE_STATUSES, limit=limit)
             items = [WorkItem(pair.name, e.pk, e) for e in entries]
             held = set(live_reasons) if not pks else set()
             if pks:
-                known = ({e.pk for e in store.entries(filters, (OPEN, FAILED, REPAIRING))}
+                known = ({e.pk for e in store.entries(filters, ACTIVE_STATUSES)}
                          if mode == "execute" else set())
                 held = known - {i.pk for i in items}
                 have = {i.pk for i in items} | held

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from cdc_repair.model.change import RowValues
 from cdc_repair.model.position import BinlogPosition
+from cdc_repair.model.source_event import Coordinates, RowValues
 
 MARKER_TABLE = "undo_log"  # the table a repair writes first in its transaction (repair/undo_log.py)
 # Columns only our undo_log has (a Seata AT `undo_log`, written in the same transaction as an application's own
@@ -82,37 +82,12 @@ def binlog_header(position: BinlogPosition) -> tuple[str, bytes]:
     return BINLOG_HEADER, f"{position.file}:{position.pos}".encode()
 
 
-def coordinates_from_headers(headers: Headers, gtid: str = "") -> dict[str, Any] | None:
-    """`{"file", "pos", "gtid"}` from a record's binlog header, or None (no or unreadable header)."""
+def coordinates_from_headers(headers: Headers, gtid: str = "") -> Coordinates | None:
+    """The binlog coordinates of a record's header, or None (no or unreadable header)."""
     for k, v in headers:
         if k != BINLOG_HEADER or v is None:
             continue
         file, _, pos = v.decode("utf-8", "replace").rpartition(":")
         if file and pos.isdigit():
-            return {"file": file, "pos": int(pos), "gtid": gtid or None}
+            return Coordinates(file, int(pos), gtid or None)
     return None
-
-
-def position_of(coords: Any) -> BinlogPosition | None:
-    """A ledger coordinate dict back to a position (None when absent or malformed)."""
-    if not isinstance(coords, Mapping):
-        return None
-    file, pos = coords.get("file"), coords.get("pos")
-    if not isinstance(file, str) or not file or isinstance(pos, bool) or not isinstance(pos, int) or pos < 0:
-        return None
-    return BinlogPosition(file, pos)
-
-
-def merge_source_event(previous: Any, latest: Mapping[str, Any]) -> dict[str, Any]:
-    """The latest source event of a key, keeping where the key's run of changes began (`first_binlog`): the
-    oldest coordinates seen since the ledger entry opened, so compensation can revert several changes."""
-    merged = dict(latest)
-    first = None
-    if isinstance(previous, Mapping):
-        first = previous.get("first_binlog") or previous.get("binlog")
-    first = first or latest.get("first_binlog") or latest.get("binlog")
-    if first is not None:  # an event without coordinates (CLI, scans) stays as it was recorded
-        merged["first_binlog"] = first
-    else:
-        merged.pop("first_binlog", None)
-    return merged

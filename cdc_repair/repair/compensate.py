@@ -23,12 +23,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from cdc_repair.config import PairConfig
-from cdc_repair.model.history import KeyChange, position_of
+from cdc_repair.model.history import KeyChange
+from cdc_repair.model.keys import pk_string
 from cdc_repair.model.oversized import OVERSIZED_MARKER
 from cdc_repair.model.position import BinlogPosition
+from cdc_repair.model.rules import evaluate
+from cdc_repair.model.source_event import SourceEvent
+from cdc_repair.model.verdict import OK
 from cdc_repair.repair.actions import Op, Plan, RepairAction, Side, Strategy
 from cdc_repair.repair.planner import DIRTY, RowEvent, key_pairs, row_event
-from cdc_repair.validate.rules import OK, evaluate, pk_string
 
 Row = Mapping[str, Any]
 REFUSED = "refused"  # plan kind: compensation refused (untrusted message, binlog gone, nothing safe to revert)
@@ -45,15 +48,13 @@ class Unavailable:
 History = Sequence[KeyChange] | Unavailable | None
 
 
-def since_position(source_event: Any) -> BinlogPosition | None:
+def since_position(events: Sequence[SourceEvent]) -> BinlogPosition | None:
     """Where the key's recorded run of changes begins (`first_binlog`, else the message's own `binlog`)."""
-    if not isinstance(source_event, Mapping):
-        return None
-    return position_of(source_event.get("first_binlog")) or position_of(source_event.get("binlog"))
+    return next((e.since for e in events if e.since is not None), None)
 
 
 def plan_compensate(pair: PairConfig, key: Sequence[Any], source_row: Row | None, target_row: Row | None,
-                    source_event: Any, history: History) -> Plan:
+                    events: Sequence[SourceEvent], history: History) -> Plan:
     """Revert the source row to the last state consistent with the target (see the module docstring)."""
     verdict = evaluate(pair, source_row, target_row, key)
     pk = verdict.pk
@@ -65,14 +66,14 @@ def plan_compensate(pair: PairConfig, key: Sequence[Any], source_row: Row | None
 
     if isinstance(history, Unavailable):
         return refused(history.reason)
-    message = row_event(source_event, pair, pk)
-    since = since_position(source_event)
+    message = row_event(events, pair, pk)
+    since = since_position(events)
     if message is None or history is None or since is None:
         return Plan(pair.name, pk, verdict.kind, None,
                     "no binlog change recorded for this key (the ledger holds no source change with binlog "
                     f"coordinates): compensation needs one; {FORWARD_HINT}")
     changes = [c for c in history if not since.is_after(c.position)]
-    own = position_of(source_event.get("binlog")) or since
+    own = next((e.binlog.position for e in events if e.binlog is not None), None) or since
     matched = _matching(message, [c for c in changes if not own.is_after(c.position)])
     if matched is None:
         return refused(_disagreement(pk, message, own, [c for c in changes if not own.is_after(c.position)]))

@@ -35,11 +35,11 @@ from cdc_repair.db import mysql
 from cdc_repair.db.dsn import Dsn
 from cdc_repair.db.sql import Statement
 from cdc_repair.errors import CdcRepairError, TerminalError
+from cdc_repair.model.keys import pk_string, rows_by_requested_key
 from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.actions import Op, RepairAction
 from cdc_repair.repair.locking import use_read_committed
 from cdc_repair.repair.undo_log import UNDO_TABLE, UndoRecord, ddl, encode_image
-from cdc_repair.validate.rules import pk_string, rows_by_requested_key
 
 log = logging.getLogger(__name__)
 

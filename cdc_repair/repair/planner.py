@@ -9,9 +9,8 @@ implementation), and the action follows from the kind and the matched rule:
 - `extra_in_target` (orphan, or a rule saying `absent`) → DELETE the target row, compare-and-delete.
 
 Compensate (AT-style) is planned in `repair/compensate.py` from the key's changes re-read from the binlog;
-`row_event` here reads the ledger's `source_event` (the stream message, only a hint there): a whole Canal
-FlatMessage dict (the row whose key matches is used) or one row's slice `{"type", "data": row, "old":
-row|null, "mysqlType": {...}}`. Binary column values are ISO-8859-1 text in FlatMessages (see
+`row_event` here picks the key's row among the ledger entry's source events (`model/source_event.py`, the stream
+message, only a hint there). Binary column values are ISO-8859-1 text in FlatMessages (see
 `sink/flat_message.py`); `mysqlType` tells which columns are binary.
 """
 
@@ -23,9 +22,12 @@ from typing import Any
 
 from cdc_repair.config import PairConfig
 from cdc_repair.model.canal_values import labelled_row
+from cdc_repair.model.keys import pk_string
+from cdc_repair.model.rules import evaluate, rule_columns
+from cdc_repair.model.source_event import SourceEvent
+from cdc_repair.model.verdict import DIFFERENT, EXTRA, MISSING, OK
 from cdc_repair.repair.actions import Op, Plan, RepairAction, Side
 from cdc_repair.repair.guard import flat_equal
-from cdc_repair.validate.rules import DIFFERENT, EXTRA, MISSING, OK, evaluate, rule_columns
 
 Row = Mapping[str, Any]
 DIRTY = "dirty"  # plan kind: compensation refused because the source changed since the event
@@ -66,7 +68,7 @@ def plan_forward(pair: PairConfig, key: Sequence[Any], source_row: Row | None, t
 
 def compared_columns(pair: PairConfig, source_row: Row) -> list[str]:
     """Columns the matched rule compares (for reports)."""
-    from cdc_repair.validate.rules import match_rule
+    from cdc_repair.model.rules import match_rule
 
     _, rule = match_rule(pair, source_row)
     return rule_columns(pair, rule, list(source_row)) if rule is not None else []
@@ -113,31 +115,18 @@ class RowEvent:
         return True
 
 
-def row_event(source_event: Any, pair: PairConfig, pk: str,
+def row_event(events: Sequence[SourceEvent], pair: PairConfig, pk: str,
               binary_columns: Iterable[str] = ()) -> RowEvent | None:
-    """The event row for `pk` out of a stored source_event (whole FlatMessage or one row's slice).
+    """The event row for `pk` among a ledger entry's source events (`LedgerEntry.events`).
     `binary_columns` (from the live table) mark columns whose event text is ISO-8859-1 for raw bytes, when
     the event carries no `mysqlType` (the validator's ledger slice does not)."""
-    from cdc_repair.validate.rules import pk_string
-
-    if not isinstance(source_event, Mapping):
-        return None
-    kind = str(source_event.get("type") or "").upper()
-    data, old = source_event.get("data"), source_event.get("old")
-    mysql_type = {c: "blob" for c in binary_columns}
-    mysql_type.update(source_event.get("mysqlType") or {})
-    if isinstance(data, Mapping):
-        data, old = [data], [old] if isinstance(old, Mapping) else None
-    if not isinstance(data, list) or kind not in ("INSERT", "UPDATE", "DELETE"):
-        return None
-    olds = old if isinstance(old, list) else [None] * len(data)
     chosen: RowEvent | None = None
-    for row, before in zip(data, olds, strict=False):
-        if isinstance(row, Mapping) and all(k in row for k in pair.key) and \
-                pk_string([row[k] for k in pair.key]) == pk:
-            sql_type = source_event.get("sqlType") or {}  # Canal's ENUM index / SET bitmask → member names
-            chosen = RowEvent(kind, labelled_row(row, mysql_type, sql_type),
-                              labelled_row(before, mysql_type, sql_type) if isinstance(before, Mapping) else None,
+    for event in events:
+        if all(k in event.data for k in pair.key) and pk_string([event.data[k] for k in pair.key]) == pk:
+            mysql_type = {c: "blob" for c in binary_columns} | dict(event.mysql_type or {})
+            sql_type = event.sql_type or {}  # Canal's ENUM index / SET bitmask → member names
+            chosen = RowEvent(event.type, labelled_row(event.data, mysql_type, sql_type),
+                              labelled_row(event.old, mysql_type, sql_type) if event.old is not None else None,
                               mysql_type)
     return chosen
 

@@ -28,23 +28,25 @@ from cdc_repair.db.sql import Statement, placeholders, quote_columns
 from cdc_repair.errors import BinlogUnavailableError, CdcRepairError
 from cdc_repair.metrics import REPAIR_LATENCY, REPAIRS
 from cdc_repair.model.history import ChangeHistory
+from cdc_repair.model.keys import parse_pk
+from cdc_repair.model.ledger import LedgerEntry, LedgerStatus
 from cdc_repair.model.position import BinlogPosition
+from cdc_repair.model.rules import evaluate
+from cdc_repair.model.verdict import NOT_APPLICABLE, OK
 from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.actions import Plan, RepairAction, Side, Strategy
 from cdc_repair.repair.compensate import REFUSED, History, Unavailable, plan_compensate, since_position
 from cdc_repair.repair.executor import Applied, Failed, GuardFailed, Outcome, RowServer, apply_batch
 from cdc_repair.repair.planner import DIRTY, plan_forward
-from cdc_repair.repair.store import REPAIRED, RESOLVED, StateStore, new_id
+from cdc_repair.repair.store import StateStore, new_id
 from cdc_repair.repair.throttle import RateLimiter, wait_while_busy
 from cdc_repair.repair.undo_log import undo_table
-from cdc_repair.state.ledger import LedgerEntry
-from cdc_repair.validate.rules import NOT_APPLICABLE, OK, evaluate, parse_pk
 
 log = logging.getLogger(__name__)
 
 # Key result statuses
-DONE_REPAIRED = "repaired"  # we wrote, and the re-check says consistent
-DONE_RESOLVED = "resolved"  # consistent without a write by this run
+DONE_REPAIRED = LedgerStatus.REPAIRED.value  # we wrote, and the re-check says consistent
+DONE_RESOLVED = LedgerStatus.RESOLVED.value  # consistent without a write by this run
 PLANNED = "planned"  # dry-run / print
 LEFT = "left"  # still inconsistent (guard kept failing, or no action possible)
 FAILED = "failed"  # the write failed
@@ -52,7 +54,6 @@ DIRTY_KEY = "dirty"  # compensation refused: the source changed since the event
 REFUSED_KEY = "refused"  # compensation refused: untrusted message, binlog gone, or nothing safe to revert to
 PARKED_KINDS = {DIRTY: DIRTY_KEY, REFUSED: REFUSED_KEY}  # plan kinds that need an operator: parked at once
 # The binlog re-reader (source/), wired by name like app.py's stages: repair/ never imports source/.
-HISTORY = ("cdc_repair.source.history", "BinlogHistory")
 FINISHED_OK = frozenset({DONE_REPAIRED, DONE_RESOLVED})
 
 
@@ -184,8 +185,8 @@ class Repairer:
         for item in items:
             s, t = source_rows.get(item.pk), target_rows.get(item.pk)
             if strategy is Strategy.COMPENSATE:
-                event = item.entry.source_event if item.entry is not None else None
-                plans.append(plan_compensate(pair, item.key, s, t, event, histories.get(item.pk)))
+                events = item.entry.events if item.entry is not None else []
+                plans.append(plan_compensate(pair, item.key, s, t, events, histories.get(item.pk)))
             else:
                 plans.append(plan_forward(pair, item.key, s, t, target_cols))
         return plans
@@ -195,7 +196,7 @@ class Repairer:
         read for all; per start position when that one is gone, so one purged key does not refuse the rest)."""
         starts: dict[str, BinlogPosition] = {}
         for item in items:
-            since = since_position(item.entry.source_event) if item.entry is not None else None
+            since = since_position(item.entry.events) if item.entry is not None else None
             if since is not None:
                 starts[item.pk] = since
         if not starts:
@@ -222,11 +223,9 @@ class Repairer:
 
     @property
     def history(self) -> ChangeHistory:
-        if self._history is None:
-            import importlib
-
-            module, name = HISTORY
-            self._history = getattr(importlib.import_module(module), name)(self.settings)
+        if self._history is None:  # the composition root gives one (app.py, commands/repair.py): source/ reads binlogs
+            raise BinlogUnavailableError("no binlog reader was given to this repairer, so compensation cannot read "
+                                         "before-images; repair it with --strategy forward")
         return self._history
 
     def dry_run(self, pair: PairConfig, items: Sequence[WorkItem], strategy: Strategy, *,
@@ -486,7 +485,7 @@ class Repairer:
                 self.store.release(token, [item.entry.id])
                 continue
             if res.status in FINISHED_OK:
-                closes[item.entry.id] = (REPAIRED if res.status == DONE_REPAIRED else RESOLVED,
+                closes[item.entry.id] = (LedgerStatus(res.status),  # DONE_REPAIRED or DONE_RESOLVED
                                          res.repair_ids[-1] if res.repair_ids else None)
                 continue
             status = self.store.fail_entry(token, item.entry, f"{res.status}: {res.reason}",

@@ -20,7 +20,6 @@ a repair id, by searching every configured pair's undo_log.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 from collections import deque
@@ -33,6 +32,7 @@ from cdc_repair.config import Settings, TableRef
 from cdc_repair.db import mysql
 from cdc_repair.errors import CdcRepairError
 from cdc_repair.metrics import ROLLBACKS
+from cdc_repair.model.ledger import utcnow
 from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.executor import RowServer
 from cdc_repair.repair.rollback_batch import CHUNK, Undo, undo_chunk
@@ -131,8 +131,7 @@ def _logged(settings: Settings, store: StateStore, target_id: str, *, dry_run: b
     if not missing:
         return logged
     if dry_run:  # shown, not written
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        return logged + [LogRow(id=0, created_at=now, **r) for r in missing]
+        return logged + [LogRow(id=0, created_at=utcnow(), **r) for r in missing]
     for start in range(0, len(missing), 500):
         store.log_repairs(missing[start:start + 500])
     log.warning("run %s had %d applied repairs missing from repair_log: added from the undo log", target_id,

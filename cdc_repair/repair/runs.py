@@ -40,7 +40,8 @@ from cdc_repair.db import mysql
 from cdc_repair.db.dsn import Dsn
 from cdc_repair.db.sql import Statement, quote_columns
 from cdc_repair.errors import CdcRepairError
-from cdc_repair.repair.store import Filters, StateStore
+from cdc_repair.model.ledger import LedgerFilter as Filters
+from cdc_repair.repair.store import StateStore
 from cdc_repair.repair.undo_log import run_context, undo_table
 
 log = logging.getLogger(__name__)

@@ -24,9 +24,9 @@ from decimal import Decimal
 from typing import Any
 
 from cdc_repair.db.sql import Statement, placeholders, quote_columns, quote_ident, quote_table
+from cdc_repair.model.keys import key_bytes_equal
 from cdc_repair.repair.actions import Op, RepairAction
 from cdc_repair.repair.undo_log import INSERT_COLUMNS, SELECT_COLUMNS, UndoRecord, undo_table
-from cdc_repair.validate.rules import key_bytes_equal
 
 Row = Mapping[str, Any]
 

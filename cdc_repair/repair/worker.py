@@ -32,15 +32,19 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from cdc_repair.config import Settings
 from cdc_repair.errors import TransientError
 from cdc_repair.metrics import ERRORS
+from cdc_repair.model.history import ChangeHistory
+from cdc_repair.model.ledger import LedgerFilter as Filters
+from cdc_repair.model.ledger import LedgerStatus
 from cdc_repair.repair.repairer import Repairer, WorkItem
 from cdc_repair.repair.runs import FINISHED, Heartbeat
-from cdc_repair.repair.store import OPEN, Filters, StateStore, new_id
+from cdc_repair.repair.store import StateStore, new_id
 from cdc_repair.repair.throttle import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -71,8 +75,10 @@ class RepairWorker:
     """Claims due ledger entries and repairs them (see module docstring)."""
 
     def __init__(self, settings: Settings, *, worker_id: str | None = None, store: StateStore | None = None,
-                 live: SettingsSource | None = None) -> None:
+                 live: SettingsSource | None = None,
+                 history: Callable[[Settings], ChangeHistory] | None = None) -> None:
         self._settings = settings
+        self._history = history  # makes the binlog reader compensation needs (source/history.py, from app.py)
         self._live = live
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.store = store or StateStore(settings.state.dsn)
@@ -123,14 +129,16 @@ class RepairWorker:
         token = self._registered_token()
         stats = RepairStats()
         self.last_run_at = time.time()
-        entries = self.store.claim(token, Filters(), statuses=(OPEN,), due=True, limit=limit or cfg.batch_size,
-                                   stale_after_s=cfg.claim_timeout_s, dead_after_s=cfg.dead_after_s)
+        entries = self.store.claim(token, Filters(), statuses=(LedgerStatus.OPEN,), due=True,
+                                   limit=limit or cfg.batch_size, stale_after_s=cfg.claim_timeout_s,
+                                   dead_after_s=cfg.dead_after_s)
         stats.claimed = len(entries)
         if not entries:
             self._done(stats)
             return stats
         pairs = {p.name: p for p in settings.pairs}
-        repairer = Repairer(settings, self.store, run_id=new_id("batch"), stop=stop, limiters=self._limiters)
+        repairer = Repairer(settings, self.store, run_id=new_id("batch"), stop=stop, limiters=self._limiters,
+                            history=self._history(settings) if self._history is not None else None)
         try:
             by_pair: dict[str, list[WorkItem]] = {}
             for e in entries:

@@ -29,6 +29,7 @@ from cdc_repair.config import Settings
 from cdc_repair.db import mysql
 from cdc_repair.db.sql import Statement
 from cdc_repair.errors import TerminalError
+from cdc_repair.model.ledger import utcnow
 from cdc_repair.runtime.leader import MySQLNamedLock
 from cdc_repair.runtime.reload import LiveSettings
 from cdc_repair.state import runs
@@ -128,14 +129,14 @@ def window_scan(ctx: JobContext) -> str:
     run_window_scan = stage_function("cdc_repair.validate.window_scan", "run_window_scan")
     interval = dt.timedelta(seconds=ctx.settings.scheduler.window_scan_interval_s)
     last = runs.last_started(ctx.engine, "window_scan")
-    since = (last - interval) if last else (runs.utcnow() - 2 * interval)
+    since = (last - interval) if last else (utcnow() - 2 * interval)
     report = run_window_scan(ctx.settings, since, engine=ctx.engine)
     return f"since {since:%Y-%m-%d %H:%M:%S}Z: {_describe(report)}"
 
 
 def cleanup(ctx: JobContext) -> str:
     """Forget finished ledger rows, repair logs, job runs and undo records older than the retention."""
-    before = runs.utcnow() - dt.timedelta(days=ctx.settings.scheduler.retention_days)
+    before = utcnow() - dt.timedelta(days=ctx.settings.scheduler.retention_days)
     done: dict[str, Any] = dict(runs.cleanup(ctx.engine, before))
     done["undo_log"] = purge_undo_logs(ctx.settings, before)
     return ", ".join(f"{k}={v}" for k, v in done.items()) + f" (older than {before:%Y-%m-%d %H:%M})"

@@ -20,13 +20,12 @@ from typing import Any
 from cdc_repair import __version__, observe
 from cdc_repair.config import Settings
 from cdc_repair.db import mysql
+from cdc_repair.model.ledger import ACTIVE_STATUSES
 from cdc_repair.runtime.daemon import host_id
 from cdc_repair.runtime.leader import lock_holder_info
 from cdc_repair.state import ledger, runs, scan_progress
 
 log = logging.getLogger(__name__)
-
-ACTIVE = ("open", "repairing", "failed")
 
 
 def build_status(settings: Settings, engine: Any, daemon: Any = None) -> dict[str, Any]:
@@ -131,7 +130,7 @@ def _ledger(engine: Any) -> dict[str, Any]:
     entries = [{"pair": p, "kind": k, "status": s, "count": n} for (p, k, s), n in sorted(counts.items())]
     open_by_pair: dict[str, int] = {}
     for (pair, _kind, status), n in counts.items():
-        if status in ACTIVE:
+        if status in ACTIVE_STATUSES:
             open_by_pair[pair] = open_by_pair.get(pair, 0) + n
     return {"entries": entries, "open_by_pair": open_by_pair, "open_total": sum(open_by_pair.values())}
 
@@ -145,7 +144,7 @@ def _inconsistencies(led: dict[str, Any] | None, oldest: dict[str, Any] | None,
                 "unavailable": unavailable or "ledger not read"}
     oldest = oldest or {}
     return {"open_total": led.get("open_total", 0),
-            "by_pair_kind": [e for e in led.get("entries", []) if e["status"] in ACTIVE],
+            "by_pair_kind": [e for e in led.get("entries", []) if e["status"] in ACTIVE_STATUSES],
             "oldest_open_age_s": oldest.get("age_s"), "oldest_open_pair": oldest.get("pair")}
 
 

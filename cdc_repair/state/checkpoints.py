@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, and_, select, update
 
+from cdc_repair.model.ledger import utcnow
+from cdc_repair.state.runs import FULL_SCAN_REQUESTED
 from cdc_repair.state.tables import checkpoint, job_run
-
-FULL_SCAN_REQUESTED = "full_scan_requested"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +28,6 @@ class SavedCheckpoint:
     gtid_set: str | None
     event_ts: float | None
     updated_at: dt.datetime
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def load_checkpoint(engine: Engine, source: str) -> SavedCheckpoint | None:
@@ -47,23 +43,18 @@ def save_checkpoint(engine: Engine, source: str, binlog_file: str, binlog_pos: i
                     event_ts: float | None) -> None:
     """Upsert the source's checkpoint (one short transaction)."""
     values = {"binlog_file": binlog_file, "binlog_pos": binlog_pos, "gtid_set": gtid_set, "event_ts": event_ts,
-              "updated_at": _utcnow()}
+              "updated_at": utcnow()}
     with engine.begin() as conn:
         done = conn.execute(update(checkpoint).where(checkpoint.c.source == source).values(**values)).rowcount
         if not done:
             conn.execute(checkpoint.insert().values(source=source, **values))
 
 
-def delete_checkpoint(engine: Engine, source: str) -> None:
-    with engine.begin() as conn:
-        conn.execute(checkpoint.delete().where(checkpoint.c.source == source))
-
-
 def request_full_scan(engine: Engine, reason: str) -> int:
     """Record that every pair needs a full validation (binlog gap); returns the marker row id."""
     with engine.begin() as conn:
         result = conn.execute(job_run.insert().values(job=FULL_SCAN_REQUESTED, host=socket.gethostname()[:128],
-                                                      started_at=_utcnow(), outcome="pending",
+                                                      started_at=utcnow(), outcome="pending",
                                                       detail=reason[:4000]))
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, TypeAlias
 
 from sqlalchemy import Engine, create_engine, event, text
@@ -28,6 +30,16 @@ def state_engine(dsn: Dsn, *, create_schema: bool = True) -> Engine:
     except DBAPIError as exc:  # one line naming the state database, never SQLAlchemy's multi-line dump
         reason = classify(exc.orig or exc, f"state database {dsn.masked()}")
         raise type(reason)(f"{reason} (is it running? check state.dsn)") from None
+
+
+@contextmanager
+def state_errors(what: str) -> Iterator[None]:
+    """A driver error inside becomes `db/mysql.py: classify`'s one line naming `what` (transient or terminal),
+    never SQLAlchemy's multi-line dump; callers outside state/ then need not know SQLAlchemy's exceptions."""
+    try:
+        yield
+    except DBAPIError as exc:
+        raise classify(exc.orig or exc, what) from exc
 
 
 def _open(dsn: Dsn, database: str, create_schema: bool) -> Engine:

@@ -12,13 +12,14 @@ Public, stable API (validator writes, repairer reads and updates):
   * every `ok` / `not_applicable` verdict **resolves** the key's entry if it is `open` or `failed`: status
     becomes `resolved` (consistent again without a repair by us; the repairer writes `repaired` for its own
     fixes). `repairing` entries are left to the repairer.
-  `source_events` / `event_ts` are keyed by canonical pk (`rules.pk_string`).
+  `source_events` / `event_ts` are keyed by canonical pk (`model/keys.py: pk_string`); an event is a
+  `model/source_event.py: SourceEvent`, stored as its JSON (a mapping in that form is read as one).
 - `open_entries(engine, *, pair=None, statuses=("open",), due=True, limit=1000, now=None) -> list[LedgerEntry]`
   — entries to work on; `due` keeps those whose next_retry_at is NULL or past.
 - `get_entry(engine, pair, pk)`, `set_status(engine, entry_id, status, ...)` — small helpers for the repairer.
 - `counts(engine) -> dict[(pair, kind, status), n]` for metrics/status.
 
-Statuses: open | repairing | repaired | resolved | failed | ignored. `ACTIVE_STATUSES` are not finished.
+Statuses: `model/ledger.py: LedgerStatus`. The claims of the repairer are in `state/claims.py`.
 Times are naive UTC datetimes.
 """
 
@@ -34,50 +35,19 @@ from sqlalchemy import Connection, Engine, and_, func, select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.exc import IntegrityError
 
-from cdc_repair.model.history import merge_source_event
+from cdc_repair.model.ledger import (
+    ACTIVE_STATUSES,
+    CLOSED_STATUSES,
+    RESOLVABLE_STATUSES,
+    LedgerCount,
+    LedgerEntry,
+    LedgerStatus,
+    utcnow,
+)
 from cdc_repair.model.oversized import bound_event
+from cdc_repair.model.source_event import SourceEvent
+from cdc_repair.model.verdict import MISMATCH_KINDS, Verdict
 from cdc_repair.state.tables import inconsistency
-from cdc_repair.validate.rules import MISMATCH_KINDS, Verdict, parse_pk, pk_string
-
-OPEN = "open"
-REPAIRING = "repairing"
-REPAIRED = "repaired"
-RESOLVED = "resolved"
-FAILED = "failed"
-IGNORED = "ignored"
-ACTIVE_STATUSES = (OPEN, REPAIRING, FAILED)
-_REOPENED_FROM = (REPAIRED, RESOLVED)
-_RESOLVABLE = (OPEN, FAILED)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    """One ledger row. `key` is the pk parsed back to a tuple of strings."""
-
-    id: int
-    pair: str
-    pk: str
-    kind: str
-    columns: tuple[str, ...]
-    detected_by: str
-    first_seen: dt.datetime
-    last_seen: dt.datetime
-    seen_count: int
-    status: str
-    attempts: int
-    next_retry_at: dt.datetime | None
-    last_error: str | None
-    source_event: Any
-    event_ts: float | None
-    repair_id: str | None
-
-    @property
-    def key(self) -> tuple[str, ...]:
-        return parse_pk(self.pk)
 
 
 @dataclass
@@ -91,7 +61,7 @@ class RecordResult:
 
 
 def record_verdicts(engine: Engine, verdicts: Iterable[Verdict], detected_by: str, *,
-                    source_events: Mapping[str, Any] | None = None,
+                    source_events: Mapping[str, SourceEvent | Mapping[str, Any]] | None = None,
                     event_ts: Mapping[str, float] | None = None,
                     now: dt.datetime | None = None) -> RecordResult:
     """Upsert mismatches, resolve keys found consistent; one transaction (see module docstring)."""
@@ -106,14 +76,15 @@ def record_verdicts(engine: Engine, verdicts: Iterable[Verdict], detected_by: st
     raise AssertionError("unreachable")
 
 
-def _record(engine: Engine, verdicts: list[Verdict], detected_by: str, events: Mapping[str, Any],
+def _record(engine: Engine, verdicts: list[Verdict], detected_by: str,
+            events: Mapping[str, SourceEvent | Mapping[str, Any]],
             ts: Mapping[str, float], now: dt.datetime) -> RecordResult:
     result = RecordResult()
     bad: dict[tuple[str, str], Verdict] = {}
     good: dict[str, set[str]] = {}
     alias: dict[tuple[str, str], str] = {}  # (pair, ledger pk) → the pk asked for (events/ts are keyed by it)
     for v in verdicts:
-        pk = pk_string(v.source_key) if v.source_key is not None else v.pk  # one entry per row, source spelling
+        pk = v.ledger_pk  # one entry per row, under the source's spelling
         alias.setdefault((v.pair, pk), v.pk)
         if v.kind in MISMATCH_KINDS:
             bad[(v.pair, pk)] = v
@@ -142,20 +113,20 @@ def _record(engine: Engine, verdicts: list[Verdict], detected_by: str, events: M
             asked = alias.get((pair_name, pk), pk)
             row = existing.get((pair_name, pk))
             if asked in events:  # an active entry keeps where its run of changes began (compensation reverts all)
-                active = row is not None and row.status not in _REOPENED_FROM
+                active = row is not None and row.status not in CLOSED_STATUSES
                 merged = _merged_event(row.source_event if row is not None and active else None, events[asked])
                 values["source_event"] = bound_event(merged)  # one big row never exceeds max_allowed_packet
             if asked in ts:
                 values["event_ts"] = ts[asked]
             if row is None:
                 inserts.append({"pair": pair_name, "pk": pk, "detected_by": detected_by, "first_seen": now,
-                                "seen_count": 1, "status": OPEN, "attempts": 0, "next_retry_at": now,
+                                "seen_count": 1, "status": LedgerStatus.OPEN, "attempts": 0, "next_retry_at": now,
                                 "source_event": None, "event_ts": ts.get(asked), **values})
                 result.inserted.append(pk)
                 continue
             values["seen_count"] = row.seen_count + 1
-            if row.status in _REOPENED_FROM:
-                values.update(status=OPEN, attempts=0, next_retry_at=now, last_error=None, claimed_by=None,
+            if row.status in CLOSED_STATUSES:
+                values.update(status=LedgerStatus.OPEN, attempts=0, next_retry_at=now, last_error=None, claimed_by=None,
                               claimed_at=None, detected_by=detected_by, first_seen=now)
                 result.reopened.append(pk)
             else:
@@ -166,19 +137,22 @@ def _record(engine: Engine, verdicts: list[Verdict], detected_by: str, events: M
             conn.execute(t.insert(), inserts)
         for pair_name, pk_set in good.items():
             for chunk in _chunks(sorted(pk_set), 500):
-                where = and_(t.c.pair == pair_name, t.c.pk.in_(chunk), t.c.status.in_(_RESOLVABLE))
+                where = and_(t.c.pair == pair_name, t.c.pk.in_(chunk), t.c.status.in_(RESOLVABLE_STATUSES))
                 found = conn.execute(select(t.c.pk).where(where)).scalars().all()
                 if found:
-                    conn.execute(update(t).where(where).values(status=RESOLVED, next_retry_at=None,
+                    conn.execute(update(t).where(where).values(status=LedgerStatus.RESOLVED, next_retry_at=None,
                                                                updated_at=now))
                     result.resolved.extend(found)
     return result
 
 
-def _merged_event(previous: Any, latest: Any) -> Any:
-    if not isinstance(latest, Mapping):
+def _merged_event(previous: Any, latest: SourceEvent | Mapping[str, Any]) -> Any:
+    """The JSON to store: the latest event, keeping where the key's run of changes began (`previous`, the stored
+    JSON of an active entry). A mapping that is no source event (a hand-written one) is stored as given."""
+    event = latest if isinstance(latest, SourceEvent) else SourceEvent.from_json(latest)
+    if event is None:
         return latest
-    return merge_source_event(previous, latest)
+    return event.following(SourceEvent.from_json(previous)).to_json()
 
 
 def _update_known(conn: Connection, changes: list[dict[str, Any]], detected_by: str, now: dt.datetime) -> None:
@@ -190,7 +164,8 @@ def _update_known(conn: Connection, changes: list[dict[str, Any]], detected_by: 
         groups.setdefault(tuple(sorted(k for k in change if k not in ("id", "pair", "pk"))), []).append(change)
     t = inconsistency
     filler = {"kind": "", "detected_by": detected_by, "first_seen": now, "last_seen": now, "seen_count": 0,
-              "status": OPEN, "attempts": 0, "updated_at": now}  # NOT NULL columns of the (never used) insert
+              "status": LedgerStatus.OPEN, "attempts": 0,
+              "updated_at": now}  # NOT NULL columns of the (never used) insert
     for cols, rows in groups.items():
         for start in range(0, len(rows), 1000):
             stmt = mysql_insert(t).values([{**filler, **r} for r in rows[start:start + 1000]])
@@ -202,16 +177,17 @@ def _chunks(items: Sequence[str], n: int) -> Iterable[list[str]]:
         yield list(items[i:i + n])
 
 
-def _entry(row: Any) -> LedgerEntry:
+def entry_from_row(row: Any) -> LedgerEntry:
+    """The ledger's one row mapper: a row of `select(inconsistency)` as a `LedgerEntry`."""
     return LedgerEntry(id=row.id, pair=row.pair, pk=row.pk, kind=row.kind, columns=tuple(row.columns or ()),
                        detected_by=row.detected_by, first_seen=row.first_seen, last_seen=row.last_seen,
-                       seen_count=row.seen_count, status=row.status, attempts=row.attempts,
+                       seen_count=row.seen_count, status=LedgerStatus(row.status), attempts=row.attempts,
                        next_retry_at=row.next_retry_at, last_error=row.last_error, source_event=row.source_event,
                        event_ts=row.event_ts, repair_id=row.repair_id)
 
 
-def open_entries(engine: Engine, *, pair: str | None = None, statuses: Sequence[str] = (OPEN,), due: bool = True,
-                 limit: int = 1000, now: dt.datetime | None = None) -> list[LedgerEntry]:
+def open_entries(engine: Engine, *, pair: str | None = None, statuses: Sequence[str] = (LedgerStatus.OPEN,),
+                 due: bool = True, limit: int = 1000, now: dt.datetime | None = None) -> list[LedgerEntry]:
     """Ledger entries in `statuses` (oldest retry first); `due`: next_retry_at NULL or ≤ now."""
     t = inconsistency
     q = select(t).where(t.c.status.in_(list(statuses)))
@@ -221,14 +197,14 @@ def open_entries(engine: Engine, *, pair: str | None = None, statuses: Sequence[
         q = q.where((t.c.next_retry_at.is_(None)) | (t.c.next_retry_at <= (now or utcnow())))
     q = q.order_by(t.c.next_retry_at, t.c.id).limit(limit)
     with engine.connect() as conn:
-        return [_entry(r) for r in conn.execute(q)]
+        return [entry_from_row(r) for r in conn.execute(q)]
 
 
 def get_entry(engine: Engine, pair: str, pk: str) -> LedgerEntry | None:
     t = inconsistency
     with engine.connect() as conn:
         row = conn.execute(select(t).where(and_(t.c.pair == pair, t.c.pk == pk))).first()
-    return _entry(row) if row is not None else None
+    return entry_from_row(row) if row is not None else None
 
 
 def set_status(engine: Engine, entry_id: int, status: str, *, last_error: str | None = None,
@@ -254,3 +230,13 @@ def counts(engine: Engine) -> dict[tuple[str, str, str], int]:
                             .group_by(t.c.pair, t.c.kind, t.c.status)).all()
     return {(r[0], r[1], r[2]): int(r[3]) for r in rows}
 
+
+
+def active_counts(engine: Engine) -> list[LedgerCount]:
+    """Entries not finished (`ACTIVE_STATUSES`) by (pair, kind, status), with the oldest first_seen of each."""
+    t = inconsistency
+    q = (select(t.c.pair, t.c.kind, t.c.status, func.count(), func.min(t.c.first_seen))
+         .where(t.c.status.in_(ACTIVE_STATUSES)).group_by(t.c.pair, t.c.kind, t.c.status))
+    with engine.connect() as conn:
+        rows = conn.execute(q).all()
+    return [LedgerCount(str(r[0]), str(r[1]), LedgerStatus(r[2]), int(r[3]), r[4]) for r in rows]

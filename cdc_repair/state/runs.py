@@ -13,19 +13,15 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, delete, desc, func, select, update
 
+from cdc_repair.model.ledger import FINISHED_STATUSES, utcnow
 from cdc_repair.state.tables import checkpoint, inconsistency, job_run, repair_log
 
-FULL_SCAN_REQUESTED = "full_scan_requested"
-FINISHED_LEDGER_STATUSES = ("repaired", "resolved", "ignored")
+FULL_SCAN_REQUESTED = "full_scan_requested"  # the capture stage's marker job (state/checkpoints.py)
 
 
 def _row(mapping: Any) -> dict[str, Any]:
     """A plain dict with plain `str` keys (SQLAlchemy's keys are a str subclass that orjson refuses)."""
     return {str(k): v for k, v in mapping.items()}
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def start_run(engine: Engine, job: str, host: str, *, now: dt.datetime | None = None) -> int:
@@ -73,6 +69,15 @@ def close_full_scan_requests(engine: Engine, ids: list[int], detail: str) -> Non
     with engine.begin() as conn:
         conn.execute(update(job_run).where(job_run.c.id.in_(ids))
                      .values(outcome="ok", finished_at=utcnow(), detail=detail[:4000]))
+
+
+def last_success_per_job(engine: Engine) -> dict[str, dt.datetime]:
+    """When each job last finished `ok` (naive UTC)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(job_run.c.job, func.max(job_run.c.finished_at))
+                            .where(and_(job_run.c.outcome == "ok", job_run.c.finished_at.is_not(None)))
+                            .group_by(job_run.c.job)).all()
+    return {str(job): at for job, at in rows if isinstance(at, dt.datetime)}
 
 
 def recent_runs(engine: Engine, limit: int = 20) -> list[dict[str, Any]]:
@@ -123,7 +128,7 @@ def cleanup(engine: Engine, before: dt.datetime) -> dict[str, int]:
     """Delete finished ledger entries, repair-log rows and finished job runs older than `before`."""
     with engine.begin() as conn:
         ledger = conn.execute(delete(inconsistency).where(and_(
-            inconsistency.c.status.in_(FINISHED_LEDGER_STATUSES), inconsistency.c.updated_at < before))).rowcount
+            inconsistency.c.status.in_(FINISHED_STATUSES), inconsistency.c.updated_at < before))).rowcount
         repairs = conn.execute(delete(repair_log).where(repair_log.c.created_at < before)).rowcount
         runs = conn.execute(delete(job_run).where(and_(job_run.c.finished_at.is_not(None),
                                                        job_run.c.finished_at < before))).rowcount

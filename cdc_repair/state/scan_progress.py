@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, delete, func, insert, select, text, update
 
-from cdc_repair.state.ledger import ACTIVE_STATUSES, utcnow
+from cdc_repair.model.ledger import ACTIVE_STATUSES, utcnow
 from cdc_repair.state.tables import inconsistency, scan_finding, scan_progress
 
 RUNNING = "running"

@@ -13,7 +13,8 @@ import socket
 
 from sqlalchemy import Engine, and_, or_, select
 
-from cdc_repair.state.runs import FULL_SCAN_REQUESTED, utcnow
+from cdc_repair.model.ledger import utcnow
+from cdc_repair.state.runs import FULL_SCAN_REQUESTED
 from cdc_repair.state.tables import job_run
 
 ANSWERING_JOB = "full_scan_request"  # the scheduler job that answers the markers (runtime/jobs.py)

@@ -22,7 +22,9 @@ from typing import Any
 from cdc_repair.config import PairConfig
 from cdc_repair.db import mysql
 from cdc_repair.db.sql import Statement, placeholders, quote_columns, quote_ident, quote_table
-from cdc_repair.validate.rules import Verdict, evaluate, needed_columns, pk_string, rows_by_requested_key
+from cdc_repair.model.keys import pk_string, rows_by_requested_key
+from cdc_repair.model.rules import evaluate, needed_columns
+from cdc_repair.model.verdict import Verdict
 
 
 def check(pair: PairConfig, keys: Iterable[Sequence[Any]], source_conn: mysql.Connection,

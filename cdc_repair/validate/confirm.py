@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cdc_repair.config import PairConfig
-from cdc_repair.validate.rules import Verdict
+from cdc_repair.model.verdict import Verdict
 
 
 @dataclass

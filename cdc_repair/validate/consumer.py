@@ -46,7 +46,10 @@ from cdc_repair import metrics
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.db import mysql
 from cdc_repair.errors import MalformedMessageError, TransientError
-from cdc_repair.model.history import coordinates_from_headers, is_own_write, merge_source_event
+from cdc_repair.model.history import coordinates_from_headers, is_own_write
+from cdc_repair.model.keys import pk_string
+from cdc_repair.model.source_event import SourceEvent
+from cdc_repair.model.verdict import Verdict
 from cdc_repair.sink.flat_message import FlatMessage, parse_flat_message
 from cdc_repair.sink.kafka_admin import ensure_topics
 from cdc_repair.sink.kafka_consumer import TP, DeadLetters, GroupConsumer, Record
@@ -55,7 +58,6 @@ from cdc_repair.state import ledger
 from cdc_repair.state.engine import StateEngine, state_engine
 from cdc_repair.validate.check import check
 from cdc_repair.validate.confirm import Rechecks
-from cdc_repair.validate.rules import Verdict, pk_string
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +131,7 @@ class _Item:
     pk: str
     due: float
     offsets: set[tuple[TP, int]] = field(default_factory=set)
-    source_event: dict[str, Any] | None = None
+    source_event: SourceEvent | None = None
     event_ts: float | None = None
 
 
@@ -313,12 +315,12 @@ class IncrementalValidator:
                 counts = self.outstanding[tp]
                 counts[rec.offset] = counts.get(rec.offset, 0) + 1
             if event is not None:  # where in the binlog compensation re-reads it (invariant 4)
-                item.source_event = merge_source_event(item.source_event, {**event, "binlog": coords})
+                item.source_event = event.at(coords).following(item.source_event)
             if es is not None:
                 item.event_ts = max(item.event_ts or 0.0, es)
             self.stats["rows"] += 1
 
-    def _entries(self, msg: FlatMessage) -> list[tuple[PairConfig, tuple[Any, ...], dict[str, Any] | None]]:
+    def _entries(self, msg: FlatMessage) -> list[tuple[PairConfig, tuple[Any, ...], SourceEvent | None]]:
         """(pair, key, source event or None) for every row of the message that belongs to a pair."""
         if msg.is_ddl or not msg.data:
             return []
@@ -335,8 +337,8 @@ class IncrementalValidator:
                 event = None
                 if table == pair.source.table:
                     old = msg.old[i] if msg.old and i < len(msg.old) else None
-                    event = {"type": msg.type, "database": msg.database, "table": msg.table, "es": msg.es,
-                             "data": row, "old": old, "mysqlType": msg.mysql_type, "sqlType": msg.sql_type}
+                    event = SourceEvent(msg.type, msg.database, msg.table, msg.es, row, old, msg.mysql_type,
+                                        msg.sql_type)
                 out.append((pair, key, event))
         return out
 

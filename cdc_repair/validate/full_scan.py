@@ -46,12 +46,14 @@ from cdc_repair.config import PairConfig, Settings
 from cdc_repair.db import mysql
 from cdc_repair.db.sql import Statement
 from cdc_repair.errors import TerminalError, TransientError
+from cdc_repair.model.keys import parse_pk, pk_string
+from cdc_repair.model.rules import source_spelled
+from cdc_repair.model.verdict import MISMATCH_KINDS, Verdict
 from cdc_repair.state import scan_progress
 from cdc_repair.state.engine import StateEngine, state_engine
 from cdc_repair.validate import checksum as cs
 from cdc_repair.validate.check import check
 from cdc_repair.validate.confirm import Rechecks, RespelledOnce
-from cdc_repair.validate.rules import MISMATCH_KINDS, Verdict, parse_pk, pk_string, source_spelled
 from cdc_repair.validate.scan_store import LedgerScanStore, ScanStore
 
 log = logging.getLogger(__name__)

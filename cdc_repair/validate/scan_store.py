@@ -11,10 +11,10 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
+from cdc_repair.model.verdict import Verdict
 from cdc_repair.state import ledger, scan_progress
 from cdc_repair.state.engine import StateEngine
 from cdc_repair.state.scan_progress import Finding, ScanState
-from cdc_repair.validate.rules import Verdict
 
 
 class ScanStore(Protocol):

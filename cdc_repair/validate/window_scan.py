@@ -27,12 +27,14 @@ from cdc_repair import metrics
 from cdc_repair.config import PairConfig, Settings
 from cdc_repair.db import mysql
 from cdc_repair.db.sql import Statement, quote_columns, quote_ident, quote_table
+from cdc_repair.model.keys import pk_string
+from cdc_repair.model.rules import source_spelled
+from cdc_repair.model.verdict import Verdict
 from cdc_repair.state import ledger
 from cdc_repair.state.engine import StateEngine, state_engine
 from cdc_repair.validate.check import check
 from cdc_repair.validate.checksum import range_predicate
 from cdc_repair.validate.confirm import Rechecks, RespelledOnce
-from cdc_repair.validate.rules import Verdict, pk_string, source_spelled
 
 PAGE = 5000
 MAX_REPORTED = 100_000  # verdicts kept for the report; counts are exact beyond it

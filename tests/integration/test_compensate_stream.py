@@ -24,6 +24,7 @@ from test_validate_support import ART_INSERT, Env, article, make_env
 
 from cdc_repair.commands.repair import run_repair
 from cdc_repair.config import Settings, load_settings, settings_from_mapping
+from cdc_repair.model.keys import pk_string
 from cdc_repair.model.position import BinlogPosition
 from cdc_repair.repair.worker import RepairWorker
 from cdc_repair.sink.flat_message import FlatMessage, encode_flat_message, parse_flat_message
@@ -34,7 +35,6 @@ from cdc_repair.source.tailer import Tailer
 from cdc_repair.state import ledger
 from cdc_repair.state.engine import state_engine
 from cdc_repair.validate.consumer import IncrementalValidator
-from cdc_repair.validate.rules import pk_string
 from cdc_repair_dev.devservices.broker import Broker
 from cdc_repair_dev.devservices.mariadb import MariaDBServer
 from cdc_repair_dev.harness import DaemonProcess, create_isolated_schema, isolated_raw_config
@@ -167,7 +167,7 @@ def test_forged_messages_on_the_topic_never_write_the_source(env: Env) -> None:
     finally:
         running.close()
 
-    worker = RepairWorker(env.settings)
+    worker = RepairWorker(env.settings, history=BinlogHistory)
     try:
         stats = worker.run_due(100)
     finally:

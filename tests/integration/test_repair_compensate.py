@@ -10,10 +10,10 @@ from test_repair_support import INSERT, Env, article, make_env
 
 from cdc_repair.commands.repair import run_repair
 from cdc_repair.config import settings_from_mapping
+from cdc_repair.model.keys import pk_string
 from cdc_repair.repair.rollback import rollback
 from cdc_repair.repair.store import StateStore
 from cdc_repair.sink.flat_message import FlatMessage
-from cdc_repair.validate.rules import pk_string
 from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 MYSQL_TYPES = {"id": "bigint", "author_id": "bigint", "title": "varchar(4096)", "content": "blob",

@@ -16,9 +16,9 @@ from test_repair_support import INSERT, Env, article, make_env
 from cdc_repair.config import settings_from_mapping
 from cdc_repair.errors import UnreachableError
 from cdc_repair.metrics import ERRORS, REPAIRS
+from cdc_repair.model.keys import pk_string
 from cdc_repair.repair.store import Filters, StateStore
 from cdc_repair.repair.worker import RepairWorker
-from cdc_repair.validate.rules import pk_string
 from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,10 +12,10 @@ import yaml
 
 from cdc_repair.config import PairConfig, Settings, settings_from_mapping
 from cdc_repair.db import mysql
+from cdc_repair.model.verdict import Verdict
 from cdc_repair.state import ledger
 from cdc_repair.state.engine import state_engine
 from cdc_repair.validate.check import check
-from cdc_repair.validate.rules import Verdict
 from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 ARTICLE_DDL = """CREATE TABLE {db}.{table} (

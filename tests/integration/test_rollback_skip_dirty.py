@@ -12,10 +12,10 @@ from test_repair_support import INSERT, Env, article, make_env
 
 from cdc_repair.cli import cli
 from cdc_repair.commands.repair import run_repair
+from cdc_repair.model.keys import pk_string
 from cdc_repair.repair.repairer import Repairer, WorkItem
 from cdc_repair.repair.rollback import rollback
 from cdc_repair.repair.store import StateStore
-from cdc_repair.validate.rules import pk_string
 from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 

@@ -129,7 +129,7 @@ def test_cross_server_check_and_full_scan(env: Env, tmp_path: Path) -> None:
 
 
 def test_ledger_leaves_repairing_and_ignored_alone_and_keeps_failed_parked(env: Env) -> None:
-    from cdc_repair.validate.rules import Verdict
+    from cdc_repair.model.verdict import Verdict
 
     engine = state_engine(env.settings.state.dsn)
     try:

@@ -260,6 +260,7 @@ def test_enum_set_members_and_labels() -> None:
 
 def test_compensation_before_image_has_enum_and_set_names_not_canal_numbers() -> None:
     from cdc_repair.config import PairConfig, TableRef
+    from cdc_repair.model.source_event import SourceEvent
     from cdc_repair.repair.planner import row_event
 
     pair = PairConfig(name="p", kind="publish", source=TableRef(server="a", table="d.t"),
@@ -267,7 +268,7 @@ def test_compensation_before_image_has_enum_and_set_names_not_canal_numbers() ->
     event = {"type": "UPDATE", "data": [{"id": "1", "e": "3", "s": "6"}], "old": [{"e": "1", "s": "1"}],
              "mysqlType": {"id": "int(11)", "e": "enum('r','g','b')", "s": "set('a','b','c')"},
              "sqlType": {"id": 4, "e": 4, "s": -7}}
-    found = row_event(event, pair, '["1"]')
+    found = row_event(SourceEvent.all_from_json(event), pair, '["1"]')
     assert found is not None
     assert (found.data, found.old) == ({"id": "1", "e": "b", "s": "b,c"}, {"e": "r", "s": "a"})
     assert found.db_value("e", found.data["e"]) == "b"

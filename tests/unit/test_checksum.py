@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from cdc_repair.config import PairConfig, RuleConfig, TableRef
+from cdc_repair.model.verdict import Verdict
 from cdc_repair.validate import checksum as cs
 from cdc_repair.validate.confirm import Rechecks
-from cdc_repair.validate.rules import Verdict
 
 TYPES = {"author_id": "bigint", "title": "varchar", "content": "blob", "status": "tinyint"}
 

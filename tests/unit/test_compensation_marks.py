@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from cdc_repair.model.history import (
-    coordinates_from_headers,
-    is_marker,
-    is_own_write,
-    merge_source_event,
-    position_of,
-)
+from cdc_repair.model.history import coordinates_from_headers, is_marker, is_own_write
 from cdc_repair.model.position import BinlogPosition
+from cdc_repair.model.source_event import Coordinates, SourceEvent
 from cdc_repair.source.origin import TxnOrigin
 
 OURS = ("branch_id", "xid", "context", "table_name", "pk", "sql_type", "strategy", "columns", "before_image",
@@ -49,12 +44,16 @@ def test_a_marked_transaction_tags_its_messages_and_flushes_at_its_edges() -> No
 
 def test_coordinates_and_the_start_of_a_run_are_kept() -> None:
     coords = coordinates_from_headers([("x", b"1"), ("cdc-repair-binlog", b"mysql-bin.000012:4096")], "0-1-9")
-    assert coords == {"file": "mysql-bin.000012", "pos": 4096, "gtid": "0-1-9"}
+    assert coords is not None and coords.to_json() == {"file": "mysql-bin.000012", "pos": 4096, "gtid": "0-1-9"}
     assert coordinates_from_headers([("cdc-repair-binlog", b"garbage")]) is None
-    assert position_of(coords) == BinlogPosition("mysql-bin.000012", 4096)
-    assert position_of({"file": "f", "pos": "12"}) is None and position_of(None) is None
-    first = merge_source_event(None, {"type": "UPDATE", "binlog": coords})
-    later = merge_source_event(first, {"type": "UPDATE", "binlog": {"file": "mysql-bin.000013", "pos": 4}})
-    assert later["first_binlog"] == coords and later["binlog"]["file"] == "mysql-bin.000013"
-    unmarked = merge_source_event(later, {"type": "UPDATE", "binlog": None})  # e.g. a record without header
-    assert unmarked["first_binlog"] == coords
+    assert coords.position == BinlogPosition("mysql-bin.000012", 4096)
+    assert Coordinates.from_json({"file": "f", "pos": "12"}) is None and Coordinates.from_json(None) is None
+    update = SourceEvent("UPDATE", "db", "articles", 1, {"id": "1"})
+    first = update.at(coords).following(None)
+    later = update.at(Coordinates("mysql-bin.000013", 4)).following(first)
+    assert later.first_binlog == coords and later.binlog is not None and later.binlog.file == "mysql-bin.000013"
+    unmarked = update.at(None).following(later)  # e.g. a record without header
+    assert unmarked.first_binlog == coords and unmarked.since == coords.position
+    stored = later.to_json()
+    assert stored["first_binlog"] == coords.to_json() and stored["binlog"]["file"] == "mysql-bin.000013"
+    assert SourceEvent.from_json(stored) == later  # the ledger's JSON reads back as the same event

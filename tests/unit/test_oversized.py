@@ -67,6 +67,7 @@ def test_compensation_never_writes_the_marker_back() -> None:
     from cdc_repair.config import PairConfig, TableRef
     from cdc_repair.model.history import KeyChange
     from cdc_repair.model.position import BinlogPosition
+    from cdc_repair.model.source_event import SourceEvent
     from cdc_repair.repair.compensate import plan_compensate
 
     pair = PairConfig(name="items", kind="mirror", source=TableRef(server="a", table="d.items"),
@@ -75,6 +76,7 @@ def test_compensation_never_writes_the_marker_back() -> None:
                "oversized": ["body"], "binlog": {"file": "bin.000001", "pos": 4}}
     row = {"id": "5", "v": "1", "body": "x" * 10}
     history = [KeyChange("DELETE", row, None, BinlogPosition("bin.000001", 4), {"body": "longblob"})]
-    plan = plan_compensate(pair, ("5",), None, {"id": 5, "v": 1, "body": b"x" * 10}, deleted, history)
+    events = SourceEvent.all_from_json(deleted)  # as the ledger entry gives it back
+    plan = plan_compensate(pair, ("5",), None, {"id": 5, "v": 1, "body": b"x" * 10}, events, history)
     assert plan.action is not None and plan.action.values["body"] == b"x" * 10
     assert OVERSIZED_MARKER not in plan.action.values.values()

@@ -3,6 +3,7 @@ backoff and throttling."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from cdc_repair.config import BackoffConfig, PairConfig, TableRef
 from cdc_repair.db.sql import Statement
 from cdc_repair.model.history import KeyChange
 from cdc_repair.model.position import BinlogPosition
+from cdc_repair.model.source_event import Coordinates, SourceEvent
 from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.actions import Op, Side, Strategy
 from cdc_repair.repair.compensate import REFUSED, Unavailable, plan_compensate
@@ -62,10 +64,12 @@ TYPES = {"content": "blob", "status": "tinyint"}
 
 
 def event(kind: str, data: dict[str, Any], old: dict[str, Any] | None = None,
-          pos: BinlogPosition = POS) -> dict[str, Any]:
-    """A stream message as the ledger keeps it, with the binlog coordinates of its header."""
-    return {"type": kind, "data": [data], "old": [old] if old is not None else None, "pkNames": ["id"],
-            "mysqlType": TYPES, "binlog": {"file": pos.file, "pos": pos.pos}}
+          pos: BinlogPosition = POS) -> list[SourceEvent]:
+    """A stream message as the ledger keeps it, with the binlog coordinates of its header, read back as the
+    ledger entry gives it (`LedgerEntry.events`)."""
+    return SourceEvent.all_from_json({"type": kind, "data": [data], "old": [old] if old is not None else None,
+                                      "pkNames": ["id"], "mysqlType": TYPES,
+                                      "binlog": {"file": pos.file, "pos": pos.pos}})
 
 
 def change(kind: str, before: dict[str, Any] | None, after: dict[str, Any] | None, pos: int = 100,
@@ -101,7 +105,7 @@ def test_a_message_whose_images_disagree_with_the_binlog_is_refused() -> None:
     assert nothing.kind == REFUSED and "no change of key" in nothing.reason
     gone = plan_compensate(PAIR, ("5",), live, None, forged, Unavailable("binlog file bin.000001 is gone"))
     assert gone.kind == REFUSED and "gone" in gone.reason and "--strategy forward" in gone.reason
-    no_coords = {k: v for k, v in forged.items() if k != "binlog"}
+    no_coords = [replace(e, binlog=None) for e in forged]
     left = plan_compensate(PAIR, ("5",), live, None, no_coords, [change("UPDATE", DRAFT, PUB)])
     assert left.action is None and left.kind == "missing_in_target" and "coordinates" in left.reason
 
@@ -111,8 +115,8 @@ def test_repeated_half_done_writes_revert_to_the_last_state_consistent_with_the_
     v2 = {**PUB, "title": "v2", "utime": "4"}
     v3 = {**PUB, "title": "v3", "utime": "5"}
     history = [change("UPDATE", v1, v2, 100), change("UPDATE", v2, v3, 200)]
-    ev = {**event("UPDATE", v3, {"title": "v2", "utime": "4"}, BinlogPosition("bin.000001", 200)),
-          "first_binlog": {"file": "bin.000001", "pos": 100}}
+    ev = [replace(e, first_binlog=Coordinates("bin.000001", 100))
+          for e in event("UPDATE", v3, {"title": "v2", "utime": "4"}, BinlogPosition("bin.000001", 200))]
     target = art(title="v1", content="bÿ".encode("latin-1"))
     live = art(title="v3", content="bÿ".encode("latin-1"), utime=5)
     a = plan_compensate(PAIR, ("5",), live, target, ev, history).action
@@ -133,7 +137,7 @@ def test_compensation_of_insert_and_delete_and_without_event() -> None:
     assert a is not None and a.op is Op.DELETE
     a = plan_compensate(PAIR, ("5",), None, art(), event("DELETE", row), [change("DELETE", row, None)]).action
     assert a is not None and a.op is Op.INSERT and a.values["content"] == b"c"
-    none = plan_compensate(PAIR, ("5",), art(), None, None, None)
+    none = plan_compensate(PAIR, ("5",), art(), None, [], None)
     assert none.action is None and "--strategy forward" in none.reason
 
 
@@ -206,12 +210,3 @@ def test_run_report_exit_codes_follow_pt_table_sync() -> None:
     assert RunReport("r", "execute", [res("repaired"), res("failed")]).exit_code == 2
     assert RunReport("r", "dry-run", [res("planned")]).exit_code == 2
     assert RunReport("r", "dry-run", [res("resolved")]).exit_code == 0
-
-
-def test_filters_build_a_parameterised_where() -> None:
-    from cdc_repair.repair.store import Filters
-
-    assert Filters().where() == ("1=1", ())
-    where, params = Filters(pairs=("a",), pks=('["1"]', '["2"]'), kinds=("different",)).where()
-    assert where == "`pair` IN (%s) AND `pk` IN (%s, %s) AND `kind` IN (%s)"
-    assert params == ("a", '["1"]', '["2"]', "different")

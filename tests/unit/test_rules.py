@@ -9,19 +9,9 @@ from typing import Any
 import pytest
 
 from cdc_repair.config import NormalizeConfig, PairConfig, RuleConfig, TableRef
-from cdc_repair.validate.rules import (
-    DIFFERENT,
-    EXTRA,
-    MISSING,
-    NOT_APPLICABLE,
-    OK,
-    evaluate,
-    needed_columns,
-    parse_pk,
-    pk_string,
-    rows_by_requested_key,
-    values_equal,
-)
+from cdc_repair.model.keys import parse_pk, pk_string, rows_by_requested_key
+from cdc_repair.model.rules import evaluate, needed_columns, values_equal
+from cdc_repair.model.verdict import DIFFERENT, EXTRA, MISSING, NOT_APPLICABLE, OK
 
 
 def publish_pair(**kw: Any) -> PairConfig:
@@ -194,7 +184,8 @@ def test_rows_by_requested_key_costs_no_query_for_int_keys_or_absent_rows() -> N
 
 def test_a_key_spelled_otherwise_is_different_on_the_key_whatever_trim_says() -> None:
     """A collation may pair 'KEY10' with 'key10' or 'k ' with 'k'; the mirror's key must be byte-exact."""
-    from cdc_repair.validate.rules import key_bytes_equal, source_spelled
+    from cdc_repair.model.keys import key_bytes_equal
+    from cdc_repair.model.rules import source_spelled
 
     m = mirror_pair(key=["code"], normalize=NormalizeConfig(trim=True))
     src = {"code": "key10", "name": "n"}

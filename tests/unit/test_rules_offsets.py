@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from cdc_repair.config import settings_from_mapping
+from cdc_repair.model.verdict import Verdict
 from cdc_repair.sink.flat_message import FlatMessage, encode_flat_message
 from cdc_repair.sink.kafka_consumer import Record
 from cdc_repair.validate.consumer import IncrementalValidator
-from cdc_repair.validate.rules import Verdict
 
 SETTINGS = settings_from_mapping({
     "servers": {"a": {"dsn": "mysql://u:p@127.0.0.1:1/"}},
@@ -74,16 +74,16 @@ def test_settle_due_time_is_commit_time_plus_delay_and_newer_events_extend_it() 
     v._ingest(rec(0, msg("articles", [5], es_ms=10_000)))
     item = v.items[("articles", '["5"]')]
     assert item.due == 11.0 and item.event_ts == 10.0
-    assert item.source_event is not None and item.source_event["data"] == {"id": "5", "status": "2"}
+    assert item.source_event is not None and item.source_event.data == {"id": "5", "status": "2"}
     v._ingest(rec(1, msg("published", [5], es_ms=12_000)))
     assert item.due == 13.0 and item.event_ts == 12.0
-    assert item.source_event["table"] == "articles"  # only source-side events are kept for compensation
+    assert item.source_event.table == "articles"  # only source-side events are kept for compensation
 
 
 def test_a_newer_change_restarts_a_key_awaiting_a_recheck() -> None:
     v, _ = validator()
     v._ingest(rec(0, msg("articles", [7], es_ms=1_000, type_="UPDATE")))
-    assert v.items[("articles", '["7"]')].source_event["old"] == {"status": "1"}  # type: ignore[index]
+    assert v.items[("articles", '["7"]')].source_event.old == {"status": "1"}  # type: ignore[union-attr]
     v.rechecks.add([Verdict("articles", ("7",), "missing_in_target")], now=0.0)
     assert v._rechecking(v.items[("articles", '["7"]')])
     v._ingest(rec(1, msg("articles", [7], es_ms=2_000)))

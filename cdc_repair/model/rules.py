@@ -1,14 +1,15 @@
 """The pair's rules as a pure function: (pair, source row, target row) → `Verdict`. No I/O.
 
+Why in model/: the validator checks with them and the repairer re-checks with them (forward and compensate),
+so they live below both stages. The pair's settings are typed by the protocols below (`PairRules`, `Rule`,
+`Normalize`), which `config.PairConfig` and friends satisfy: model/ imports nothing of the service but model/.
+
 Public, stable API (the repairer calls it):
 
-- `Verdict` — frozen dataclass: `pair` (pair name), `key` (tuple of key values, as read or as given),
-  `kind` (one of `KINDS`), `columns` (differing columns, sorted by the pair's column order),
-  `source` / `target` (the row dicts that were compared, or None when absent), `rule` (index of the
-  rule that matched, or None).
+- `Verdict` (model/verdict.py) — the outcome, one of `KINDS`.
 - `evaluate(pair, source_row, target_row, key=None) -> Verdict` — apply the first rule whose `when`
   matches the source row.
-- `pk_string(key) -> str` — the canonical ledger key: a JSON array of the key values as strings
+- `pk_string(key) -> str` (model/keys.py) — the canonical ledger key: a JSON array of the key values as strings
   (`[5]`, `["5"]`, `[b"5"]` all give `["5"]`), so DB rows and Kafka strings meet in one ledger row.
 - `normalize_value(value, norm)` — the value as compared (see NormalizeConfig).
 
@@ -25,9 +26,6 @@ Semantics of the rule expectations (RuleConfig.expect), evaluated on the *source
 Source row absent: a target row present is an orphan → `extra_in_target`, unless `pair.orphans ==
 "ignore"` (→ `not_applicable`); both absent → `ok`. Source row present and no rule matches → `not_applicable`.
 
-Kinds: `ok`, `missing_in_target`, `extra_in_target`, `different`, `not_applicable`.
-`MISMATCH_KINDS` are the ones that go to the ledger.
-
 Value comparison: bytes and str compare by content (a BLOB `b"x"` equals a VARCHAR `"x"`; bytes that are
 not UTF-8 compare as bytes); NULL never equals `''`; trailing spaces matter unless `normalize.trim`.
 `when`/`target_values` scalars match by their string form, so `{status: 2}` matches 2, "2" and Decimal(2).
@@ -37,109 +35,73 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import json
-import re
-import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from cdc_repair.config import NormalizeConfig, PairConfig, RuleConfig, Scalar
-from cdc_repair.model.keys import key_text
-from cdc_repair.model.keys import pk_string as pk_string  # re-exported: many modules name it here
+from cdc_repair.model.keys import key_bytes_equal, pk_string, value_bytes, value_text
+from cdc_repair.model.verdict import DIFFERENT, EXTRA, MISSING, NOT_APPLICABLE, OK, Verdict
 
-OK = "ok"
-MISSING = "missing_in_target"
-EXTRA = "extra_in_target"
-DIFFERENT = "different"
-NOT_APPLICABLE = "not_applicable"
-KINDS = (OK, MISSING, EXTRA, DIFFERENT, NOT_APPLICABLE)
-MISMATCH_KINDS = frozenset({MISSING, EXTRA, DIFFERENT})
-
+Scalar = str | int | float | bool | None
 Row = Mapping[str, Any]
-RowT = TypeVar("RowT", bound=Mapping[str, Any])
+
+
+class Normalize(Protocol):
+    """How values are compared (`config.NormalizeConfig`)."""
+
+    @property
+    def trim(self) -> bool: ...
+    @property
+    def float_digits(self) -> int | None: ...
+    @property
+    def timestamp_precision(self) -> int | None: ...
+    @property
+    def time_zone(self) -> str | None: ...
+
+
+class Rule(Protocol):
+    """One rule of a pair (`config.RuleConfig`)."""
+
+    @property
+    def when(self) -> Mapping[str, Scalar | list[Scalar]]: ...
+    @property
+    def expect(self) -> str: ...  # equal | exists | if_exists | absent | none
+    @property
+    def columns(self) -> Sequence[str] | None: ...
+    @property
+    def target_values(self) -> Mapping[str, Scalar]: ...
+
+
+class PairRules(Protocol):
+    """What the rules read of a pair (`config.PairConfig`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def key(self) -> Sequence[str]: ...
+    @property
+    def orphans(self) -> str: ...  # delete | ignore
+    @property
+    def normalize(self) -> Normalize: ...
+    def effective_rules(self) -> Sequence[Rule]: ...
+    def compare_columns(self, table_columns: list[str] | None = None) -> list[str]: ...
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """The outcome of checking one key of one pair (see the module docstring for the kinds)."""
+class _Plain:
+    """No normalisation (`NormalizeConfig()`'s defaults)."""
 
-    pair: str
-    key: tuple[Any, ...]
-    kind: str
-    columns: tuple[str, ...] = ()
-    source: Row | None = None
-    target: Row | None = None
-    rule: int | None = None
-    # the source row's key when it spells the requested key otherwise ('key10' answering 'KEY10' under a _ci
-    # collation): the ledger records the row under it, so both spellings make one entry
-    source_key: tuple[Any, ...] | None = None
-
-    @property
-    def is_mismatch(self) -> bool:
-        return self.kind in MISMATCH_KINDS
-
-    @property
-    def pk(self) -> str:
-        """Canonical ledger key (see `pk_string`)."""
-        return pk_string(self.key)
+    trim: bool = False
+    float_digits: int | None = None
+    timestamp_precision: int | None = None
+    time_zone: str | None = None
 
 
-
-def parse_pk(pk: str) -> tuple[str, ...]:
-    """Inverse of `pk_string` (values come back as strings; MySQL converts them on comparison)."""
-    values = json.loads(pk)
-    if not isinstance(values, list):
-        raise ValueError(f"ledger pk {pk!r} is not a JSON array")
-    return tuple(str(v) for v in values)
+PLAIN: Normalize = _Plain()
 
 
-def rows_by_requested_key(key_cols: Sequence[str], wanted: Mapping[str, Sequence[Any]], rows: Iterable[RowT],
-                          fetch: Callable[[Sequence[Sequence[Any]]], Iterable[RowT]]) -> dict[str, RowT]:
-    """`rows` (read with `key IN (...)` for the keys of `wanted`, a pk_string → key map) by the pk of the
-    requested key each one answers.
-
-    Under a case- or accent-insensitive or PAD SPACE collation the server answers 'case1' with the row 'Case1'.
-    Pairing rows by Python equality would then call one row missing on one side and extra on the other (and a
-    repair would delete it). So an unanswered key that loosely resembles a returned row's key (case, accents,
-    trailing spaces) is re-read alone with `fetch([key])`, and the server's own equality decides. Integer keys
-    and plainly absent rows (drafts with no online row) cost nothing extra.
-    """
-    by_pk = {pk_string([row[k] for k in key_cols]): row for row in rows}
-    matched = {pk: row for pk, row in by_pk.items() if pk in wanted}
-    foldable = [key for pk, key in wanted.items() if pk not in matched and any(map(_foldable, key))]
-    if not foldable:
-        return matched
-    returned = {_loose(row[k] for k in key_cols) for row in by_pk.values()}
-    for key in foldable:
-        if _loose(key) in returned:
-            found = list(fetch([key]))
-            if len(found) == 1:
-                matched[pk_string(key)] = found[0]
-    return matched
-
-
-_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
-
-
-def _foldable(value: Any) -> bool:
-    """Text a collation could match to a different spelling (numbers as text, e.g. keys from Kafka, cannot)."""
-    if isinstance(value, bytes | bytearray):
-        return True
-    return isinstance(value, str) and _NUMBER.fullmatch(value) is None
-
-
-def _loose(values: Iterable[Any]) -> tuple[str, ...]:
-    """A key folded the way common collations compare (case, accents, trailing spaces): a superset test only."""
-    out = []
-    for value in values:
-        text = unicodedata.normalize("NFKD", key_text(value).casefold())
-        out.append("".join(c for c in text if not unicodedata.combining(c)).rstrip(" "))
-    return tuple(out)
-
-
-def key_of(pair: PairConfig, row: Row) -> tuple[Any, ...]:
+def key_of(pair: PairRules, row: Row) -> tuple[Any, ...]:
     """The key tuple of a row (missing key column → KeyError naming it)."""
     return tuple(row[k] for k in pair.key)
 
@@ -147,7 +109,7 @@ def key_of(pair: PairConfig, row: Row) -> tuple[Any, ...]:
 # ---------------------------------------------------------------- evaluate
 
 
-def evaluate(pair: PairConfig, source_row: Row | None, target_row: Row | None,
+def evaluate(pair: PairRules, source_row: Row | None, target_row: Row | None,
              key: Sequence[Any] | None = None) -> Verdict:
     """Apply the pair's rules to one key's rows (None = row absent) and return its Verdict.
 
@@ -184,7 +146,7 @@ def evaluate(pair: PairConfig, source_row: Row | None, target_row: Row | None,
     return verdict(DIFFERENT if diffs else OK, diffs, index)
 
 
-def match_rule(pair: PairConfig, source_row: Row) -> tuple[int | None, RuleConfig | None]:
+def match_rule(pair: PairRules, source_row: Row) -> tuple[int | None, Rule | None]:
     """The first rule whose `when` matches the source row (index, rule), or (None, None)."""
     for i, rule in enumerate(pair.effective_rules()):
         if all(_when_matches(source_row.get(col), want) for col, want in rule.when.items()):
@@ -192,7 +154,7 @@ def match_rule(pair: PairConfig, source_row: Row) -> tuple[int | None, RuleConfi
     return None, None
 
 
-def rule_columns(pair: PairConfig, rule: RuleConfig, row_columns: Sequence[str] = ()) -> list[str]:
+def rule_columns(pair: PairRules, rule: Rule, row_columns: Sequence[str] = ()) -> list[str]:
     """Columns a rule compares with the source. `equal` with `columns: None` → the pair's compare columns
     (when neither `compare` nor `columns` is declared: every column of the row but key and ignored)."""
     if rule.columns is not None:
@@ -202,7 +164,7 @@ def rule_columns(pair: PairConfig, rule: RuleConfig, row_columns: Sequence[str] 
     return pair.compare_columns(list(row_columns) or None)
 
 
-def differing_columns(pair: PairConfig, rule: RuleConfig, source_row: Row, target_row: Row) -> list[str]:
+def differing_columns(pair: PairRules, rule: Rule, source_row: Row, target_row: Row) -> list[str]:
     """Columns that break the rule, in a stable order: key columns spelled differently first (a collation may
     pair 'KEY10' online with the source's 'key10', or 'k ' with 'k': a mirror's key must be byte-exact, whatever
     `normalize` says), then compared columns, then target_values ones."""
@@ -218,17 +180,7 @@ def differing_columns(pair: PairConfig, rule: RuleConfig, source_row: Row, targe
     return out
 
 
-def key_bytes_equal(a: Any, b: Any) -> bool:
-    """Key values equal byte for byte (text as UTF-8; numbers by value, as their types may differ per side)."""
-    if type(a) is type(b):
-        return bool(a == b)
-    if isinstance(a, str | bytes | bytearray) or isinstance(b, str | bytes | bytearray):
-        return _as_bytes(a if not isinstance(a, bytearray) else bytes(a)) == _as_bytes(
-            b if not isinstance(b, bytearray) else bytes(b))
-    return _text(a) == _text(b)
-
-
-def source_spelled(pair: PairConfig, verdict: Verdict) -> Verdict:
+def source_spelled(pair: PairRules, verdict: Verdict) -> Verdict:
     """The verdict under the source row's own key spelling (when it has a source row): a key the server's
     collation answers with a differently spelled row ('KEY10' asked, 'key10' stored) is one row, reported once."""
     return verdict if verdict.source_key is None else replace(verdict, key=verdict.source_key)
@@ -245,46 +197,28 @@ def _scalar_eq(value: Any, want: Scalar) -> bool:
         return want is None and value is None
     if isinstance(want, bool):
         want = int(want)
-    return _text(value) == str(want)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", errors="surrogateescape")
-    if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, decimal.Decimal) and value == value.to_integral_value():
-        return str(value.quantize(decimal.Decimal(1)))
-    return str(value)
+    return value_text(value) == str(want)
 
 
 # ---------------------------------------------------------------- normalisation
 
 
-def values_equal(a: Any, b: Any, norm: NormalizeConfig | None = None) -> bool:
+def values_equal(a: Any, b: Any, norm: Normalize | None = None) -> bool:
     """True when two column values are the same under the pair's normalisation. NULL ≠ ''."""
-    norm = norm or NormalizeConfig()
+    norm = norm or PLAIN
     a, b = normalize_value(a, norm), normalize_value(b, norm)
     if a is None or b is None:
         return a is None and b is None
     if type(a) is type(b):
         return bool(a == b)
     if isinstance(a, bytes) or isinstance(b, bytes):
-        return _as_bytes(a) == _as_bytes(b)
+        return value_bytes(a) == value_bytes(b)
     if isinstance(a, int | float | decimal.Decimal) and isinstance(b, int | float | decimal.Decimal):
         return bool(decimal.Decimal(str(a)) == decimal.Decimal(str(b)))
-    return _text(a) == _text(b)
+    return value_text(a) == value_text(b)
 
 
-def _as_bytes(v: Any) -> bytes:
-    if isinstance(v, bytes):
-        return v
-    return _text(v).encode("utf-8", errors="surrogateescape")
-
-
-def normalize_value(value: Any, norm: NormalizeConfig) -> Any:
+def normalize_value(value: Any, norm: Normalize) -> Any:
     """The value as compared: bytearray → bytes; trim (spaces at both ends, like SQL TRIM) when
     `trim`; floats rounded to `float_digits` significant digits; datetimes truncated to
     `timestamp_precision` fractional digits and, when `time_zone` is set, naive values read in that zone
@@ -311,7 +245,7 @@ def normalize_value(value: Any, norm: NormalizeConfig) -> Any:
     return value
 
 
-def needed_columns(pair: PairConfig) -> list[str] | None:
+def needed_columns(pair: PairRules) -> list[str] | None:
     """Columns `evaluate` reads (key, `when`, compared, `target_values`), or None when it needs every column
     (mirror-like pairs with no declared `compare`/`columns`)."""
     cols: list[str] = list(pair.key)
