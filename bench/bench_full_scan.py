@@ -14,7 +14,8 @@ range. For each case, in this order:
   * pt-table-sync --print (Debian `percona-toolkit`), syncing the target to the source: its printed statements
     must name the same rows.
 
-Prints one JSON document with the times and the ratios (pt / ours and ours / bare).
+Prints one JSON document with the times, the ratios (pt / ours and ours / bare) and the 1-minute load average
+before and after each case (this machine is shared: compare ratios of one run, never times across runs).
 
     .venv/bin/python bench/bench_full_scan.py [--rows 200000,1000000] [--per-kind N] [--skip-pt]
 """
@@ -215,6 +216,7 @@ def start_server(datadir: Path, buffer_pool: str) -> MariaDBServer:
 
 def measure(server: MariaDBServer, config: Path, planted: dict[int, str], skip_pt: bool) -> dict[str, Any]:
     """One case: ours, bare (ours' hash, MD5), pt-table-sync; each tool's findings against `planted`."""
+    load_before = os.getloadavg()[0]
     ours = run_ours(config)
     (pair,) = ours["report"]["pairs"]
     found = {int(f["key"][0]): f["kind"] for f in pair["found"]}
@@ -236,6 +238,7 @@ def measure(server: MariaDBServer, config: Path, planted: dict[int, str], skip_p
         "bare_md5_checksums": {k: round(v, 2) if isinstance(v, float) else v for k, v in bare_md5.items()},
         "pt_table_sync": {k: round(v, 2) if isinstance(v, float) else v for k, v in pt.items()},
         "ratio_ours_vs_bare": round(ours["seconds"] / bare["seconds"], 2),
+        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before ours, after pt
     }
     if pt_ids is not None:
         out["pt_table_sync"]["same_rows"] = set(pt_ids) == set(planted)

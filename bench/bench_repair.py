@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from cdc_repair.commands.repair import run_repair
+from cdc_repair.app.repair import run_repair
 from cdc_repair.config import Settings, settings_from_mapping
 from cdc_repair.db import mysql
 from cdc_repair.db.dsn import Dsn, parse_dsn

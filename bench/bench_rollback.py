@@ -28,7 +28,7 @@ from typing import Any
 
 from bench_repair import COLS, DDL, diverge, insert_rows, settle, source_row
 
-from cdc_repair.commands.repair import run_repair
+from cdc_repair.app.repair import run_repair
 from cdc_repair.config import Settings, settings_from_mapping
 from cdc_repair.db import mysql
 from cdc_repair.db.dsn import parse_dsn

@@ -6,27 +6,25 @@ problem at once, each as `path: what is wrong (the fix)`. Passwords never appear
 Environment overrides: `CDC_REPAIR_<KEY>__<KEY>...=value` (`__` separates levels, list items by index),
 e.g. `CDC_REPAIR_STATE__DSN`, `CDC_REPAIR_VALIDATOR__SETTLE_DELAY_S=2`, `CDC_REPAIR_PAIRS__0__STRATEGY`.
 Values are parsed as YAML scalars. String values may reference `${VAR}` or `${VAR:-default}`.
+
+Three modules, one per step: `config_file.py` makes the raw mapping (YAML, `${VAR}`, overrides),
+`config_checks.py` checks what crosses fields (names, columns, cron), and this one holds the typed sections,
+validates them with pydantic and words its errors.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from cdc_repair.config_file import read_yaml
+from cdc_repair.config_checks import semantic_problems
+from cdc_repair.config_file import raw_config
 from cdc_repair.db.dsn import Dsn, mask, parse_dsn
-from cdc_repair.db.sql import is_identifier
 from cdc_repair.errors import ConfigError
-
-ENV_PREFIX = "CDC_REPAIR_"
-_ENV_RESERVED = ("CDC_REPAIR_CONFIG", "CDC_REPAIR_DEV_")
-_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
 Scalar = str | int | float | bool | None
 
@@ -298,11 +296,7 @@ class Settings(_Model):
 
 def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
     """Read, interpolate, override from the environment, and validate; raise ConfigError with every problem."""
-    env = os.environ if environ is None else environ
-    raw = read_yaml(Path(path))
-    problems: list[str] = []
-    raw = _interpolate(raw, env, "", problems)
-    _apply_env_overrides(raw, env, problems)
+    raw, problems = raw_config(Path(path), os.environ if environ is None else environ)
     return settings_from_mapping(raw, problems)
 
 
@@ -319,59 +313,6 @@ def settings_from_mapping(raw: Any, problems: list[str] | None = None) -> Settin
     if problems or settings is None:
         raise ConfigError(sorted(dict.fromkeys(problems), key=_path_order))
     return settings
-
-
-def _interpolate(value: Any, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
-    if isinstance(value, str):
-        def sub(m: re.Match[str]) -> str:
-            name, default = m["name"], m["default"]
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
-            problems.append(f"{path or '(top level)'}: environment variable ${{{name}}} is not set "
-                            f"(export it, or write ${{{name}:-default}})")
-            return ""
-        return _VAR.sub(sub, value)
-    if isinstance(value, dict):
-        return {k: _interpolate(v, env, _join(path, str(k)), problems) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_interpolate(v, env, f"{path}[{i}]", problems) for i, v in enumerate(value)]
-    return value
-
-
-def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], problems: list[str]) -> None:
-    for name, text in sorted(env.items()):
-        if not name.startswith(ENV_PREFIX) or name.startswith(_ENV_RESERVED):
-            continue
-        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
-        try:
-            value = yaml.safe_load(text) if text != "" else ""
-        except yaml.YAMLError:
-            value = text
-        if not _set_path(raw, parts, value):
-            problems.append(f"{'.'.join(parts)}: cannot apply environment override {name} "
-                            f"(no such place in the config; use {ENV_PREFIX}SECTION__KEY)")
-
-
-def _set_path(node: Any, parts: list[str], value: Any) -> bool:
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                return False
-            if last:
-                node[int(part)] = value
-                return True
-            node = node[int(part)]
-        elif isinstance(node, dict):
-            if last:
-                node[part] = value
-                return True
-            node = node.setdefault(part, {})
-        else:
-            return False
-    return False
 
 
 # ---------------------------------------------------------------- messages
@@ -431,100 +372,3 @@ def _describe(err: Any, raw: Any) -> str:
 
 def _path_order(problem: str) -> str:
     return problem.split(":", 1)[0]
-
-
-# ---------------------------------------------------------------- cross-field checks (on the raw mapping, so they
-# run even when other parts of the file are broken: check-config reports everything at once)
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def semantic_problems(raw: dict[str, Any]) -> list[str]:
-    servers = set(_dict(raw.get("servers")))
-    problems: list[str] = []
-    problems += _identifier_problems(raw)
-    for i, cap in enumerate(_list(raw.get("capture"))):
-        srv = _dict(cap).get("server")
-        if isinstance(srv, str) and srv not in servers:
-            problems.append(f"capture[{i}].server: unknown server '{srv}' (servers: {', '.join(sorted(servers))})")
-    names: set[str] = set()
-    for i, pair in enumerate(_list(raw.get("pairs"))):
-        pair = _dict(pair)
-        name = pair.get("name")
-        if isinstance(name, str):
-            if name in names:
-                problems.append(f"pairs[{i}].name: duplicate pair name '{name}' (names must be unique)")
-            names.add(name)
-        for side in ("source", "target"):
-            srv = _dict(pair.get(side)).get("server")
-            if isinstance(srv, str) and srv not in servers:
-                problems.append(f"pairs[{i}].{side}.server: unknown server '{srv}' "
-                                f"(servers: {', '.join(sorted(servers))})")
-        problems += _pair_column_problems(i, pair)
-    problems += _cron_problems(_dict(raw.get("scheduler")))
-    return problems
-
-
-def _identifier_problems(raw: dict[str, Any]) -> list[str]:
-    problems = []
-    for i, pair in enumerate(_list(raw.get("pairs"))):
-        pair = _dict(pair)
-        for side in ("source", "target"):
-            table = _dict(pair.get(side)).get("table")
-            if isinstance(table, str):
-                parts = table.split(".")
-                if len(parts) != 2 or not all(is_identifier(p) for p in parts):
-                    problems.append(f"pairs[{i}].{side}.table: '{table}' is not schema.table "
-                                    f"(write it as database.table, letters/digits/_ only)")
-        for field in ("key", "columns", "compare", "ignore"):
-            for j, col in enumerate(_list(pair.get(field))):
-                if not isinstance(col, str) or not is_identifier(col):
-                    problems.append(f"pairs[{i}].{field}[{j}]: '{col}' is not a valid column name")
-    return problems
-
-
-def _pair_column_problems(i: int, pair: dict[str, Any]) -> list[str]:
-    declared = [c for c in _list(pair.get("columns")) if isinstance(c, str)]
-    if not declared:
-        return []
-    known = set(declared)
-    shown = ", ".join(declared)
-    problems = []
-
-    def check(path: str, cols: list[Any]) -> None:
-        for col in cols:
-            if isinstance(col, str) and col not in known:
-                problems.append(f"{path}: unknown column '{col}' (columns: {shown})")
-
-    for field in ("key", "compare", "ignore"):
-        check(f"pairs[{i}].{field}", _list(pair.get(field)))
-    utime = pair.get("utime_column", "utime")
-    if isinstance(utime, str) and utime not in known and "utime_column" in pair:
-        problems.append(f"pairs[{i}].utime_column: unknown column '{utime}' (columns: {shown})")
-    for j, rule in enumerate(_list(pair.get("rules"))):
-        rule = _dict(rule)
-        check(f"pairs[{i}].rules[{j}].when", list(_dict(rule.get("when"))))
-        check(f"pairs[{i}].rules[{j}].columns", _list(rule.get("columns")))
-        check(f"pairs[{i}].rules[{j}].target_values", list(_dict(rule.get("target_values"))))
-    return problems
-
-
-def _cron_problems(scheduler: dict[str, Any]) -> list[str]:
-    from apscheduler.triggers.cron import CronTrigger  # only here: parsing cron is APScheduler's job
-
-    problems = []
-    for key in ("full_scan_cron", "cleanup_cron"):
-        expr = scheduler.get(key)
-        if isinstance(expr, str):
-            try:
-                CronTrigger.from_crontab(expr)
-            except ValueError as exc:
-                problems.append(f"scheduler.{key}: invalid cron expression '{expr}' ({exc}; "
-                                f"use 5 fields: minute hour day month weekday, e.g. '0 3 * * *')")
-    return problems

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 REPAIR_OUTCOMES: tuple[str, ...] = ("applied", "failed", "parked", "guard_failed")
 ROLLBACK_OUTCOMES: tuple[str, ...] = ("undone", "skipped", "dirty", "forced")
 JOB_OUTCOMES: tuple[str, ...] = ("ok", "failed", "skipped", "busy")
-# The scheduler's job names (runtime/jobs.py: JOBS) and the daemon's stage names (app.py: stage_specs).
+# The scheduler's job names (runtime/jobs.py: JOBS) and the daemon's stage names (app/daemon.py).
 JOBS: tuple[str, ...] = ("full_validation", "window_scan", "cleanup", "lag_check", "full_scan_request")
 STAGES: tuple[str, ...] = ("validate", "repair", "scheduler")
 

@@ -191,7 +191,7 @@ class Demo:
         self.log_path = self.root / "demo.log"
 
     def _start_daemon(self, settings: Settings) -> None:
-        from cdc_repair.app import build_app
+        from cdc_repair.app.daemon import build_app
 
         self.app = build_app(settings, self.opts.config_path, shutdown_timeout_s=15)
         self.app.start()

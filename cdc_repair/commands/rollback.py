@@ -11,8 +11,7 @@ import orjson
 
 from cdc_repair.commands.common import CliContext, emit_json, fail, pass_ctx
 from cdc_repair.errors import CdcRepairError
-from cdc_repair.repair.rollback import DIRTY, MISSING, RollbackReport, rollback
-from cdc_repair.repair.store import StateStore
+from cdc_repair.repair.rollback import DIRTY, MISSING, RollbackReport
 
 
 @click.command("rollback")
@@ -24,13 +23,11 @@ from cdc_repair.repair.store import StateStore
 @pass_ctx
 def command(ctx: CliContext, repair_id: str, dry_run: bool, force: bool, skip_dirty: bool) -> None:
     """Undo REPAIR_ID (a repair id or a run id), newest first, with Seata's dirty check."""
+    from cdc_repair.app.repair import run_rollback
+
     settings = ctx.settings()
     try:
-        store = StateStore(settings.state.dsn)
-        try:
-            report = rollback(settings, store, repair_id, dry_run=dry_run, force=force, skip_dirty=skip_dirty)
-        finally:
-            store.close()
+        report = run_rollback(settings, repair_id, dry_run=dry_run, force=force, skip_dirty=skip_dirty)
     except CdcRepairError as exc:
         fail(exc)
     if ctx.json_output:

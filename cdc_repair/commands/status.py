@@ -18,22 +18,13 @@ from cdc_repair.errors import CdcRepairError
 @pass_ctx
 def command(ctx: CliContext) -> None:
     """Show checkpoint/lag, ledger, recent repairs and jobs, and who is leader."""
-    from cdc_repair.runtime.status import build_status
-    from cdc_repair.state.engine import state_engine
+    from cdc_repair.app.status import status
 
     settings = ctx.settings()
     try:
-        engine = state_engine(settings.state.dsn)
+        doc = status(settings)
     except CdcRepairError as exc:
         fail(exc)
-    except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        fail(f"cannot reach the state database {settings.state.dsn.masked()}: {reason} (is it running? check "
-             f"state.dsn)")
-    try:
-        doc = build_status(settings, engine)
-    finally:
-        engine.dispose()
     if ctx.json_output:
         emit_json(doc)
     else:

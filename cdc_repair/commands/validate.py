@@ -9,16 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import re
 import sys
-import time
 from typing import Any
 
 import click
 
 from cdc_repair.commands.common import EXIT_DIFFERENCES, EXIT_OK, CliContext, emit_json, fail, pass_ctx
 from cdc_repair.commands.progress import progress_display
-from cdc_repair.config import Settings
 from cdc_repair.errors import CdcRepairError
-from cdc_repair.preflight import require_unique_keys
 
 _RELATIVE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -56,25 +53,19 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
 def command(ctx: CliContext, full: bool, since: str | None, keys: tuple[str, ...], pair_name: str | None,
             where: str | None, resume: bool) -> None:
     """Find inconsistencies between each pair's source and target tables and record them in the ledger."""
+    from cdc_repair.app.validate import validate
+
     modes = sum(bool(x) for x in (full, since, keys))
     if modes > 1:
         fail("choose one of --full, --since T, --key K (the default is --full)")
     if (where or resume) and (since or keys):
         fail("--where and --resume apply to the full scan only (drop --since/--key)")
+    since_at = parse_since(since) if since else None
     settings = ctx.settings()
-    if pair_name is not None:
-        try:
-            settings.pair(pair_name)
-        except CdcRepairError as exc:
-            fail(exc)
     try:
-        require_unique_keys(settings, [pair_name] if pair_name else None)
-        if since:
-            doc = _window(settings, parse_since(since), pair_name)
-        elif keys:
-            doc = _keys(settings, keys, pair_name)
-        else:
-            doc = _full(ctx, settings, pair_name, where, resume)
+        with progress_display("rows", enabled=not ctx.json_output and not (since or keys)) as progress:
+            doc = validate(settings, pair_name=pair_name, since=since_at, keys=keys, where=where, resume=resume,
+                           on_progress=progress)
     except CdcRepairError as exc:
         fail(exc)
     except KeyboardInterrupt:
@@ -85,41 +76,6 @@ def command(ctx: CliContext, full: bool, since: str | None, keys: tuple[str, ...
     else:
         _print(doc)
     sys.exit(EXIT_DIFFERENCES if doc["differences"] else EXIT_OK)
-
-
-def _full(ctx: CliContext, settings: Settings, pair_name: str | None, where: str | None,
-          resume: bool) -> dict[str, Any]:
-    from cdc_repair.validate.full_scan import run_full_scan
-
-    with progress_display("rows", enabled=not ctx.json_output) as progress:
-        return run_full_scan(settings, pair_name, resume, where=where, on_progress=progress).to_dict()
-
-
-def _window(settings: Settings, since: dt.datetime, pair_name: str | None) -> dict[str, Any]:
-    from cdc_repair.validate.window_scan import run_window_scan
-
-    return run_window_scan(settings, since, pair_name=pair_name).to_dict()
-
-
-def _keys(settings: Settings, keys: tuple[str, ...], pair_name: str | None) -> dict[str, Any]:
-    from cdc_repair.validate.window_scan import check_keys
-
-    pair = settings.pair(pair_name) if pair_name else settings.pairs[0]
-    t0 = time.monotonic()
-    parsed = [tuple(k.split(",")) for k in keys]
-    confirmed, checked = check_keys(settings, pair, parsed)
-    return {"scan": "keys", "seconds": round(time.monotonic() - t0, 3), "differences": len(confirmed),
-            "pairs": [{"pair": pair.name, "keys_checked": checked,
-                       "diffs": _by_kind(confirmed), "differences": len(confirmed),
-                       "found": [{"key": list(v.key), "kind": v.kind, "columns": list(v.columns)}
-                                 for v in confirmed]}]}
-
-
-def _by_kind(verdicts: list[Any]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in verdicts:
-        out[v.kind] = out.get(v.kind, 0) + 1
-    return out
 
 
 def _print(doc: dict[str, Any]) -> None:

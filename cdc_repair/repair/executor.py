@@ -16,16 +16,15 @@ a trigger) get their after-image set, with one UPDATE; then COMMIT. If
 the batch fails, it is rolled back and retried row by row, so one bad row never loses the others; a key
 matching several rows fails alone and its ledger entry is parked at once (`Failed.park`: retrying cannot help).
 
-Test hook: env `CDC_REPAIR_DEV_CRASH_AT=after_row_commit` makes the process `os._exit(86)` right after the row
-transaction commits (before anything is written to the state DB), to prove a re-run neither loses nor
-doubles the repair.
+Test seam: `crash_point(name)` calls the hooks in `CRASH_HOOKS` (none in production). Tests install one
+(`cdc_repair_dev/crashing_cli.py`) that kills the process right after the row transaction commits, before
+anything is written to the state DB, to prove a re-run neither loses nor doubles the repair.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -44,7 +43,7 @@ from cdc_repair.repair.undo_log import UNDO_TABLE, UndoRecord, ddl, encode_image
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
-CRASH_ENV = "CDC_REPAIR_DEV_CRASH_AT"
+CRASH_HOOKS: list[Callable[[str], None]] = []  # test seam: called with each crash point's name
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +73,9 @@ Outcome = Applied | GuardFailed | Failed
 
 
 def crash_point(name: str) -> None:
-    """Die here when the test hook names this point (see module docstring)."""
-    if os.environ.get(CRASH_ENV) == name:
-        os._exit(86)
+    """Call the test hooks at this point of the write path (see module docstring)."""
+    for hook in CRASH_HOOKS:
+        hook(name)
 
 
 class RowServer:

@@ -1,4 +1,5 @@
-"""The repair stage for the daemon: claim due ledger entries and repair them, in a loop.
+"""The repair stage for the daemon: claim due ledger entries and repair them, in a loop; and that loop's one
+claim → execute → finish step (`repair_claimed`), which `cdc-repair repair --execute` runs too.
 
 For the daemon engineer (stable API):
 
@@ -33,19 +34,21 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from cdc_repair.config import Settings
+from cdc_repair.config import PairConfig, Settings
 from cdc_repair.errors import TransientError
 from cdc_repair.metrics import ERRORS
 from cdc_repair.model.history import ChangeHistory
 from cdc_repair.model.ledger import LedgerFilter as Filters
 from cdc_repair.model.ledger import LedgerStatus
-from cdc_repair.repair.repairer import Repairer, WorkItem
+from cdc_repair.repair.actions import Strategy
+from cdc_repair.repair.repairer import KeyResult, Repairer, WorkItem
 from cdc_repair.repair.runs import FINISHED, Heartbeat
 from cdc_repair.repair.store import StateStore, new_id
 from cdc_repair.repair.throttle import RateLimiter
+from cdc_repair.stage import Stage
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +74,51 @@ class RepairStats:
             setattr(self, k, getattr(self, k) + v)
 
 
-class RepairWorker:
+CHUNK_KEYS = 2000  # keys executed (and their rows held in memory) at a time
+
+
+@dataclass
+class Finished:
+    """What `repair_claimed` did: each key's result, and how many entries went back to retry or were parked."""
+
+    results: list[KeyResult] = field(default_factory=list)
+    retry: int = 0
+    parked: int = 0
+
+
+def repair_claimed(repairer: Repairer, store: StateStore, token: str, pair: PairConfig, items: list[WorkItem],
+                   strategy: Strategy, *, on_chunk: Callable[[int], None] | None = None) -> Finished:
+    """The one claim → execute → finish loop, for the daemon's worker and `cdc-repair repair --execute`.
+
+    `items` were claimed under `token`. They are executed CHUNK_KEYS at a time (bounded memory), and each chunk's
+    entries are closed, retried later or parked (`Repairer.finish`) before the next chunk starts. When a chunk
+    fails, every entry not finished yet is given back (`open`) before the error goes on: nothing stays claimed
+    by a run that gave up. `on_chunk(keys done)` is called after each chunk (the CLI's progress display)."""
+    out = Finished()
+    for start in range(0, len(items), CHUNK_KEYS):
+        chunk = items[start:start + CHUNK_KEYS]
+        try:
+            results = repairer.execute(pair, chunk, strategy)
+            done = repairer.finish(token, chunk, results)
+        except Exception:
+            store.release(token, [i.entry.id for i in items[start:] if i.entry])
+            raise
+        out.results.extend(results)
+        out.retry += done["retry"]
+        out.parked += done["parked"]
+        if on_chunk is not None:
+            on_chunk(start + len(chunk))
+    return out
+
+
+class RepairWorker(Stage):
     """Claims due ledger entries and repairs them (see module docstring)."""
 
     def __init__(self, settings: Settings, *, worker_id: str | None = None, store: StateStore | None = None,
                  live: SettingsSource | None = None,
                  history: Callable[[Settings], ChangeHistory] | None = None) -> None:
         self._settings = settings
-        self._history = history  # makes the binlog reader compensation needs (source/history.py, from app.py)
+        self._history = history  # makes the binlog reader compensation needs (source/history.py, from app/daemon.py)
         self._live = live
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.store = store or StateStore(settings.state.dsn)
@@ -100,10 +140,11 @@ class RepairWorker:
         """The settings in force now (re-read on every pass when the daemon passed `live`)."""
         return self._live.current if self._live is not None else self._settings
 
-    def update_settings(self, settings: Settings) -> None:
+    def update_settings(self, settings: Settings) -> bool:
         """Live reload: the next pass uses `settings` (no restart needed)."""
         if self._live is None:
             self._settings = settings
+        return True
 
     def close(self) -> None:
         if self._heartbeat is not None:
@@ -150,16 +191,11 @@ class RepairWorker:
                                 len(items), name)
                     stats.released += self.store.release(token, [i.entry.id for i in items if i.entry])
                     continue
-                try:
-                    results = repairer.execute(pair, items, repairer.strategy_for(pair))
-                except Exception:
-                    self.store.release(token, [i.entry.id for i in items if i.entry])
-                    raise
-                done = repairer.finish(token, items, results)
-                stats.repaired += sum(1 for r in results if r.status == "repaired")
-                stats.resolved += sum(1 for r in results if r.status == "resolved")
-                stats.retry += done["retry"]
-                stats.parked += done["parked"]
+                done = repair_claimed(repairer, self.store, token, pair, items, repairer.strategy_for(pair))
+                stats.repaired += sum(1 for r in done.results if r.status == "repaired")
+                stats.resolved += sum(1 for r in done.results if r.status == "resolved")
+                stats.retry += done.retry
+                stats.parked += done.parked
         finally:
             repairer.close()
         self._done(stats)

@@ -114,10 +114,7 @@ class Daemon:
             if not sections.intersection(spec.reload_sections):
                 continue
             stage = self.supervisor.stage(spec.name)
-            update = getattr(stage, "update_settings", None)
-            if callable(update):
-                update(settings)
-            elif stage is not None:
+            if stage is not None and not stage.update_settings(settings):
                 log.info("restarting stage %s to apply the reloaded settings", spec.name)
                 self.supervisor.stop(spec.name, self.shutdown_timeout_s)
                 if not spec.leader_only or self.is_leader:

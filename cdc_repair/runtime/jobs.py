@@ -8,14 +8,13 @@ middle of a long full scan cannot start the same job twice at once. Each run is 
 Repairs are not a job: the repair stage (`repair/worker.py`, on every daemon) is their one driver, so
 `repair.auto_repair` and the strategy are decided in one place.
 
-The stage modules (validate, source) are imported inside the job functions: the runtime does not
-depend on them at import time, and a job whose stage is not installed is recorded as `skipped`.
+The stage functions a job runs (the full and window scans, the capture status, the undo-log table) are
+imported inside the job, so loading the runtime does not load every stage.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import itertools
 import logging
 import threading
@@ -39,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 class JobSkipped(Exception):
-    """The job had nothing to do or its stage is unavailable; recorded as `skipped`, not as a failure."""
+    """The job had nothing to do; recorded as `skipped`, not as a failure."""
 
 
 @dataclass
@@ -116,7 +115,8 @@ def _run_locked(ctx: JobContext, name: str, fn: JobFn) -> str:
 
 def full_validation(ctx: JobContext) -> str:
     """Full scan of every pair (resumable); differences go to the ledger like streamed ones."""
-    run_full_scan = stage_function("cdc_repair.validate.full_scan", "run_full_scan")
+    from cdc_repair.validate.full_scan import run_full_scan
+
     report = run_full_scan(ctx.settings, None, resume=True, stop=ctx.stop, engine=ctx.engine)
     parts = [f"{p.pair}: rows={p.rows} differences={p.differences} {dict(p.diffs)}" for p in report.pairs]
     if report.interrupted:
@@ -126,7 +126,8 @@ def full_validation(ctx: JobContext) -> str:
 
 def window_scan(ctx: JobContext) -> str:
     """Check rows whose utime moved since the last successful window scan (minus one interval of overlap)."""
-    run_window_scan = stage_function("cdc_repair.validate.window_scan", "run_window_scan")
+    from cdc_repair.validate.window_scan import run_window_scan
+
     interval = dt.timedelta(seconds=ctx.settings.scheduler.window_scan_interval_s)
     last = runs.last_started(ctx.engine, "window_scan")
     since = (last - interval) if last else (utcnow() - 2 * interval)
@@ -144,7 +145,8 @@ def cleanup(ctx: JobContext) -> str:
 
 def purge_undo_logs(settings: Settings, before: dt.datetime) -> int:
     """Delete undo records older than `before` in every database a repair may have written (both sides)."""
-    undo_table = stage_function("cdc_repair.repair.undo_log", "undo_table")
+    from cdc_repair.repair.undo_log import undo_table
+
     places = {(side.server, side.schema_name) for p in settings.pairs for side in (p.source, p.target)}
     deleted = 0
     for server, schema in sorted(places):
@@ -154,8 +156,8 @@ def purge_undo_logs(settings: Settings, before: dt.datetime) -> int:
                                                      (before,)))
         except TerminalError as exc:
             log.debug("no undo log to purge in %s: %s", schema, exc)
-        except Exception as exc:
-            if "1146" not in str(exc):  # the table does not exist: nothing was ever repaired there
+        except mysql.DriverError as exc:
+            if exc.args[:1] != (1146,):  # the table does not exist: nothing was ever repaired there
                 raise
         finally:
             conn.close()
@@ -164,7 +166,8 @@ def purge_undo_logs(settings: Settings, before: dt.datetime) -> int:
 
 def lag_check(ctx: JobContext) -> str:
     """Binlog lag of every capture source; a warning in the log when it is large."""
-    capture_status = stage_function("cdc_repair.source.status", "capture_status")
+    from cdc_repair.source.status import capture_status
+
     doc = capture_status(ctx.settings, ctx.engine)
     parts = []
     for src in _sources(doc):
@@ -184,14 +187,6 @@ def full_scan_request(ctx: JobContext) -> str:
     runs.close_full_scan_requests(ctx.engine, [int(r["id"]) for r in pending], f"answered by full validation: "
                                                                               f"{detail}")
     return f"{len(pending)} request(s): {detail}"
-
-
-def stage_function(module: str, name: str) -> Any:
-    """`module.name` of a stage package, or JobSkipped when that stage is not installed in this build."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise JobSkipped(f"{module}.{name} is not available in this build ({exc})") from None
 
 
 def find_overlaps(job_runs: list[dict[str, Any]]) -> list[str]:

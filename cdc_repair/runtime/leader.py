@@ -55,7 +55,7 @@ class MySQLNamedLock:
             if self.idle_timeout_s:
                 mysql.execute(conn, Statement("SET SESSION wait_timeout = %s", (int(self.idle_timeout_s),)))
             row = mysql.fetch_one(conn, Statement("SELECT GET_LOCK(%s, 0)", (self.name,)))
-        except Exception:
+        except BaseException:  # not ours to handle: only the connection is released here
             conn.close()
             raise
         if row is not None and row[0] == 1:
@@ -83,7 +83,7 @@ class MySQLNamedLock:
             return False
         try:
             row = mysql.fetch_one(self._conn, Statement("SELECT IS_USED_LOCK(%s) = CONNECTION_ID()", (self.name,)))
-        except Exception as exc:
+        except (mysql.DriverError, OSError) as exc:
             log.warning("leader lock check failed: %s", exc)
             return False
         return row is not None and row[0] == 1

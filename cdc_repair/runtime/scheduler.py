@@ -23,6 +23,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from cdc_repair.config import SchedulerConfig, Settings
 from cdc_repair.runtime.jobs import JOBS, JobContext, run_job
+from cdc_repair.stage import Stage
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def _trigger(spec: TriggerSpec, timezone: str) -> Any:
     return IntervalTrigger(seconds=float(spec.value), timezone=timezone)
 
 
-class SchedulerStage:
+class SchedulerStage(Stage):
     """`run(stop_event)`: start the scheduler, wait, shut it down without waiting for running jobs."""
 
     def __init__(self, ctx: JobContext) -> None:
@@ -91,10 +92,11 @@ class SchedulerStage:
                 log.info("scheduler: %s now fires on %s %s", name, spec.kind, spec.value)
         self._specs = specs
 
-    def update_settings(self, settings: Settings) -> None:
-        """Live reload: re-create the triggers that changed."""
+    def update_settings(self, settings: Settings) -> bool:
+        """Live reload: re-create the triggers that changed (no restart needed)."""
         if self._scheduler is not None:
             self._schedule(settings.scheduler)
+        return True
 
     def health(self) -> dict[str, Any]:
         sched = self._scheduler

@@ -2,7 +2,8 @@
 
 First SIGTERM/SIGINT: graceful shutdown (stop intake, flush, commit, checkpoint, release the lock).
 Second one: the default action, for an operator who does not want to wait.
-SIGHUP: reload the config file.
+SIGHUP: reload the config file (only where the caller reloads: `install(events, reload=False)` leaves it alone).
+Every foreground command that runs a stage (`run`, `tail`, the demo) installs these, so they all stop alike.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class SignalEvents:
     received: list[int] = field(default_factory=list)
 
 
-def install(events: SignalEvents) -> Callable[[], None]:
+def install(events: SignalEvents, *, reload: bool = True) -> Callable[[], None]:
     """Install the handlers (main thread only); returns a function restoring the previous ones."""
     previous: dict[int, object] = {}
 
@@ -41,7 +42,8 @@ def install(events: SignalEvents) -> Callable[[], None]:
         events.reload.set()
         events.wake.set()
 
-    for signum, handler in ((signal.SIGTERM, on_stop), (signal.SIGINT, on_stop), (signal.SIGHUP, on_hup)):
+    handlers = [(signal.SIGTERM, on_stop), (signal.SIGINT, on_stop)] + ([(signal.SIGHUP, on_hup)] if reload else [])
+    for signum, handler in handlers:
         previous[signum] = signal.signal(signum, handler)
 
     def restore() -> None:

@@ -11,7 +11,6 @@ so status works while parts of the system are down.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections.abc import Callable
@@ -81,22 +80,10 @@ def _reason(exc: BaseException, settings: Settings) -> str:
 
 
 def _checkpoints(settings: Settings, engine: Any) -> list[dict[str, Any]]:
-    """The capture stage's view when it is installed (`source/status.py`), else the checkpoint table."""
-    try:
-        capture_status = importlib.import_module("cdc_repair.source.status").capture_status
-    except (ImportError, AttributeError):
-        capture_status = None
-    if capture_status is not None:
-        found = capture_status(settings, engine)
-        if isinstance(found, dict):
-            found = found.get("checkpoints", found.get("sources", []))
-        if isinstance(found, list):
-            return [dict(c) for c in found]
-    now = time.time()
-    return [{"source": c["source"], "binlog_file": c["binlog_file"], "binlog_pos": c["binlog_pos"],
-             "gtid_set": c["gtid_set"], "event_ts": c["event_ts"], "updated_at": c["updated_at"],
-             "lag_seconds": (now - c["event_ts"]) if c["event_ts"] else None}
-            for c in runs.checkpoints(engine)]
+    """The capture stage's view of each source (saved checkpoint, the server's binlog end, the lag)."""
+    from cdc_repair.source.status import capture_status  # lazy: the binlog library only when a status is built
+
+    return [dict(c) for c in capture_status(settings, engine)["sources"]]
 
 
 def _lag(checkpoints: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Run each stage in its own thread; restart a failed stage with backoff; stop them within a bound.
 
-A stage is anything with `run(stop_event)` that returns when `stop_event` is set. The supervisor builds a
-fresh stage object (through its factory) for every attempt, so a restarted stage starts with new connections.
+A stage implements `cdc_repair.stage.Stage` (`run(stop_event)` returns when `stop_event` is set; `health()`).
+The supervisor builds a fresh stage object (through its factory) for every attempt, so a restarted stage
+starts with new connections.
 A failure is logged with its stack, counted (`metrics.ERRORS`, `metrics.STAGE_RESTARTS`) and visible in
 `states()`; the stage is retried after an exponential backoff and never takes the process down.
 """
@@ -15,19 +16,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from cdc_repair import metrics
 from cdc_repair.errors import CdcRepairError, TerminalError
+from cdc_repair.stage import Stage
 
 log = logging.getLogger(__name__)
 
-
-class Runnable(Protocol):
-    def run(self, stop_event: threading.Event) -> None: ...
-
-
-StageFactory = Callable[[], Runnable]
+StageFactory = Callable[[], Stage]
 
 
 @dataclass(frozen=True)
@@ -52,7 +49,7 @@ class StageSpec:
     factory: StageFactory
     leader_only: bool = False  # runs only while this daemon holds the leader lock
     # Settings sections the stage reads; on a live reload touching one, the stage's `update_settings(new)` is
-    # called when it has one, else the stage is restarted (a fresh object built from the new settings).
+    # called, and when it returns False the stage is restarted (a fresh object built from the new settings).
     reload_sections: tuple[str, ...] = ()
 
 
@@ -87,7 +84,7 @@ class _Runner:
         self.lock = lock
         self.backoff = backoff
         self.stop_event = threading.Event()
-        self.current: Runnable | None = None
+        self.current: Stage | None = None
         self.thread = threading.Thread(target=self._loop, name=f"stage-{spec.name}", daemon=True)
 
     def _set(self, **changes: Any) -> None:
@@ -231,7 +228,7 @@ class Supervisor:
             return [n for n, r in self._runners.items() if r.thread.is_alive()] + [
                 n for n, s in self._states.items() if s.status == "stopping"]
 
-    def stage(self, name: str) -> Runnable | None:
+    def stage(self, name: str) -> Stage | None:
         """The live stage object of `name` (for health()), or None between attempts."""
         with self._lock:
             runner = self._runners.get(name)
@@ -241,10 +238,9 @@ class Supervisor:
         out = []
         for name in self.specs:
             stage = self.stage(name)
-            health = getattr(stage, "health", None)
-            if callable(health):
-                with contextlib.suppress(Exception):
-                    self._set(name, health=dict(health()))
+            if stage is not None:
+                with contextlib.suppress(Exception):  # a failing health() must not break the status document
+                    self._set(name, health=dict(stage.health()))
             with self._lock:
                 out.append(self._states[name].as_dict())
         return out

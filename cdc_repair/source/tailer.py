@@ -56,6 +56,7 @@ from cdc_repair.source.server_binlog import server_binlog
 from cdc_repair.source.server_check import check_capture_server
 from cdc_repair.source.topics import Topics
 from cdc_repair.source.uncapturable import UncapturableGuard
+from cdc_repair.stage import Stage
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ GROUP_BYTES = 1 << 20  # raw row bytes per pending group before it is sent
 GROUP_MAX_AGE_S = 0.05
 
 
-class Tailer:
+class Tailer(Stage):
     def __init__(self, settings: Settings, capture: CaptureConfig, *, checkpoint_interval_s: float = 1.0) -> None:
         self.settings = settings
         self.capture = capture

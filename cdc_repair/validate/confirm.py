@@ -1,10 +1,11 @@
 """Settle and re-check: a mismatch is believed only when it persists across `rechecks` re-checks (pure).
 
-`Rechecks` holds the keys whose last check was a mismatch, each with the time it is due again. The driver
-(full scan, window scan, consumer) calls `add(verdicts, now)` after a check, `due(now)` to get the keys to
-check again, `feed(verdicts, now)` with their new verdicts, which returns the **confirmed** ones (mismatch on
-the first check and on every one of the `rechecks` re-checks). A key found consistent is dropped. A newer
-change of a pending key (the consumer sees a new event) calls `forget(pair, pk)`: the key starts over.
+`Rechecks` holds the keys whose last check was a mismatch, each with the time it is due again. Its driver,
+validate/confirmer.py's KeyConfirmer (which every validator path uses), calls `add(verdicts, now)` after a
+check, `due(now)` to get the keys to check again, `feed(verdicts, now)` with their new verdicts, which returns
+the **confirmed** ones (mismatch on the first check and on every one of the `rechecks` re-checks). A key found
+consistent is dropped. A newer change of a pending key (the consumer sees a new event) calls
+`forget(pair, pk)`: the key starts over.
 With `rechecks == 0` a mismatch is confirmed at once.
 """
 

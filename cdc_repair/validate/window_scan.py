@@ -7,8 +7,9 @@ In-process API (the daemon's scheduler runs it every `scheduler.window_scan_inte
 - `since`: a timezone-aware or UTC-naive `datetime`. For an integer `utime` column the bound is converted to
   epoch milliseconds when the column holds milliseconds (its largest value is above 10^11, as webook's
   `time.Now().UnixMilli()`), else to epoch seconds; DATETIME/TIMESTAMP columns are compared in UTC.
-- Keys are read by keyset pages from both tables (`utime >= bound`), checked in `batch_max_keys` batches,
-  mismatches re-checked (`rechecks` × `recheck_delay_s`), confirmed ones recorded (detected_by `window_scan`).
+- Keys are read by keyset pages from both tables (`utime >= bound`) and handed to the key confirmer
+  (validate/confirmer.py: `batch_max_keys` batches, `rechecks` × `recheck_delay_s` re-checks, verdicts recorded
+  with detected_by `window_scan`).
 - Pairs whose `utime_column` is null are skipped (reported with `skipped`).
 
 Limit: a hard-deleted source row leaves no `utime` behind, so a window scan cannot see that its online copy
@@ -20,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from cdc_repair import metrics
@@ -30,14 +31,11 @@ from cdc_repair.db.sql import Statement, quote_columns, quote_ident, quote_table
 from cdc_repair.model.keys import pk_string
 from cdc_repair.model.rules import source_spelled
 from cdc_repair.model.verdict import Verdict
-from cdc_repair.state import ledger
 from cdc_repair.state.engine import StateEngine, state_engine
-from cdc_repair.validate.check import check
 from cdc_repair.validate.checksum import range_predicate
-from cdc_repair.validate.confirm import Rechecks, RespelledOnce
+from cdc_repair.validate.confirmer import KeyConfirmer, ledger_recorder
 
 PAGE = 5000
-MAX_REPORTED = 100_000  # verdicts kept for the report; counts are exact beyond it
 _INT_TYPES = frozenset({"tinyint", "smallint", "mediumint", "int", "bigint", "decimal"})
 
 
@@ -110,14 +108,16 @@ def _scan_pair(settings: Settings, engine: StateEngine, pair: PairConfig, since:
             res.skipped = (f"{missing} has no column '{pair.utime_column}' (set the pair's utime_column to its "
                            "update-time column, or null)")
             return res
-        checker = KeyChecker(settings, engine, pair, src, tgt, "window_scan")
+        confirmer = KeyConfirmer.from_settings(settings, pair, lambda: (src, tgt),
+                                               ledger_recorder(engine, "window_scan"), origin="window_scan")
         s_bound = utime_bound(src, pair.source.table, pair.utime_column, since)
         t_bound = utime_bound(tgt, pair.target.table, pair.utime_column, since)
         for page in changed_keys_both(src, tgt, pair, s_bound, t_bound):
-            checker.add(page)
-        checker.drain()
-        res.confirmed, res.diffs, res.keys_checked = checker.confirmed, checker.diffs, checker.checked
-        metrics.SCAN_ROWS.labels(pair.name, "window").inc(checker.checked)
+            # a key asked under two spellings of one row ('key10', 'KEY10') is one key
+            res.keys_checked += len({source_spelled(pair, v).pk for v in confirmer.check(page)})
+        confirmer.drain()
+        res.confirmed, res.diffs = confirmer.confirmed, confirmer.diffs
+        metrics.SCAN_ROWS.labels(pair.name, "window").inc(res.keys_checked)
     finally:
         src.close()
         tgt.close()
@@ -193,93 +193,3 @@ def changed_keys_both(src: mysql.Connection, tgt: mysql.Connection, pair: PairCo
         if upper is None:
             return
         lower = upper
-
-
-class KeyChecker:
-    """Check keys in batches, re-check mismatches without blocking between batches, record verdicts.
-
-    `confirmed` keeps at most MAX_REPORTED verdicts (without row images); `diffs` counts all of them."""
-
-    def __init__(self, settings: Settings, engine: StateEngine, pair: PairConfig, src: mysql.Connection,
-                 tgt: mysql.Connection, detected_by: str) -> None:
-        self.settings, self.engine, self.pair = settings, engine, pair
-        self.src, self.tgt, self.detected_by = src, tgt, detected_by
-        self.rechecks = Rechecks(settings.validator.rechecks, settings.validator.recheck_delay_s)
-        self.confirmed: list[Verdict] = []
-        self.diffs: dict[str, int] = {}
-        self.checked = 0
-        self.respelled = RespelledOnce(pair)
-
-    def add(self, keys: Sequence[tuple[Any, ...]]) -> None:
-        batch = self.settings.validator.batch_max_keys
-        rows: set[str] = set()  # a key asked under two spellings of one row ('key10', 'KEY10') is one key
-        for start in range(0, len(keys), batch):
-            verdicts = self._check(keys[start:start + batch])
-            rows.update(source_spelled(self.pair, v).pk for v in verdicts)
-            self._done(verdicts, self.rechecks.add(verdicts, time.monotonic()))
-            self.poll()
-        self.checked += len(rows)
-
-    def poll(self) -> None:
-        due = self.rechecks.due(time.monotonic()).get(self.pair.name, [])
-        batch = self.settings.validator.batch_max_keys
-        for start in range(0, len(due), batch):
-            verdicts = self._check(due[start:start + batch])
-            self._done(verdicts, self.rechecks.feed(verdicts, time.monotonic()))
-
-    def drain(self) -> None:
-        while len(self.rechecks):
-            nxt = self.rechecks.next_due()
-            if nxt is not None:
-                time.sleep(max(0.0, nxt - time.monotonic()))
-            self.poll()
-
-    def _check(self, keys: Sequence[tuple[Any, ...]]) -> list[Verdict]:
-        verdicts = check(self.pair, keys, self.src, self.tgt, batch_size=self.settings.validator.batch_max_keys)
-        _count(self.pair, verdicts, self.detected_by)
-        return verdicts
-
-    def _done(self, verdicts: list[Verdict], confirmed: list[Verdict]) -> None:
-        consistent = [source_spelled(self.pair, v) for v in verdicts if not v.is_mismatch]
-        confirmed = self.respelled.once([source_spelled(self.pair, v) for v in confirmed])
-        _record(self.engine, consistent + confirmed, self.detected_by)
-        for v in confirmed:
-            metrics.CONFIRMED.labels(self.pair.name, v.kind).inc()
-            self.diffs[v.kind] = self.diffs.get(v.kind, 0) + 1
-            if len(self.confirmed) < MAX_REPORTED:
-                self.confirmed.append(replace(v, source=None, target=None))
-
-
-def check_keys(settings: Settings, pair: PairConfig, keys: Sequence[tuple[Any, ...]], *,
-               engine: StateEngine | None = None, detected_by: str = "cli") -> tuple[list[Verdict], int]:
-    """Check given keys now (with re-checks) and record: (confirmed mismatches, keys checked)."""
-    eng = engine or state_engine(settings.state.dsn)
-    src = mysql.connect(settings.server_dsn(pair.source.server))
-    tgt = mysql.connect(settings.server_dsn(pair.target.server))
-    try:
-        return check_and_confirm(settings, eng, pair, keys, src, tgt, detected_by), len({pk_string(k) for k in keys})
-    finally:
-        src.close()
-        tgt.close()
-        if engine is None:
-            eng.dispose()
-
-
-def check_and_confirm(settings: Settings, engine: StateEngine, pair: PairConfig, keys: Sequence[tuple[Any, ...]],
-                      src: mysql.Connection, tgt: mysql.Connection, detected_by: str) -> list[Verdict]:
-    """Check keys, re-check mismatches until confirmed or consistent (blocking), record; return confirmed."""
-    checker = KeyChecker(settings, engine, pair, src, tgt, detected_by)
-    checker.add(keys)
-    checker.drain()
-    return checker.confirmed
-
-
-def _count(pair: PairConfig, verdicts: list[Verdict], origin: str) -> None:
-    metrics.KEYS_CHECKED.labels(pair.name, origin).inc(len(verdicts))
-    for v in verdicts:
-        metrics.VERDICTS.labels(pair.name, v.kind).inc()
-
-
-def _record(engine: StateEngine, verdicts: list[Verdict], detected_by: str) -> None:
-    if verdicts:
-        ledger.record_verdicts(engine, verdicts, detected_by)

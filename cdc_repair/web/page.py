@@ -3,135 +3,34 @@
 Everything a person needs is in the HTML itself, so it reads without JavaScript; the script only adds the
 uPlot charts (fed by `/api/history`) and refreshes the numbers every few seconds. Numbers carry
 `data-value` attributes and stable ids, which the browser test compares with `/api/status`.
-Every value from the document is escaped: ledger keys and error texts come from user data.
+Every value from the document is escaped: ledger keys and error texts come from user data. What each value
+means and how it is formatted is `values.py`; this module lays the sections out and holds the template.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
-from html import escape
+from collections.abc import Mapping
 from typing import Any
+
+from cdc_repair.web.values import (
+    as_dict,
+    as_list,
+    esc,
+    fmt_duration,
+    fmt_number,
+    fmt_time,
+    html_badge,
+    html_table,
+    max_source_lag,
+    num,
+    open_total,
+    repairs_applied,
+    role_of,
+    unavailable,
+)
 
 REFRESH_S = 5
 SCAN_SILENT_S = 120  # a running full scan that saved no progress for this long is flagged (died or hangs)
-
-
-def _s(value: Any) -> str:
-    return escape("" if value is None else str(value), quote=True)
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        return float(str(value))
-    except ValueError:
-        return None
-
-
-def fmt_number(value: Any, digits: int = 1) -> str:
-    """Integers as 1,234; floats with `digits` decimals; anything else as n/a."""
-    n = _num(value)
-    if n is None:
-        return "n/a"
-    if n == int(n) and abs(n) < 1e15 and not isinstance(value, float):
-        return f"{int(n):,}"
-    return f"{n:,.{digits}f}"
-
-
-def fmt_time(value: Any) -> str:
-    """Epoch seconds or ISO text → 'YYYY-MM-DD HH:MM:SSZ' (UTC); other values as they are."""
-    if value is None or value == "":
-        return "—"
-    n = _num(value)
-    if n is not None and n > 1e8:
-        return datetime.fromtimestamp(n, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-    return str(value).replace("T", " ")[:20]
-
-
-def fmt_duration(value: Any) -> str:
-    """Seconds → '45s', '3m 20s', '2h 05m', '3d 04h'; None → n/a."""
-    n = _num(value)
-    if n is None:
-        return "n/a"
-    n = max(0, round(n))
-    if n < 60:
-        return f"{n}s"
-    if n < 3600:
-        return f"{n // 60}m {n % 60:02d}s"
-    if n < 86400:
-        return f"{n // 3600}h {n % 3600 // 60:02d}m"
-    return f"{n // 86400}d {n % 86400 // 3600:02d}h"
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _table(head: Iterable[str], rows: list[str], empty: str, table_id: str) -> str:
-    if not rows:
-        return f'<p class="empty" id="{table_id}-empty">{_s(empty)}</p>'
-    th = "".join(f"<th>{_s(h)}</th>" for h in head)
-    return f'<table id="{table_id}"><thead><tr>{th}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-
-
-def _badge(ok: bool | None, yes: str = "ready", no: str = "not ready") -> str:
-    if ok is None:
-        return '<span class="badge unknown">unknown</span>'
-    return f'<span class="badge {"ok" if ok else "bad"}">{_s(yes if ok else no)}</span>'
-
-
-def max_source_lag(status: Mapping[str, Any]) -> float | None:
-    """The largest binlog lag in seconds over all capture sources (None when unknown)."""
-    lags = [_num(v) for v in _dict(_dict(status.get("lag")).get("source_seconds")).values()]
-    known = [v for v in lags if v is not None]
-    return max(known) if known else None
-
-
-def unavailable(status: Mapping[str, Any], *sections: str) -> str | None:
-    """Why a section of the document could not be read (e.g. the state database is down), or None."""
-    found = _dict(status.get("unavailable"))
-    for name in sections:
-        if found.get(name):
-            return str(found[name])
-    return None
-
-
-def open_total(status: Mapping[str, Any]) -> int | None:
-    inc = _dict(status.get("inconsistencies"))
-    if isinstance(inc.get("open_total"), int):
-        return int(inc["open_total"])
-    if inc.get("unavailable") or unavailable(status, "ledger"):
-        return None  # unknown, not 0
-    groups = _list(inc.get("by_pair_kind"))
-    return sum(int(_num(_dict(g).get("count")) or 0) for g in groups) if groups else None
-
-
-def repairs_applied(status: Mapping[str, Any]) -> int | None:
-    """Applied repairs: from `repair_counts` (every repair in the log) when present, else the recent list;
-    None when the repair log could not be read (the page says n/a and why, not 0)."""
-    counts = status.get("repair_counts")
-    if unavailable(status, "repair_counts") or ("repair_counts" in status and counts is None):
-        return None
-    if isinstance(counts, list) and counts:
-        return sum(int(_num(_dict(c).get("count")) or 0) for c in counts if _dict(c).get("status") == "applied")
-    return sum(1 for r in _list(status.get("recent_repairs")) if _dict(r).get("status") == "applied")
-
-
-def role_of(status: Mapping[str, Any]) -> str | None:
-    """leader | standby | None (no daemon: e.g. the CLI's document)."""
-    role = status.get("role")
-    if role in ("leader", "standby"):
-        return str(role)
-    leader = status.get("leader")
-    return ("leader" if leader else "standby") if isinstance(leader, bool) else None
 
 
 def _role_badge(status: Mapping[str, Any]) -> str:
@@ -141,68 +40,69 @@ def _role_badge(status: Mapping[str, Any]) -> str:
 
 
 def _lock_holder(status: Mapping[str, Any]) -> str:
-    lock = _dict(status.get("leader_lock"))
+    lock = as_dict(status.get("leader_lock"))
     if not lock:
         return "n/a"
-    holder = _dict(lock.get("holder"))
+    holder = as_dict(lock.get("holder"))
     if lock.get("holder_connection_id") is None:
         return "nobody (free)"
     if not holder.get("host"):
-        return f"connection {_s(lock.get('holder_connection_id'))} (host not recorded)"
-    return (f'{_s(holder.get("host"))} · pid {_s(holder.get("pid"))}'
-            f'<div class="detail">since {_s(fmt_time(holder.get("since")))}</div>')
+        return f"connection {esc(lock.get('holder_connection_id'))} (host not recorded)"
+    return (f'{esc(holder.get("host"))} · pid {esc(holder.get("pid"))}'
+            f'<div class="detail">since {esc(fmt_time(holder.get("since")))}</div>')
 
 
 def _why(ident: str, reason: str | None) -> str:
-    return f'<div class="detail err" id="{ident}-why">{_s(reason)}</div>' if reason else ""
+    return f'<div class="detail err" id="{ident}-why">{esc(reason)}</div>' if reason else ""
 
 
 def _config_card(status: Mapping[str, Any]) -> tuple[str, Any]:
     """Config generation (reloads applied since start) and the last reload's outcome."""
-    cfg = _dict(status.get("config"))
+    cfg = as_dict(status.get("config"))
     if not cfg:
         return "n/a", None
     gen = cfg.get("generation")
-    last = _dict(cfg.get("last_reload"))
+    last = as_dict(cfg.get("last_reload"))
     if not last:
         detail = "no reload since start"
     elif last.get("ok"):
-        restart = _list(last.get("restart"))
+        restart = as_list(last.get("restart"))
         detail = f"last reload ok {fmt_time(last.get('at'))}" + (
             f"; needs restart: {', '.join(map(str, restart))}" if restart else "")
     else:
-        detail = f"last reload rejected {fmt_time(last.get('at'))}: {'; '.join(map(str, _list(last.get('problems'))))}"
+        problems = "; ".join(map(str, as_list(last.get("problems"))))
+        detail = f"last reload rejected {fmt_time(last.get('at'))}: {problems}"
     cls = "detail" if not last or last.get("ok") else "detail err"
     return (f'generation {fmt_number(gen)}<div class="{cls}" id="config-reload" '
-            f'data-ok="{_s(last.get("ok") if last else "")}">{_s(detail)}</div>'), gen
+            f'data-ok="{esc(last.get("ok") if last else "")}">{esc(detail)}</div>'), gen
 
 
 def _dead_letter_card(status: Mapping[str, Any]) -> tuple[str, Any]:
-    dl = _dict(status.get("dead_letters"))
+    dl = as_dict(status.get("dead_letters"))
     count = dl.get("count")
     if not dl or count is None:
         return "n/a", None
     last = dl.get("last_reason")
-    detail = (f'<div class="detail err" id="dead-letters-last">last: {_s(last)} '
-              f'({_s(fmt_time(dl.get("last_at")))})</div>' if last else "")
+    detail = (f'<div class="detail err" id="dead-letters-last">last: {esc(last)} '
+              f'({esc(fmt_time(dl.get("last_at")))})</div>' if last else "")
     return f"{fmt_number(count)}{detail}", count
 
 
 def _cards(status: Mapping[str, Any], ready: bool | None) -> str:
     lag = max_source_lag(status)
-    consumer = _dict(status.get("lag")).get("consumer_messages")
+    consumer = as_dict(status.get("lag")).get("consumer_messages")
     total = open_total(status)
     applied = repairs_applied(status)
-    inc = _dict(status.get("inconsistencies"))
-    oldest = _num(inc.get("oldest_open_age_s"))
+    inc = as_dict(status.get("inconsistencies"))
+    oldest = num(inc.get("oldest_open_age_s"))
     ledger_why = str(inc.get("unavailable") or "") or unavailable(status, "ledger")
     config_html, generation = _config_card(status)
     dead_html, dead = _dead_letter_card(status)
     oldest_html = fmt_duration(oldest) if oldest is not None else ("n/a" if ledger_why else "none open")
     if oldest is not None and inc.get("oldest_open_pair"):
-        oldest_html += f'<div class="detail">pair {_s(inc.get("oldest_open_pair"))}</div>'
+        oldest_html += f'<div class="detail">pair {esc(inc.get("oldest_open_pair"))}</div>'
     cards = [
-        ("ready", "Ready", _badge(ready), None),
+        ("ready", "Ready", html_badge(ready), None),
         ("binlog-lag", "Binlog lag (s)", fmt_number(lag, 1), lag),
         ("consumer-lag", "Consumer lag (msgs)", "unknown" if consumer == "unknown" else fmt_number(consumer),
          consumer),
@@ -218,9 +118,9 @@ def _cards(status: Mapping[str, Any], ready: bool | None) -> str:
     ]
     out = []
     for ident, label, shown, value in cards:
-        data = f' data-value="{_s(value)}"' if value is not None else ""
+        data = f' data-value="{esc(value)}"' if value is not None else ""
         warn = " warn" if (ident == "open-total" and total) or (ident == "dead-letters" and dead) else ""
-        out.append(f'<div class="card{warn}"><div class="label">{_s(label)}</div>'
+        out.append(f'<div class="card{warn}"><div class="label">{esc(label)}</div>'
                    f'<div class="value" id="{ident}"{data}>{shown}</div></div>')
     return f'<section class="cards">{"".join(out)}</section>'
 
@@ -228,26 +128,26 @@ def _cards(status: Mapping[str, Any], ready: bool | None) -> str:
 def _scans(status: Mapping[str, Any]) -> str:
     """The newest full scan of each pair: rows done of the estimated total, rate and ETA."""
     rows = []
-    for sc in _list(status.get("scans")):
-        sc = _dict(sc)
+    for sc in as_list(status.get("scans")):
+        sc = as_dict(sc)
         done, total = sc.get("rows"), sc.get("rows_total")
-        progress = _num(sc.get("progress"))
+        progress = num(sc.get("progress"))
         pct = f" ({progress * 100:.0f}%)" if progress is not None else ""
         eta = fmt_duration(sc.get("eta_s")) if sc.get("status") == "running" else "—"
-        silent = _num(sc.get("silent_s"))
+        silent = num(sc.get("silent_s"))
         stalled = (f'<div class="err">no progress for {fmt_duration(silent)}</div>'
                    if silent is not None and silent >= SCAN_SILENT_S else "")
-        rows.append(f'<tr data-scan-pair="{_s(sc.get("pair"))}" data-status="{_s(sc.get("status"))}">'
-                    f'<td>{_s(sc.get("pair"))}</td>'
-                    f'<td class="st-{_s(sc.get("status"))}">{_s(sc.get("status"))}{stalled}</td>'
-                    f'<td class=num data-rows="{_s(done)}" data-rows-total="{_s(total)}">{fmt_number(done)} of '
+        rows.append(f'<tr data-scan-pair="{esc(sc.get("pair"))}" data-status="{esc(sc.get("status"))}">'
+                    f'<td>{esc(sc.get("pair"))}</td>'
+                    f'<td class="st-{esc(sc.get("status"))}">{esc(sc.get("status"))}{stalled}</td>'
+                    f'<td class=num data-rows="{esc(done)}" data-rows-total="{esc(total)}">{fmt_number(done)} of '
                     f"{fmt_number(total) if total is not None else 'unknown'}{pct}</td>"
-                    f'<td class=num data-value="{_s(sc.get("rows_per_s"))}">{fmt_number(sc.get("rows_per_s"), 0)}'
-                    f'</td><td class=num data-value="{_s(sc.get("eta_s"))}">{_s(eta)}</td>'
+                    f'<td class=num data-value="{esc(sc.get("rows_per_s"))}">{fmt_number(sc.get("rows_per_s"), 0)}'
+                    f'</td><td class=num data-value="{esc(sc.get("eta_s"))}">{esc(eta)}</td>'
                     f'<td class=num>{fmt_number(sc.get("chunks"))}</td><td class=num>{fmt_number(sc.get("diffs"))}</td>'
-                    f"<td>{_s(fmt_time(sc.get('started_at')))}</td><td>{_s(fmt_time(sc.get('updated_at')))}</td></tr>")
+                    f"<td>{esc(fmt_time(sc.get('started_at')))}</td><td>{esc(fmt_time(sc.get('updated_at')))}</td></tr>")
     why = unavailable(status, "scans")
-    table = _table(["pair", "status", "rows done of total", "rows/s", "ETA", "chunks", "differences", "started",
+    table = html_table(["pair", "status", "rows done of total", "rows/s", "ETA", "chunks", "differences", "started",
                     "updated"], rows, f"n/a: {why}" if why else "no full scan yet", "scans")
     return f"<section><h2>Full scans</h2>{table}</section>"
 
@@ -255,18 +155,18 @@ def _scans(status: Mapping[str, Any]) -> str:
 def _job_row(attr: str, name: Any, j: Mapping[str, Any]) -> str:
     """One job run as a table row (the last-run-per-job table and the recent-runs table look alike)."""
     detail_cls = "err" if j.get("outcome") == "failed" else "detail"
-    return (f'<tr {attr}="{_s(name)}"><td>{_s(name)}</td>'
-            f'<td class="st-{_s(j.get("outcome"))}">{_s(j.get("outcome"))}</td>'
-            f"<td>{_s(fmt_time(j.get('started_at')))}</td><td>{_s(fmt_time(j.get('finished_at')))}</td>"
-            f'<td>{_s(j.get("host"))}</td><td class="{detail_cls}">{_s(j.get("detail") or "")}</td></tr>')
+    return (f'<tr {attr}="{esc(name)}"><td>{esc(name)}</td>'
+            f'<td class="st-{esc(j.get("outcome"))}">{esc(j.get("outcome"))}</td>'
+            f"<td>{esc(fmt_time(j.get('started_at')))}</td><td>{esc(fmt_time(j.get('finished_at')))}</td>"
+            f'<td>{esc(j.get("host"))}</td><td class="{detail_cls}">{esc(j.get("detail") or "")}</td></tr>')
 
 
 def _last_jobs(status: Mapping[str, Any]) -> str:
     """The last run of each scheduled job (a daily job stays visible however many runs other jobs make)."""
-    rows = [_job_row("data-last-job", name, _dict(j))
-            for name, j in sorted(_dict(status.get("last_job_runs")).items())]
+    rows = [_job_row("data-last-job", name, as_dict(j))
+            for name, j in sorted(as_dict(status.get("last_job_runs")).items())]
     why = unavailable(status, "last_job_runs")
-    table = _table(["job", "outcome", "started", "finished", "host", "detail"], rows,
+    table = html_table(["job", "outcome", "started", "finished", "host", "detail"], rows,
                    f"n/a: {why}" if why else "no job has run yet", "last-jobs")
     return f"<section><h2>Scheduled jobs (last run of each)</h2>{table}</section>"
 
@@ -274,87 +174,87 @@ def _last_jobs(status: Mapping[str, Any]) -> str:
 def _stages(status: Mapping[str, Any], readiness: Mapping[str, bool], reasons: Mapping[str, str]) -> str:
     rows = []
     standby = role_of(status) == "standby"
-    for st in _list(status.get("stages")):
-        st = _dict(st)
+    for st in as_list(status.get("stages")):
+        st = as_dict(st)
         name = str(st.get("name", "?"))
         ready = st.get("ready") if isinstance(st.get("ready"), bool) else readiness.get(name)
         err = st.get("last_error")
         badge = ('<span class="badge ok">standby (runs on the leader)</span>' if standby and st.get("leader_only")
-                 else _badge(ready))
-        rows.append(f'<tr data-stage="{_s(name)}"><td>{_s(name)}</td><td>{_s(st.get("status", "?"))}</td>'
+                 else html_badge(ready))
+        rows.append(f'<tr data-stage="{esc(name)}"><td>{esc(name)}</td><td>{esc(st.get("status", "?"))}</td>'
                     f"<td>{badge}</td><td class=num>{fmt_number(st.get('restarts', 0))}</td>"
-                    f'<td class="err">{_s(err) if err else "—"}</td></tr>')
-    deps = [f'<tr data-dependency="{_s(n)}"><td>{_s(n)}</td><td>{_badge(ok)}</td>'
-            f'<td class="err">{_s(reasons.get(n, "")) if not ok else ""}</td></tr>'
-            for n, ok in sorted(readiness.items()) if not any(_dict(s).get("name") == n
-                                                             for s in _list(status.get("stages")))]
-    stage_table = _table(["stage", "status", "ready", "restarts", "last error"], rows, "no stages reported",
+                    f'<td class="err">{esc(err) if err else "—"}</td></tr>')
+    deps = [f'<tr data-dependency="{esc(n)}"><td>{esc(n)}</td><td>{html_badge(ok)}</td>'
+            f'<td class="err">{esc(reasons.get(n, "")) if not ok else ""}</td></tr>'
+            for n, ok in sorted(readiness.items()) if not any(as_dict(s).get("name") == n
+                                                             for s in as_list(status.get("stages")))]
+    stage_table = html_table(["stage", "status", "ready", "restarts", "last error"], rows, "no stages reported",
                          "stages")
-    dep_table = _table(["dependency / check", "state", "why not"], deps, "no dependency checks", "dependencies")
+    dep_table = html_table(["dependency / check", "state", "why not"], deps, "no dependency checks", "dependencies")
     return f"<section><h2>Stages</h2>{stage_table}{dep_table}</section>"
 
 
 def _checkpoints(status: Mapping[str, Any]) -> str:
-    lag = _dict(status.get("lag"))
-    secs, byts = _dict(lag.get("source_seconds")), _dict(lag.get("source_bytes"))
+    lag = as_dict(status.get("lag"))
+    secs, byts = as_dict(lag.get("source_seconds")), as_dict(lag.get("source_bytes"))
     rows = []
-    cps = _list(status.get("checkpoints"))
-    sources = [str(_dict(c).get("source", "?")) for c in cps] + [s for s in secs if s not in
-                                                                  {_dict(c).get("source") for c in cps}]
-    by_source = {str(_dict(c).get("source", "?")): _dict(c) for c in cps}
+    cps = as_list(status.get("checkpoints"))
+    sources = [str(as_dict(c).get("source", "?")) for c in cps] + [s for s in secs if s not in
+                                                                  {as_dict(c).get("source") for c in cps}]
+    by_source = {str(as_dict(c).get("source", "?")): as_dict(c) for c in cps}
     for source in sources:
         cp = by_source.get(source, {})
         lag_s = secs.get(source, cp.get("lag_seconds"))
         lag_b = byts.get(source, cp.get("lag_bytes"))
         pos = f"{cp.get('binlog_file', '?')}:{cp.get('binlog_pos', '?')}" if cp else "—"
-        rows.append(f'<tr data-source="{_s(source)}"><td>{_s(source)}</td><td><code>{_s(pos)}</code></td>'
-                    f'<td class="gtid">{_s(cp.get("gtid_set") or "—")}</td>'
-                    f'<td class=num data-value="{_s(lag_s)}">{fmt_number(lag_s, 2)}</td>'
-                    f'<td class=num data-value="{_s(lag_b)}">{fmt_number(lag_b)}</td>'
-                    f"<td>{_s(fmt_time(cp.get('updated_at')))}</td></tr>")
-    table = _table(["source", "checkpoint", "GTID set", "lag (s)", "lag (bytes)", "saved"], rows,
+        rows.append(f'<tr data-source="{esc(source)}"><td>{esc(source)}</td><td><code>{esc(pos)}</code></td>'
+                    f'<td class="gtid">{esc(cp.get("gtid_set") or "—")}</td>'
+                    f'<td class=num data-value="{esc(lag_s)}">{fmt_number(lag_s, 2)}</td>'
+                    f'<td class=num data-value="{esc(lag_b)}">{fmt_number(lag_b)}</td>'
+                    f"<td>{esc(fmt_time(cp.get('updated_at')))}</td></tr>")
+    table = html_table(["source", "checkpoint", "GTID set", "lag (s)", "lag (bytes)", "saved"], rows,
                    "no checkpoint yet (the tailer has not committed a transaction)", "checkpoints")
     return f"<section><h2>Capture</h2>{table}</section>"
 
 
 def _inconsistencies(status: Mapping[str, Any]) -> str:
     rows = []
-    groups = sorted((_dict(g) for g in _list(_dict(status.get("inconsistencies")).get("by_pair_kind"))),
+    groups = sorted((as_dict(g) for g in as_list(as_dict(status.get("inconsistencies")).get("by_pair_kind"))),
                     key=lambda g: (str(g.get("pair")), str(g.get("kind")), str(g.get("status"))))
     for g in groups:
-        rows.append(f'<tr data-pair="{_s(g.get("pair"))}" data-kind="{_s(g.get("kind"))}" '
-                    f'data-status="{_s(g.get("status"))}"><td>{_s(g.get("pair"))}</td><td>{_s(g.get("kind"))}</td>'
-                    f'<td>{_s(g.get("status"))}</td><td class=num data-value="{_s(g.get("count"))}">'
+        rows.append(f'<tr data-pair="{esc(g.get("pair"))}" data-kind="{esc(g.get("kind"))}" '
+                    f'data-status="{esc(g.get("status"))}"><td>{esc(g.get("pair"))}</td><td>{esc(g.get("kind"))}</td>'
+                    f'<td>{esc(g.get("status"))}</td><td class=num data-value="{esc(g.get("count"))}">'
                     f"{fmt_number(g.get('count'))}</td></tr>")
-    why = _dict(status.get("inconsistencies")).get("unavailable") or unavailable(status, "ledger")
-    table = _table(["pair", "kind", "status", "count"], rows, f"n/a: {why}" if why else "no open inconsistencies",
+    why = as_dict(status.get("inconsistencies")).get("unavailable") or unavailable(status, "ledger")
+    table = html_table(["pair", "kind", "status", "count"], rows, f"n/a: {why}" if why else "no open inconsistencies",
                    "inconsistencies")
     return f"<section><h2>Inconsistencies</h2>{table}</section>"
 
 
 def _repairs(status: Mapping[str, Any]) -> str:
     rows = []
-    for r in _list(status.get("recent_repairs")):
-        r = _dict(r)
+    for r in as_list(status.get("recent_repairs")):
+        r = as_dict(r)
         rid = r.get("repair_id")
-        hint = (f"<code>cdc-repair rollback {_s(rid)}</code>" if rid and r.get("status") == "applied"
+        hint = (f"<code>cdc-repair rollback {esc(rid)}</code>" if rid and r.get("status") == "applied"
                 and r.get("strategy") != "rollback" else "—")
         err = r.get("error")
-        rows.append(f'<tr data-repair="{_s(rid)}"><td><code>{_s(rid)}</code></td><td>{_s(r.get("pair"))}</td>'
-                    f'<td><code>{_s(r.get("pk"))}</code></td><td>{_s(r.get("strategy"))}</td>'
-                    f'<td>{_s(r.get("action"))}</td><td class="st-{_s(r.get("status"))}">{_s(r.get("status"))}</td>'
-                    f"<td>{_s(fmt_time(r.get('created_at')))}</td><td>{hint}"
-                    f'{f"<div class=err>{_s(err)}</div>" if err else ""}</td></tr>')
+        rows.append(f'<tr data-repair="{esc(rid)}"><td><code>{esc(rid)}</code></td><td>{esc(r.get("pair"))}</td>'
+                    f'<td><code>{esc(r.get("pk"))}</code></td><td>{esc(r.get("strategy"))}</td>'
+                    f'<td>{esc(r.get("action"))}</td><td class="st-{esc(r.get("status"))}">{esc(r.get("status"))}</td>'
+                    f"<td>{esc(fmt_time(r.get('created_at')))}</td><td>{hint}"
+                    f'{f"<div class=err>{esc(err)}</div>" if err else ""}</td></tr>')
     why = unavailable(status, "recent_repairs")
-    table = _table(["repair id", "pair", "key", "strategy", "action", "status", "when", "undo"], rows,
+    table = html_table(["repair id", "pair", "key", "strategy", "action", "status", "when", "undo"], rows,
                    f"n/a: {why}" if why else "no repairs yet", "repairs")
     return f"<section><h2>Recent repairs</h2>{table}</section>"
 
 
 def _jobs(status: Mapping[str, Any]) -> str:
-    rows = [_job_row("data-job", _dict(j).get("job"), _dict(j)) for j in _list(status.get("job_runs"))]
+    rows = [_job_row("data-job", as_dict(j).get("job"), as_dict(j)) for j in as_list(status.get("job_runs"))]
     why = unavailable(status, "job_runs")
-    table = _table(["job", "outcome", "started", "finished", "host", "detail"], rows,
+    table = html_table(["job", "outcome", "started", "finished", "host", "detail"], rows,
                    f"n/a: {why}" if why else "no job runs yet", "jobs")
     return f"<section><h2>Recent job runs</h2>{table}</section>"
 
@@ -391,11 +291,11 @@ def render_page(status: Mapping[str, Any], readiness: Mapping[str, bool], *, err
     """The whole status page. `error` (the status provider failed) is shown in place of missing sections;
     `reasons` says why a dependency check fails (masked DSNs, never passwords)."""
     ready = all(readiness.values()) if readiness else None
-    problems = [*(_list(status.get("errors"))), *([error] if error else [])]
-    problem_html = ("".join(f"<li>{_s(p)}</li>" for p in problems))
+    problems = [*(as_list(status.get("errors"))), *([error] if error else [])]
+    problem_html = ("".join(f"<li>{esc(p)}</li>" for p in problems))
     banner = f'<div class="problems" id="problems"><ul>{problem_html}</ul></div>' if problems else ""
-    meta = (f'host {_s(status.get("host", "?"))} · version {_s(status.get("version", "?"))} · '
-            f'generated <span id="generated-at">{_s(fmt_time(status.get("generated_at")))}</span>')
+    meta = (f'host {esc(status.get("host", "?"))} · version {esc(status.get("version", "?"))} · '
+            f'generated <span id="generated-at">{esc(fmt_time(status.get("generated_at")))}</span>')
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>cdc-repair status</title>
 <meta name="viewport" content="width=device-width,initial-scale=1">

@@ -34,6 +34,7 @@ from cdc_repair import metrics
 from cdc_repair.config import Settings, WebConfig
 from cdc_repair.errors import ConfigError
 from cdc_repair.observe import LedgerGaugeStage, ReadinessProbe, dependency_checks, initialise_metric_labels
+from cdc_repair.state.engine import StateEngine
 from cdc_repair.web.history import History
 from cdc_repair.web.page import render_page
 
@@ -120,13 +121,12 @@ class WebServer:
     """A running endpoint. `port` is the bound port (useful with `web.port: 0`); `stop()` closes it."""
 
     def __init__(self, httpd: ThreadingHTTPServer, thread: threading.Thread, history: History,
-                 probe: ReadinessProbe | None = None, background: list[tuple[threading.Event, Any]] | None = None
-                 ) -> None:
+                 probe: ReadinessProbe | None = None, background: list[threading.Event] | None = None) -> None:
         self._httpd = httpd
         self._thread = thread
         self._history = history
         self._probe = probe
-        self._background = background or []  # (stop event, engine to dispose)
+        self._background = background or []  # stop events of the background threads
 
     @property
     def port(self) -> int:
@@ -145,9 +145,8 @@ class WebServer:
         self._history.stop()
         if self._probe is not None:
             self._probe.stop()
-        for stop_event, engine in self._background:
+        for stop_event in self._background:
             stop_event.set()
-            engine.dispose()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=timeout_s)
@@ -314,14 +313,15 @@ def stage_reasons(doc: dict[str, Any] | None) -> dict[str, str]:
 def start_web(web_cfg: WebConfig | Settings, status_provider: StatusProvider,
               readiness_provider: ReadinessProvider | None = None, *, status_cache_s: float = 1.0,
               history_interval_s: float = 1.0, probe_interval_s: float = 2.0,
-              ledger_refresh_s: float | None = 2.0) -> WebServer:
+              ledger_refresh_s: float | None = 2.0, engine: StateEngine | None = None) -> WebServer:
     """Bind `web.bind:web.port` (port 0: any free port) and serve in a daemon thread.
 
     `web_cfg` is the `web` section, or the whole Settings. Without a `readiness_provider`, readiness is each
     stage's (from the status document's `stages`) plus, when Settings were given, a background probe of the
     broker and every database (`observe.ReadinessProbe`).
-    With Settings, it also initialises the bounded metric labels (pairs, sources) and refreshes the ledger
-    gauges from the state database every `ledger_refresh_s` (None: the caller runs `LedgerGaugeStage` itself).
+    With Settings, it also initialises the bounded metric labels (pairs, sources); with Settings and `engine`
+    (the caller's state engine, never disposed here) it refreshes the ledger gauges from the state database
+    every `ledger_refresh_s` (None: the caller runs `LedgerGaugeStage` itself).
     Raises ConfigError naming the address when it cannot bind (port in use, unknown address).
     The caller decides whether to start it at all (`web.enabled`).
     """
@@ -349,8 +349,8 @@ def start_web(web_cfg: WebConfig | Settings, status_provider: StatusProvider,
     background = []
     if settings is not None:
         initialise_metric_labels([p.name for p in settings.pairs], sources=[c.server for c in settings.capture])
-        if ledger_refresh_s:
-            background.append(_start_ledger_gauges(settings, ledger_refresh_s))
+        if ledger_refresh_s and engine is not None:
+            background.append(_start_ledger_gauges(engine, ledger_refresh_s))
     server = WebServer(httpd, thread, httpd.history, probe, background)
     log.info("status page and metrics on %s", server.url)
     warning = exposure_warning(web_cfg.bind)
@@ -383,12 +383,9 @@ def _default_readiness(status: _StatusCache, probe: ReadinessProbe | None) -> Re
     return readiness
 
 
-def _start_ledger_gauges(settings: Settings, interval_s: float) -> tuple[threading.Event, Any]:
-    """Refresh the ledger gauges in a daemon thread with an engine of its own (no connection until used)."""
-    from cdc_repair.state.engine import state_engine
-
-    engine = state_engine(settings.state.dsn, create_schema=False)
+def _start_ledger_gauges(engine: StateEngine, interval_s: float) -> threading.Event:
+    """Refresh the ledger gauges in a daemon thread, on the caller's engine; returns the thread's stop event."""
     stop = threading.Event()
     stage = LedgerGaugeStage(engine, interval_s)
     threading.Thread(target=stage.run, args=(stop,), name="ledger-gauges", daemon=True).start()
-    return stop, engine
+    return stop

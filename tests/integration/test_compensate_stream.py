@@ -22,7 +22,7 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from test_validate_support import ART_INSERT, Env, article, make_env
 
-from cdc_repair.commands.repair import run_repair
+from cdc_repair.app.repair import run_repair
 from cdc_repair.config import Settings, load_settings, settings_from_mapping
 from cdc_repair.model.keys import pk_string
 from cdc_repair.model.position import BinlogPosition

@@ -18,6 +18,7 @@ from cdc_repair.runtime.daemon import Daemon
 from cdc_repair.runtime.leader import MySQLNamedLock
 from cdc_repair.runtime.reload import LiveSettings
 from cdc_repair.runtime.supervisor import StageSpec
+from cdc_repair.stage import Stage
 from cdc_repair_dev.devservices import process
 from cdc_repair_dev.devservices.mariadb import MariaDBServer
 from cdc_repair_dev.harness import DaemonProcess, isolated_raw_config
@@ -53,7 +54,7 @@ def test_sigterm_with_the_broker_down_stops_cleanly_within_the_bound(demo_config
     assert "daemon stopped (clean)" in d.log_text()
 
 
-class _LeaderStage:
+class _LeaderStage(Stage):
     """A leader-only stage whose stop takes a while (as a tailer flushing and saving its checkpoint); when it
     finishes it records whether the leader lock is still held, as an operator would see it on the server."""
 

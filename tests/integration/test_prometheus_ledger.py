@@ -37,14 +37,15 @@ def test_prometheus_sees_no_ledger_series_and_ledger_up_0_while_the_state_databa
     db = MariaDBServer(tmp_path / "db", server_id=73).start()
     web = None
     proc = None
+    engine = None
     try:
         state_db = f"prom_{uuid.uuid4().hex[:6]}"
         settings = settings_for(db, broker, state_db)
         engine = state_engine(settings.state.dsn)
         pair = f"pl{uuid.uuid4().hex[:5]}"
         seed_state(engine, pair)
-        engine.dispose()
-        web = start_web(settings, lambda: {"stages": []}, lambda: {"test": True}, ledger_refresh_s=0.3)
+        web = start_web(settings, lambda: {"stages": []}, lambda: {"test": True}, ledger_refresh_s=0.3,
+                        engine=engine)
         proc, prom = start_prometheus(tmp_path, [f"127.0.0.1:{web.port}"])
         series = f'cdc_repair_ledger_open_inconsistencies{{pair="{pair}"}}'
 
@@ -68,4 +69,6 @@ def test_prometheus_sees_no_ledger_series_and_ledger_up_0_while_the_state_databa
             proc.wait(10)
         if web is not None:
             web.stop()
+        if engine is not None:
+            engine.dispose()
         db.stop()

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from test_repair_support import INSERT, Env, article, make_env
 
-from cdc_repair.commands.repair import run_repair
+from cdc_repair.app.repair import run_repair
 from cdc_repair.config import settings_from_mapping
 from cdc_repair.model.keys import pk_string
 from cdc_repair.repair.rollback import rollback

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from test_repair_support import INSERT, Env, article, make_env
 
-from cdc_repair.commands.repair import run_repair
+from cdc_repair.app.repair import run_repair
 from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 KEYS = range(1, 41)

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from test_repair_support import INSERT, Env, article, make_env
 
-from cdc_repair.commands.repair import run_repair
+from cdc_repair.app.repair import run_repair
 from cdc_repair.model.keys import pk_string
 from cdc_repair.repair.repairer import Repairer, WorkItem
 from cdc_repair.repair.store import StateStore

@@ -9,7 +9,7 @@ import pytest
 from test_repair_support import INSERT, Env, article, make_env
 
 from cdc_repair import metrics
-from cdc_repair.commands.repair import run_repair
+from cdc_repair.app.repair import run_repair
 from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -128,9 +127,9 @@ def test_killed_between_row_commit_and_ledger_update_neither_loses_nor_doubles(e
     env.many(INSERT.format(t=env.tgt), [article(3)])
     env.record([1, 2, 3])
     cfg = env.write_config(tmp_path / "c.yaml")
-    argv = [sys.executable, "-m", "cdc_repair", "--config", str(cfg), "repair", "--execute"]
-    crashed = subprocess.run(argv, env={**os.environ, "CDC_REPAIR_DEV_CRASH_AT": "after_row_commit"},
-                             capture_output=True, text=True, timeout=120, cwd=ROOT)
+    argv = [sys.executable, "-m", "cdc_repair_dev.crashing_cli", "after_row_commit", "--config", str(cfg), "repair",
+            "--execute"]
+    crashed = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert crashed.returncode == 86, crashed.stderr
     assert env.row(env.tgt, 1) is not None and env.row(env.tgt, 3) is None  # the row transaction committed
     assert {e["status"] for e in env.ledger().values()} == {"repairing"}  # the ledger never heard of it

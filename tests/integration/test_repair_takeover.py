@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from test_repair_support import INSERT, Env, article, make_env
 
-from cdc_repair.commands.repair import run_repair
+from cdc_repair.app.repair import run_repair
 from cdc_repair.repair.store import Filters, StateStore
 from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
@@ -126,8 +126,8 @@ def test_rollback_of_a_run_that_died_before_logging_undoes_what_it_applied(env: 
     before = {i: env.row(env.tgt, i) for i in range(1, 6)}
     env.record(range(1, 6))
     cfg = env.write_config(tmp_path / "c.yaml")
-    crashed = subprocess.run([sys.executable, "-m", "cdc_repair", "--config", str(cfg), "repair", "--execute"],
-                             env={**os.environ, "CDC_REPAIR_DEV_CRASH_AT": "after_row_commit"},
+    crashed = subprocess.run([sys.executable, "-m", "cdc_repair_dev.crashing_cli", "after_row_commit",
+                              "--config", str(cfg), "repair", "--execute"],
                              capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert crashed.returncode == 86, crashed.stderr  # died right after the row commit: repair_log never heard
     assert env.sql(f"SELECT COUNT(*) FROM {env.prefix}_state.repair_log") == [(0,)]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from test_repair_support import Env, make_env
 
-from cdc_repair.commands.repair import run_repair
+from cdc_repair.app.repair import run_repair
 from cdc_repair.config import settings_from_mapping
 from cdc_repair.repair.rollback import rollback
 from cdc_repair.repair.store import StateStore

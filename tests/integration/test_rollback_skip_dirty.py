@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 from test_repair_support import INSERT, Env, article, make_env
 
+from cdc_repair.app.repair import run_repair
 from cdc_repair.cli import cli
-from cdc_repair.commands.repair import run_repair
 from cdc_repair.model.keys import pk_string
 from cdc_repair.repair.repairer import Repairer, WorkItem
 from cdc_repair.repair.rollback import rollback

@@ -152,3 +152,46 @@ def test_ledger_leaves_repairing_and_ignored_alone_and_keeps_failed_parked(env: 
         assert res.inserted == [] and res.reopened == []
     finally:
         engine.dispose()
+
+
+def test_key_confirmer_believes_only_a_persisting_mismatch_and_records_it_once(env: Env) -> None:
+    """The one confirmer (check → re-check → record): a difference fixed before its re-check is not confirmed,
+    one that persists across every re-check is, each settled key is recorded and handed back once, and a
+    failed record leaves nothing scheduled (the caller still holds the keys)."""
+    from cdc_repair.model.verdict import Verdict
+    from cdc_repair.validate.confirmer import KeyConfirmer
+
+    src, tgt = f"{env.author}.articles", f"{env.online}.published_articles"
+    env.many(ART_INSERT.format(t=src), [article(1), article(2), article(3)])
+    env.many(ART_INSERT.format(t=tgt), [article(1), article(2, title="stale"), article(3, title="lagging")])
+    pair = env.settings.pair("articles")
+    conn = mysql.connect(env.settings.server_dsn("author"))
+    clock = [0.0]
+    recorded: list[list[tuple[str, str]]] = []
+    done: list[tuple[list[str], list[str]]] = []
+
+    def sleep(s: float) -> None:  # the replica catches up on key 3 while the confirmer waits
+        clock[0] += s
+        env.sql(f"UPDATE {tgt} SET title='title 3' WHERE id=3")
+
+    def on_done(consistent: list[Verdict], confirmed: list[Verdict]) -> None:
+        done.append(([v.pk for v in consistent], [v.pk for v in confirmed]))
+
+    c = KeyConfirmer(pair, lambda: (conn, conn), lambda vs: recorded.append([(v.pk, v.kind) for v in vs]),
+                     origin="cli", rechecks=2, recheck_delay_s=1.0, batch_size=2, on_done=on_done,
+                     clock=lambda: clock[0], sleep=sleep)
+    assert [v.kind for v in c.check([(1,), (2,), (3,)])] == ["ok", "different", "different"]
+    assert recorded == [[('["1"]', "ok")]] and len(c) == 2 and c.pending('["3"]') and c.next_due() == 1.0
+    c.drain()
+    assert recorded[1:] == [[('["3"]', "ok")], [('["2"]', "different")]]
+    assert done[-1] == ([], ['["2"]']) and len(c) == 0 and c.diffs == {"different": 1}
+    assert [(v.pk, v.source) for v in c.confirmed] == [('["2"]', None)] and c.keys_checked == 6
+
+    def fail(_: list[Verdict]) -> None:
+        raise RuntimeError("ledger down")
+
+    broken = KeyConfirmer(pair, lambda: (conn, conn), fail, origin="cli", rechecks=0, recheck_delay_s=1.0,
+                          batch_size=10)
+    with pytest.raises(RuntimeError):
+        broken.check([(2,)])
+    assert len(broken) == 0 and broken.diffs == {}

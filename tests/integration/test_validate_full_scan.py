@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +12,7 @@ from test_validate_support import Env, make_env, plant_articles, plant_items
 
 from cdc_repair.state import ledger, scan_progress
 from cdc_repair.state.engine import state_engine
-from cdc_repair.validate import full_scan
+from cdc_repair.validate import scan_sides, scan_throttle
 from cdc_repair.validate.full_scan import run_full_scan
 from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
@@ -33,7 +34,7 @@ def found(report: Any, pair: str) -> dict[int, str]:
 def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Integer keys use bucketed checksums; other keys (composite, strings, negatives) the generic path."""
     if request.param == "keyset-only":
-        monkeypatch.setattr(full_scan._PairScan, "_bucket_width", lambda *a, **k: None)
+        monkeypatch.setattr(scan_sides, "bucket_layout", lambda *a, **k: None)
     return str(request.param)
 
 
@@ -193,7 +194,11 @@ def test_scan_pauses_while_threads_running_is_high(env: Env) -> None:
     sleepers = [threading.Thread(target=busy) for _ in range(3)]
     for t in sleepers:
         t.start()
-    full_scan._load_conns.clear()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(env.sql("SELECT ID FROM information_schema.PROCESSLIST "
+                                                      "WHERE INFO LIKE 'SELECT SLEEP(2)%'")) < 3:
+        time.sleep(0.02)  # the scan must start while they run (its first chunk comes within milliseconds)
+    scan_throttle._load_conns.clear()
     report = run_full_scan(settings, "articles")
     for t in sleepers:
         t.join()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from test_validate_support import Env, make_env
 
-from cdc_repair.commands.repair import run_repair
+from cdc_repair.app.repair import run_repair
 from cdc_repair.config import settings_from_mapping
 from cdc_repair.db import mysql
 from cdc_repair.validate.check import check

@@ -28,6 +28,7 @@ from cdc_repair import metrics
 from cdc_repair.config import Settings, WebConfig, load_settings, settings_from_mapping
 from cdc_repair.observe import LedgerGaugeStage, initialise_metric_labels, refresh_ledger_gauges
 from cdc_repair.runtime.supervisor import StageSpec, Supervisor
+from cdc_repair.stage import Stage
 from cdc_repair.state import tables
 from cdc_repair.state.engine import state_engine
 from cdc_repair.web import WebServer, start_web
@@ -325,7 +326,7 @@ class Dom(HTMLParser):
         return [e for e in self.elements if attr in e]
 
 
-class _Idle:
+class _Idle(Stage):
     """A stage that runs until stopped (the page test needs running stages, not their work)."""
 
     def run(self, stop_event: threading.Event) -> None:
@@ -366,7 +367,7 @@ def status_site(state: Any, demo_config: Any, mariadb: MariaDBServer) -> Iterato
     supervisor.start_all(leader=True)
     daemon = _Daemon(supervisor)
     web = start_web(settings, lambda: build_status(settings, state, daemon), status_cache_s=600,
-                    history_interval_s=0.3)
+                    history_interval_s=0.3, engine=state)
     stop = threading.Event()
 
     def workload() -> None:  # some movement for the charts
@@ -505,7 +506,7 @@ def test_state_database_down_page_says_n_a_and_why(own_services: tuple[MariaDBSe
     supervisor.start_all(leader=True)
     daemon = _Daemon(supervisor)
     web = start_web(settings, lambda: build_status(settings, engine, daemon), status_cache_s=0,
-                    probe_interval_s=0.3, ledger_refresh_s=0.3)
+                    probe_interval_s=0.3, ledger_refresh_s=0.3, engine=engine)
     gauge = "cdc_repair_ledger_open_inconsistencies"
     try:
         wait_for(lambda: metric_value(fetch(f"{web.url}/metrics")[1].decode(), gauge, pair=pair, kind="different",

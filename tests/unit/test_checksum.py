@@ -21,46 +21,35 @@ def pair(**kw: Any) -> PairConfig:
                       compare=["author_id", "title", "content", "status"], **kw)
 
 
-def test_row_hash_halves_have_null_bitmap_lengths_and_prehashed_blobs() -> None:
+def test_row_hash_is_sha1_over_key_columns_bitmap_lengths_and_prehashed_blobs() -> None:
     h = cs.row_hash(["id", "author_id", "title", "content"], {**TYPES, "id": "bigint"})
-    assert h.a.startswith("CRC32(CONCAT_WS('#', `id`, `author_id`, `title`, CRC32(`content`), ")
-    assert h.b is not None and h.b.startswith("CRC32C(CONCAT_WS('#', `id`, `author_id`, `title`, CRC32C(`content`), ")
-    assert "(ISNULL(`id`) << 0 | ISNULL(`author_id`) << 1 | ISNULL(`title`) << 2 | ISNULL(`content`) << 3)" in h.a
-    assert "LENGTH(`title`)" in h.a and "LENGTH(`author_id`)" not in h.a and "LENGTH(`id`)" not in h.a
-    assert h.sql == f"(({h.a}) << 32 | ({h.b}))"
+    assert h.sql.startswith("CAST(CONV(LEFT(SHA1(CONCAT_WS('#', `id`, `author_id`, `title`, "
+                            "CRC32C(`content`), CRC32(`content`), ")
+    assert h.sql.endswith("), 16), 16, 10) AS UNSIGNED)")
+    assert "(ISNULL(`id`) << 0 | ISNULL(`author_id`) << 1 | ISNULL(`title`) << 2 | ISNULL(`content`) << 3)" in h.sql
+    assert "LENGTH(`title`)" in h.sql and "LENGTH(`author_id`)" not in h.sql and "LENGTH(`id`)" not in h.sql
     wide = cs.row_hash([f"c{i}" for i in range(70)], {})
-    assert "ISNULL(`c59`) << 59)" in wide.a and "(ISNULL(`c60`) << 0 | ISNULL(`c61`) << 1" in wide.a
-    md5 = cs.row_hash(["content"], TYPES, crc32c=False)
-    assert "MD5(`content`)" in md5.a and md5.a.startswith("CONV(LEFT(MD5(") and "SUBSTRING(MD5(" in (md5.b or "")
+    assert "ISNULL(`c59`) << 59)" in wide.sql and "(ISNULL(`c60`) << 0 | ISNULL(`c61`) << 1" in wide.sql
+    without_crc32c = cs.row_hash(["content"], TYPES, crc32c=False)
+    assert "MD5(`content`)" in without_crc32c.sql and "CRC32" not in without_crc32c.sql
     marker = cs.HashSpec("IF(`s` = %s, '!', '')", (3,))
     with_marker = cs.row_hash(["title"], TYPES, marker)
-    assert with_marker.params == (3, 3) and with_marker.a.endswith("IF(`s` = %s, '!', '')))")
+    assert with_marker.params == (3,) and "IF(`s` = %s, '!', ''))), 16)" in with_marker.sql
+    assert cs.md5_row_hash(["title"], TYPES).sql.startswith("CAST(CONV(LEFT(MD5(CONCAT_WS('#', `title`")
 
 
-def test_chunk_sums_mix_each_half_with_fmix32() -> None:
-    """Both halves go through murmur3's fmix32 once each, read from a materialised derived table."""
-    h = cs.row_hash(["title"], TYPES)
+def test_chunk_sums_are_exact_sums_of_the_row_values() -> None:
+    """A key range sums the row values directly; only ORDER BY … LIMIT needs a derived table."""
+    h = cs.HashSpec("H(%s)", ("p",))
     st = cs.chunk_checksum("s.t", ["id"], h, (1,), (9,))
-    assert st.sql.startswith("SELECT COUNT(*), COALESCE(SUM(")
-    assert f"FROM (SELECT {h.a} AS `_ha`, {h.b} AS `_hb` FROM `s`.`t` WHERE" in st.sql
-    assert st.sql.endswith(f"LIMIT {cs.NO_BOUND}) AS `_c`") and st.params == (1, 9)
-    assert cs.fmix32("x").count("2246822507") == 4  # the tree doubles per step: x is a column, cheap to re-read
-
-
-def _fmix32(x: int) -> int:
-    x ^= x >> 16
-    x = x * 0x85EBCA6B & 0xFFFFFFFF
-    x ^= x >> 13
-    x = x * 0xC2B2AE35 & 0xFFFFFFFF
-    return x ^ (x >> 16)
-
-
-def test_fmix32_sql_is_murmur3s_finaliser() -> None:
-    """The SQL constants are murmur3's (evaluated here with Python's integers, which the SQL mirrors)."""
-    expr = cs.fmix32("x")
-    for x in (0, 1, 0xDEADBEEF, 0xFFFFFFFF, 123456789):
-        assert eval(expr.replace("x", str(x))) == _fmix32(x)
-    assert len({_fmix32(x) for x in range(100_000)}) == 100_000  # a bijection
+    assert st.sql == "SELECT COUNT(*), COALESCE(SUM(H(%s)), 0) FROM `s`.`t` WHERE (`id` > %s) AND (`id` <= %s)"
+    assert st.params == ("p", 1, 9)
+    b = cs.bucket_checksums("s.t", "id", h, None, (9,), 32)
+    assert b.sql == ("SELECT `id` DIV 32 AS `_b`, COUNT(*), COALESCE(SUM(H(%s)), 0) FROM `s`.`t` "
+                     "WHERE (`id` <= %s) GROUP BY `_b`") and b.params == ("p", 9)
+    bl = cs.bucket_checksums_limit("s.t", "id", h, (3,), 100, 32)
+    assert bl.sql == ("SELECT `id` DIV 32 AS `_b`, COUNT(*), COALESCE(SUM(`_h`), 0), MAX(`id`) FROM (SELECT `id`, "
+                      "H(%s) AS `_h` FROM `s`.`t` WHERE (`id` > %s) ORDER BY `id` LIMIT 100) AS `_c` GROUP BY `_b`")
 
 
 def test_projection_is_what_the_rules_read() -> None:
@@ -102,9 +91,9 @@ def test_statements_escape_where_percent_only_when_parameters_exist() -> None:
 
 def test_chunk_checksum_limit_reads_count_sum_and_upper_key() -> None:
     st = cs.chunk_checksum_limit("s.t", ["id"], cs.HashSpec("H(%s)", ("p",)), (10,), 500)
-    assert st.sql == (f"SELECT COUNT(*), {cs.MIXED_SUM}, MAX(`id`) FROM (SELECT `id`, (H(%s)) >> 32 AS `_ha`, "
-                      "(H(%s)) & 4294967295 AS `_hb` FROM `s`.`t` WHERE (`id` > %s) ORDER BY `id` LIMIT 500) AS `_c`")
-    assert st.params == ("p", "p", 10)
+    assert st.sql == ("SELECT COUNT(*), COALESCE(SUM(`_h`), 0), MAX(`id`) FROM (SELECT `id`, H(%s) AS `_h` "
+                      "FROM `s`.`t` WHERE (`id` > %s) ORDER BY `id` LIMIT 500) AS `_c`")
+    assert st.params == ("p", 10)
 
 
 def test_buckets_count_from_an_offset_below_every_key() -> None:

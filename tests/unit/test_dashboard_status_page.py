@@ -18,8 +18,9 @@ from cdc_repair.config import WebConfig
 from cdc_repair.errors import ConfigError
 from cdc_repair.web import start_web
 from cdc_repair.web.history import Totals, point
-from cdc_repair.web.page import fmt_number, fmt_time, render_page
+from cdc_repair.web.page import render_page
 from cdc_repair.web.server import _StatusCache, stage_readiness
+from cdc_repair.web.values import fmt_number, fmt_time
 from cdc_repair_dev.example_status import EXAMPLE_STATUS
 
 
@@ -207,7 +208,7 @@ def test_port_in_use_is_a_config_error_naming_the_address(web: Any) -> None:
 
 
 def test_repairs_applied_counts_the_whole_log_when_the_document_has_it() -> None:
-    from cdc_repair.web.page import repairs_applied
+    from cdc_repair.web.values import repairs_applied
 
     doc = example()
     assert repairs_applied(doc) == 1  # only the recent list
@@ -275,7 +276,7 @@ def test_cards_show_reload_outcome_dead_letters_and_oldest_open() -> None:
 
 
 def test_durations() -> None:
-    from cdc_repair.web.page import fmt_duration
+    from cdc_repair.web.values import fmt_duration
 
     assert [fmt_duration(v) for v in (None, 0, 59.6, 61, 3600, 90061)] == ["n/a", "0s", "1m 00s", "1m 01s",
                                                                             "1h 00m", "1d 01h"]

@@ -41,12 +41,12 @@ OWNERS: dict[str, tuple[str, ...]] = {
 LIBRARY_EXCEPTIONS: dict[tuple[str, str], str] = {
     ("source/binlog_reader.py", "pymysql"): "the replication library takes a PyMySQL connection factory "
                                             "(pymysql_wrapper) and raises PyMySQL's errors",
-    ("config.py", "apscheduler"): "cron expressions are checked when the config loads, by the parser the "
-                                  "scheduler will use (lazy import)",
-    ("config.py", "yaml"): "environment overrides (CDC_REPAIR_SECTION__KEY) are parsed as YAML values",
+    ("config_checks.py", "apscheduler"): "cron expressions are checked when the config loads, by the parser "
+                                         "the scheduler will use (lazy import)",
 }
 
-FOUNDATION = {"", "__init__", "errors", "model", "db", "config", "config_file", "log", "metrics", "checkpoint"}
+FOUNDATION = {"", "__init__", "errors", "model", "db", "config", "config_checks", "config_file", "log", "metrics",
+              "checkpoint", "stage"}
 ADAPTERS = {"sink", "state"}
 STAGES = {"source", "validate", "repair"}
 COMPOSITION = {"preflight", "runtime", "app", "observe", "web", "commands", "cli", "__main__"}

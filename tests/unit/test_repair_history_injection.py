@@ -1,4 +1,4 @@
-"""The daemon's repairer is given the binlog reader compensation needs by the composition root (app.py): the
+"""The daemon's repairer is given the binlog reader compensation needs by the composition root (app/daemon.py): the
 repair stage imports no capture code, and a repairer given none refuses compensation in one line."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cdc_repair import app
+from cdc_repair.app import daemon as app
 from cdc_repair.config import settings_from_mapping
 from cdc_repair.errors import BinlogUnavailableError
 from cdc_repair.runtime.jobs import JobContext
@@ -27,8 +27,7 @@ def test_the_daemon_gives_its_repair_stage_a_binlog_reader(monkeypatch: pytest.M
         def __init__(self, settings: Any, *, live: Any = None, history: Any = None) -> None:
             built.update(settings=settings, history=history)
 
-    real = app.find_class
-    monkeypatch.setattr(app, "find_class", lambda mod, name: Worker if name == "RepairWorker" else real(mod, name))
+    monkeypatch.setattr(app, "RepairWorker", Worker)
     settings = settings_from_mapping(RAW)
     specs = {s.name: s for s in app.stage_specs(LiveSettings(settings), JobContext(LiveSettings(settings), None, "t"))}
     specs["repair"].factory()

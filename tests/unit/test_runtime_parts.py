@@ -85,22 +85,34 @@ def test_signals_set_events_and_restore_handlers() -> None:
     assert signal.getsignal(signal.SIGTERM) == before
 
 
-def test_construct_passes_only_the_keywords_a_stage_accepts() -> None:
-    from cdc_repair.app import construct
+def test_the_daemon_builds_each_stage_with_its_own_arguments() -> None:
+    """The composition root wires every stage explicitly: each tailer its capture source, the validator the
+    shared state engine, the repairer the live settings, the scheduler the job context."""
+    from cdc_repair.app.daemon import stage_specs
+    from cdc_repair.config import settings_from_mapping
+    from cdc_repair.runtime.jobs import JobContext
     from cdc_repair.runtime.reload import LiveSettings
+    from cdc_repair.runtime.scheduler import SchedulerStage
+    from cdc_repair.source.tailer import Tailer
+    from cdc_repair.validate.consumer import IncrementalValidator
 
-    class Plain:
-        def __init__(self, settings: object) -> None:
-            self.settings = settings
-
-    class Wants:
-        def __init__(self, settings: object, *, engine: object = None, live: object = None) -> None:
-            self.engine, self.live = engine, live
-
-    live = LiveSettings(object())  # type: ignore[arg-type]
-    assert isinstance(construct(Plain, live, engine="E"), Plain)
-    wants = construct(Wants, live, engine="E")
-    assert wants.engine == "E" and wants.live is live  # type: ignore[attr-defined]
+    raw = {"servers": {"a": {"dsn": "mysql://u:p@127.0.0.1:1/"}, "b": {"dsn": "mysql://u:p@127.0.0.2:1/"}},
+           "state": {"dsn": "mysql://u:p@127.0.0.1:1/s"}, "kafka": {"bootstrap_servers": ["x:1"]},
+           "capture": [{"server": "a"}, {"server": "b", "server_id": 7}],
+           "pairs": [{"name": "p", "source": {"server": "a", "table": "d.t"},
+                      "target": {"server": "b", "table": "d.u"}}]}
+    live = LiveSettings(settings_from_mapping(raw))
+    ctx = JobContext(live, engine="E", host="t:1")  # type: ignore[arg-type]
+    specs = {s.name: s for s in stage_specs(live, ctx)}
+    assert {n: (s.leader_only, s.reload_sections) for n, s in specs.items()} == {
+        "capture:a": (True, ()), "capture:b": (True, ()), "validate": (False, ("validator",)),
+        "repair": (False, ("repair",)), "scheduler": (True, ("scheduler",))}
+    tailers = [specs[n].factory() for n in ("capture:a", "capture:b")]
+    assert [(type(t), t.source) for t in tailers] == [(Tailer, "a"), (Tailer, "b")]  # type: ignore[attr-defined]
+    validator = specs["validate"].factory()
+    assert isinstance(validator, IncrementalValidator) and validator._engine == "E"
+    scheduler = specs["scheduler"].factory()
+    assert isinstance(scheduler, SchedulerStage) and scheduler.ctx is ctx
 
 
 def test_scheduler_stage_schedules_every_job_and_reschedules_live() -> None:

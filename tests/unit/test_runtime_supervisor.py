@@ -12,6 +12,7 @@ from cdc_repair.runtime.daemon import Daemon
 from cdc_repair.runtime.leader import LeaderElector
 from cdc_repair.runtime.reload import LiveSettings
 from cdc_repair.runtime.supervisor import Backoff, StageSpec, Supervisor
+from cdc_repair.stage import Stage
 
 FAST = Backoff(initial_s=0.01, max_s=0.05, multiplier=2, jitter=0)
 
@@ -25,7 +26,7 @@ def wait_for(cond: Callable[[], bool], timeout_s: float = 5.0) -> bool:
     return cond()
 
 
-class Flaky:
+class Flaky(Stage):
     """Fails `fail_times` times (shared counter), then runs until stopped."""
 
     def __init__(self, counter: list[int], fail_times: int) -> None:
@@ -78,7 +79,7 @@ def test_one_failing_stage_does_not_disturb_another() -> None:
 def test_stop_all_reports_a_stage_that_ignores_stop() -> None:
     release = threading.Event()
 
-    class Stubborn:
+    class Stubborn(Stage):
         def run(self, stop_event: threading.Event) -> None:
             release.wait(5)
 
@@ -210,8 +211,9 @@ def test_reload_updates_stages_in_place_or_restarts_them(tmp_path: object) -> No
     built = {"plain": 0}
 
     class Updatable(Flaky):
-        def update_settings(self, settings: object) -> None:
+        def update_settings(self, settings: object) -> bool:
             updated.append(settings.validator.settle_delay_s)  # type: ignore[attr-defined]
+            return True
 
     def plain() -> Flaky:
         built["plain"] += 1
@@ -238,7 +240,7 @@ def test_a_restarted_stage_never_overlaps_its_previous_instance() -> None:
     overlaps = []
     lock = threading.Lock()
 
-    class Slow:
+    class Slow(Stage):
         def run(self, stop_event: threading.Event) -> None:
             with lock:
                 if running:
@@ -260,7 +262,7 @@ def test_a_restarted_stage_never_overlaps_its_previous_instance() -> None:
 
 
 def test_stage_up_has_one_series_per_stage_that_follows_the_role() -> None:
-    class Idle:
+    class Idle(Stage):
         def run(self, stop_event: threading.Event) -> None:
             stop_event.wait()
 
