@@ -3,22 +3,26 @@
 Writes the workload first (so the binlog is fixed), then measures, on the same binlog range:
   * baseline: `BinLogStreamReader` with default options (blocking=False), reading `.rows` of every rows event,
     no Kafka: the library's plain decode;
-  * tailer: `cdc-repair --config X tail` as a subprocess starting at the range's first position; the clock runs
-    from its first checkpoint write (startup excluded) until its checkpoint reaches the range end, i.e. every
-    record before it was acknowledged by the broker (acks=all). Peak RSS of the tailer process is reported.
+  * tailer: the capture stage (`Tailer`, what `cdc-repair tail` runs, checkpoint every 1 s as in the daemon) in a
+    subprocess of its own, starting at the range's first position; the clock runs from the moment its binlog
+    stream is open (process start-up, state schema and Kafka connection excluded) until it has read the range and
+    the broker acknowledged (acks=all) every record it sent, seen by polling its produce futures every 5 ms
+    (`tailer_seconds`). `tailer_seconds_to_checkpoint` runs until its saved checkpoint reaches the range end,
+    which comes up to one checkpoint interval later. Peak RSS of the tailer process is reported.
     Run twice per workload: `per_transaction` (the default, Canal-faithful: a FlatMessage never holds rows of two
     transactions) and `across_transactions` (`capture.group_across_transactions: true`, the throughput option).
 
 Workloads on webook_author.articles (~1.5 KB rows): `insert` = multi-row INSERT batches; `update` = single-row
 UPDATE transactions (autocommit). Prints one JSON document.
 
-    .venv/bin/python bench/bench_capture.py [--rows 100000] [--txns 30000] [--batch 1000]
+    .venv/bin/python bench/bench_capture.py [--rows 100000] [--txns 30000] [--batch 1000] [--checkpoint-interval 1.0]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import signal
 import subprocess
@@ -98,8 +102,52 @@ def baseline(server: MariaDBServer, start: tuple[str, int], end: tuple[str, int]
     return {"rows": rows, "seconds": round(elapsed, 3), "rows_per_s": round(rows / elapsed, 1)}
 
 
+def run_tailer(config: str, interval_s: float, end: tuple[str, int]) -> None:
+    """The subprocess: one Tailer until SIGTERM. Prints `READY <epoch s>` once its binlog stream is open and
+    `ACKED <epoch s>` once it has read the binlog up to `end` and the broker acknowledged every record it sent
+    (nothing left in its grouper or outbox, every produce future done and none failed): the end of the clock,
+    found by polling every 5 ms instead of waiting for the next checkpoint save (up to `interval_s` later)."""
+    import threading
+
+    from cdc_repair.config import load_settings
+    from cdc_repair.log import setup_logging
+    from cdc_repair.source.tailer import Tailer
+
+    setup_logging("plain", "WARNING")
+    settings = load_settings(config)
+    tailer = Tailer(settings, settings.capture[0], checkpoint_interval_s=interval_s)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def all_acked() -> bool:
+        boundary, sink = tailer.checkpointer.boundary, tailer._sink
+        if boundary is None or (boundary.file, boundary.pos) < end or sink is None:
+            return False
+        if tailer._grouper.pending or tailer._outbox.records:
+            return False
+        futures = list(sink._pending)
+        return all(f.is_done and not f.failed() for f in futures)
+
+    def announce() -> None:
+        tailer.ready.wait()
+        print(f"READY {time.time():.6f}", flush=True)
+        while not stop.is_set() and not all_acked():
+            time.sleep(0.005)
+        print(f"ACKED {time.time():.6f}", flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
+    tailer.run(stop)
+
+
+def stamp(path: Path, word: str) -> float | None:
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith(word + " "):
+            return float(line.split()[1])
+    return None
+
+
 def tail(server: MariaDBServer, broker: Broker, workdir: Path, name: str, start: tuple[str, int],
-         end: tuple[str, int], *, across_transactions: bool = False) -> dict[str, Any]:
+         end: tuple[str, int], *, across_transactions: bool = False, interval_s: float = 1.0) -> dict[str, Any]:
     raw = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     dsn = server.dsn().to_url()
     for s in raw["servers"].values():
@@ -114,8 +162,10 @@ def tail(server: MariaDBServer, broker: Broker, workdir: Path, name: str, start:
     cfg = workdir / f"{name}.yaml"
     cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
     log = open(workdir / f"{name}.log", "w")  # noqa: SIM115 - kept open for the child's lifetime
-    argv = [sys.executable, "-m", "cdc_repair", "--config", str(cfg), "--log-level", "WARNING", "tail"]
-    proc = subprocess.Popen(argv, stdout=log, stderr=log)
+    argv = [sys.executable, str(Path(__file__).resolve()), "--run-tailer", str(cfg), "--checkpoint-interval",
+            str(interval_s), "--end", f"{end[0]}:{end[1]}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the tailer of this checkout, as the bench
+    proc = subprocess.Popen(argv, stdout=log, stderr=log, env=env)
     conn = server.root_connection()
     t0 = t1 = None
     pos: tuple[str, int] | None = None
@@ -128,17 +178,17 @@ def tail(server: MariaDBServer, broker: Broker, workdir: Path, name: str, start:
                     row = cur.fetchone()
             except pymysql.err.ProgrammingError:
                 row = None
-            now = time.perf_counter()
+            now = time.time()
+            if t0 is None:
+                t0 = stamp(workdir / f"{name}.log", "READY")
             if row is not None:
                 pos = (str(row[0]), int(row[1]))
-                if t0 is None:
-                    t0 = now
-                if pos >= end:
+                if t0 is not None and pos >= end:
                     t1 = now
                     break
             if proc.poll() is not None:
                 raise RuntimeError(f"tailer exited: see {workdir / (name + '.log')}")
-            time.sleep(0.02)
+            time.sleep(0.01)
     finally:
         rss_kb = peak_rss_kb(proc.pid)
         proc.send_signal(signal.SIGTERM)
@@ -147,9 +197,11 @@ def tail(server: MariaDBServer, broker: Broker, workdir: Path, name: str, start:
         with conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{state_db}`")
         conn.close()
-    if t0 is None or t1 is None:
-        raise RuntimeError(f"tailer did not reach {end} (checkpoint {pos})")
-    return {"seconds": round(t1 - t0, 3), "peak_rss_mb": round(rss_kb / 1024, 1)}
+    acked = stamp(workdir / f"{name}.log", "ACKED")
+    if t0 is None or t1 is None or acked is None:
+        raise RuntimeError(f"tailer did not reach {end} (checkpoint {pos}, acked {acked})")
+    return {"seconds": round(acked - t0, 3), "seconds_to_checkpoint": round(t1 - t0, 3),
+            "peak_rss_mb": round(rss_kb / 1024, 1)}
 
 
 def peak_rss_kb(pid: int) -> int:
@@ -168,7 +220,15 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100000)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--txns", type=int, default=30000)
+    ap.add_argument("--checkpoint-interval", type=float, default=1.0,
+                    help="the tailer's checkpoint interval in seconds (the daemon's: 1)")
+    ap.add_argument("--run-tailer", metavar="CONFIG", help=argparse.SUPPRESS)  # the tailer subprocess
+    ap.add_argument("--end", help=argparse.SUPPRESS)  # its range end, file:pos
     args = ap.parse_args()
+    if args.run_tailer:
+        file, _, pos = args.end.rpartition(":")
+        run_tailer(args.run_tailer, args.checkpoint_interval, (file, int(pos)))
+        return
     workdir = Path(tempfile.mkdtemp(prefix="bench-capture-"))
     server = MariaDBServer(workdir / "db", server_id=31, buffer_pool="1G").start()
     broker = Broker(workdir / "broker").start()
@@ -190,6 +250,8 @@ def main() -> None:
         upd_s = time.perf_counter() - t
         b1 = master_status(conn)
         result: dict[str, Any] = {"rows": args.rows, "batch": args.batch, "txns": args.txns,
+                                  "checkpoint_interval_s": args.checkpoint_interval,
+                                  "load_average_before": list(os.getloadavg()),
                                   "write_rows_per_s": round(args.rows / write_s), "write_txns_per_s":
                                   round(args.txns / upd_s)}
         for name, start, end, units in (("insert", a0, a1, args.rows), ("update", a1, b1, args.txns)):
@@ -197,15 +259,17 @@ def main() -> None:
             result[name] = {"baseline_pymysqlrepl": base}
             for mode in ("per_transaction", "across_transactions"):
                 tailer = tail(server, broker, workdir, f"{name}_{mode}", start, end,
-                              across_transactions=mode == "across_transactions")
+                              across_transactions=mode == "across_transactions", interval_s=args.checkpoint_interval)
                 rate = units / tailer["seconds"]
                 result[name][mode] = {
                     "tailer_seconds": tailer["seconds"],
+                    "tailer_seconds_to_checkpoint": tailer["seconds_to_checkpoint"],
                     "tailer_peak_rss_mb": tailer["peak_rss_mb"],
                     ("tailer_rows_per_s" if name == "insert" else "tailer_txns_per_s"): round(rate, 1),
                     "tailer_rows_per_s_vs_baseline": round((base["rows"] / tailer["seconds"]) / base["rows_per_s"],
                                                            2),
                 }
+        result["load_average_after"] = list(os.getloadavg())
         print(json.dumps(result, indent=2))
     finally:
         broker.stop()
@@ -213,4 +277,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

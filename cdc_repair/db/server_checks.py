@@ -1,6 +1,6 @@
 """What a MySQL server must provide to be captured (binlog settings) and used (grants), with the fix named.
 
-Shared by `preflight` (`check-config --connect`) and the capture stage's start (`source/tailer.py`), so it sits
+Shared by `preflight` (`check-config --connect`) and the capture stage's start (`source/server_check.py`), so it sits
 below both: the tailer may not import preflight, which sits above the stages. The rules are pure;
 `fetch_grants` is the one read.
 """

@@ -20,7 +20,7 @@ one-line reason (the validator sends those to the dead-letter topic). Unknown ex
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +119,23 @@ def encode_ddl(*, database: str, table: str, kind: str, sql: str, es: int, ts: i
         "data": None, "database": database, "es": es, "gtid": gtid, "id": id, "isDdl": True, "mysqlType": None,
         "old": None, "pkNames": None, "sql": sql, "sqlType": None, "table": table, "ts": ts, "type": kind,
     })
+
+
+def widened_sql_type(sql_type: dict[str, int], unsigned_ints: Sequence[tuple[int, str, int, int]],
+                     rows: list[Row]) -> dict[str, int]:
+    """Canal widens an unsigned integer column's sqlType when a value exceeds the signed maximum.
+    `unsigned_ints`: (index, name, signed maximum, wider code) of each unsigned integer column."""
+    if not unsigned_ints:
+        return sql_type
+    widened: dict[str, int] | None = None
+    for _i, name, limit, code in unsigned_ints:
+        for row in rows:
+            value = row.get(name)
+            if value is not None and int(value) > limit:
+                widened = widened or dict(sql_type)
+                widened[name] = code
+                break
+    return widened or sql_type
 
 
 def image_rows(names: tuple[str, ...], images: list[tuple[str | None, ...]]) -> list[Row]:

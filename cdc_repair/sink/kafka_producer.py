@@ -47,6 +47,10 @@ def ack_deadline_s(config: KafkaConfig) -> float:
     return max(10.0, 2 * config.producer.request_timeout_ms / 1000)
 
 
+def _no_wakeup() -> None:
+    """Stands in for the sender's wake-up during `KafkaSink.send_burst`."""
+
+
 class KafkaSink:
     def __init__(self, config: KafkaConfig, *, client_id: str = "cdc-repair-tail", log_every_s: float = 5.0,
                  on_stall: Callable[[str], None] | None = None) -> None:
@@ -56,6 +60,7 @@ class KafkaSink:
         self.ack_deadline_s = ack_deadline_s(config)
         self.on_stall = on_stall
         self.sent = 0  # records queued by this sink (the tailer saves a checkpoint only after new ones)
+        self.pending_bytes = 0  # value bytes sent and not yet confirmed (kafka-python holds them until acked)
         self._producer: Any = None
         self._pending: list[Any] = []
         self._failure: str | None = None
@@ -129,6 +134,7 @@ class KafkaSink:
                 self._pending.append(producer.send(topic, value=value, key=key, partition=partition,
                                                    headers=headers or None))
                 self.sent += 1
+                self.pending_bytes += len(value)
                 return
             except KafkaTimeoutError:
                 waited += 5.0
@@ -140,6 +146,31 @@ class KafkaSink:
                 if waited >= self.ack_deadline_s:
                     self._fail(f"Kafka at {where} acknowledged nothing for {waited:.0f}s (producer buffer full); "
                                f"starting over from the last acknowledged transaction with a new producer")
+
+    def send_burst(self, records: Sequence[tuple[str, int, bytes | None, bytes, list[tuple[str, bytes]]]]) -> None:
+        """`send` each of (topic, partition, key, value, headers), waking the producer's sender thread once.
+
+        Why: kafka-python wakes its sender thread for every new batch, and each wake-up is a GIL hand-off in the
+        middle of the burst (the sender then holds the GIL for up to the interpreter's switch interval); one
+        wake-up after the burst also lets the sender take the burst as a few large batches. Topic metadata is
+        made sure of first (the one other reason `send` wakes the sender); without it, records go one by one.
+        """
+        producer = self._producer
+        try:
+            for topic in {r[0] for r in records}:
+                producer.partitions_for(topic)
+        except KafkaError:
+            for topic, partition, key, value, headers in records:
+                self.send(topic, partition, key, value, headers)
+            return
+        sender = producer._sender
+        sender.wakeup = _no_wakeup  # an instance attribute shadowing the method for the burst
+        try:
+            for topic, partition, key, value, headers in records:
+                self.send(topic, partition, key, value, headers)
+        finally:
+            del sender.wakeup
+            sender.wakeup()
 
     @property
     def pending(self) -> int:
@@ -189,6 +220,7 @@ class KafkaSink:
             PRODUCE_ERRORS.labels("rejected").inc(len(failed))
             self._fail(f"Kafka rejected {len(failed)} record(s): {failed[0].exception!r}")
         self._pending.clear()
+        self.pending_bytes = 0
         return True
 
     def _stalled(self, reason: str) -> None:
@@ -217,3 +249,4 @@ class KafkaSink:
                 log.debug("error closing the Kafka producer", exc_info=True)
             self._producer = None
             self._pending.clear()
+            self.pending_bytes = 0

@@ -72,6 +72,8 @@ def partitions_of(images: Sequence[Sequence[str | None]], pk_indexes: Sequence[i
 
 def key_bytes(pk_values: Sequence[str | None]) -> bytes:
     """Record key for one row: the PK values joined by ',' (NULL as empty)."""
+    if len(pk_values) == 1:
+        return (pk_values[0] or "").encode()
     return ",".join(v or "" for v in pk_values).encode()
 
 

@@ -1,9 +1,10 @@
-"""The only importer of python-mysql-replication: connection, framing, TableMap/Rotate/Xid/Query/GTID events.
+"""The binlog stream (with source/raw_events.py, the only importers of python-mysql-replication).
 
 What the library does here: the replica connection (COM_BINLOG_DUMP with checksum and heartbeat setup),
 packet framing, event headers, TableMap parsing (FULL metadata: names, signedness, charsets, PK), and the
 small control events. What it does *not* do: rows decoding. Rows events are yielded as the raw body slice
-plus a per-table compiled plan (`decoder.RowDecoder`), ~10x faster than the library's generic decoder.
+plus a per-table compiled plan (source/table_plans.py, source/decoder.py), ~10x faster than the library's
+generic decoder; raw_events.py explains how, and why that needs the library's private event map.
 
 Schema cache: `freeze_schema=True` keeps the library from re-parsing each TableMap (~200 µs each); our plans are
 keyed by table id and tied to the library's Table object, so when the library re-parses (new file, or after
@@ -19,34 +20,22 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pymysqlreplication.binlogstream as _binlogstream
 from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.event import (
-    GtidEvent,
-    HeartbeatLogEvent,
-    MariadbGtidEvent,
-    QueryEvent,
-    RotateEvent,
-    XidEvent,
-)
+from pymysqlreplication.event import GtidEvent, HeartbeatLogEvent, QueryEvent, RotateEvent
 from pymysqlreplication.gtid import Gtid as LibGtid
 from pymysqlreplication.gtid import GtidSet
 from pymysqlreplication.json_binary import parse_json
-from pymysqlreplication.packet import BinLogPacketWrapper
 from pymysqlreplication.row_event import PartialUpdateRowsEvent
 
 from cdc_repair.db import mysql
 from cdc_repair.db.dsn import Dsn
-from cdc_repair.db.sql import Statement
 from cdc_repair.db.tls import driver_tls_args, verify_tls_session
 from cdc_repair.errors import BinlogPurgedError, SchemaDriftError, TransientError, UnreachableError
 from cdc_repair.model.position import BinlogPosition
-from cdc_repair.model.schema import ColumnSpec, TableSchema
-from cdc_repair.source import types as T
-from cdc_repair.source.decoder import RowDecoder
+from cdc_repair.source import raw_events
 from cdc_repair.source.events import (
     Commit,
     Ddl,
@@ -59,6 +48,7 @@ from cdc_repair.source.events import (
     StatementRows,
 )
 from cdc_repair.source.statements import classify_dml
+from cdc_repair.source.table_plans import SchemaCache
 
 log = logging.getLogger(__name__)
 
@@ -67,97 +57,14 @@ _pymysql: Any = _binlogstream.pymysql
 
 TableFilter = Callable[[str, str], bool]
 
-
-# ---------------------------------------------------------------- rows events: framed by the library, not decoded
-
-
-class _RawRowsEvent:
-    """A rows event as the library frames it, minus its decoding: table id, column count, present-columns
-    bitmap(s), and where the row images are in the packet. ~10x cheaper to build than the library's RowsEvent.
-
-    Registered below in the library's event map for the v1/v2 WRITE/UPDATE/DELETE rows event types, so in this
-    process the library never decodes rows (binlog_reader is its only user).
-    """
-
-    kind = ""
-    images = 1
-    v2 = False
-    known_post_header = 8
-
-    def __init__(self, from_packet: Any, event_size: int, table_map: dict[int, Any], ctl_connection: Any,
-                 **kwargs: Any) -> None:
-        self.packet = from_packet
-        self.timestamp = from_packet.timestamp
-        pkt = from_packet.packet
-        data = pkt._data
-        pos = pkt._position
-        self.body = data
-        self.end = pos + event_size
-        self.table_id = int.from_bytes(data[pos:pos + 6], "little")
-        self._processed = self.table_id in table_map
-        if not self._processed:
-            return
-        declared = self.known_post_header
-        lengths = kwargs.get("post_header_lengths")
-        if lengths and 0 <= from_packet.event_type - 1 < len(lengths):
-            declared = max(declared, int(lengths[from_packet.event_type - 1]))
-        extra = int.from_bytes(data[pos + 8:pos + 10], "little") - 2 if self.v2 else 0  # length counts itself
-        pos += declared + max(0, extra)
-        first = data[pos]
-        if first < 251:
-            columns, pos = first, pos + 1
-        elif first == 252:
-            columns, pos = int.from_bytes(data[pos + 1:pos + 3], "little"), pos + 3
-        elif first == 253:
-            columns, pos = int.from_bytes(data[pos + 1:pos + 4], "little"), pos + 4
-        else:
-            columns, pos = int.from_bytes(data[pos + 1:pos + 9], "little"), pos + 9
-        self.number_of_columns = columns
-        size = (columns + 7) // 8 * self.images
-        self.present = data[pos:pos + size]
-        self.start = pos + size
-
-
-class _RawWrite(_RawRowsEvent):
-    kind = "INSERT"
-
-
-class _RawUpdate(_RawRowsEvent):
-    kind = "UPDATE"
-    images = 2
-
-
-class _RawDelete(_RawRowsEvent):
-    kind = "DELETE"
-
-
-class _RawWrite2(_RawWrite):
-    v2, known_post_header = True, 10
-
-
-class _RawUpdate2(_RawUpdate):
-    v2, known_post_header = True, 10
-
-
-class _RawDelete2(_RawDelete):
-    v2, known_post_header = True, 10
-
-
-_EVENT_MAP: dict[int, Any] = BinLogPacketWrapper._BinLogPacketWrapper__event_map
-_EVENT_MAP.update({0x17: _RawWrite, 0x18: _RawUpdate, 0x19: _RawDelete,
-                   0x1E: _RawWrite2, 0x1F: _RawUpdate2, 0x20: _RawDelete2})
-_ROWS = (_RawWrite, _RawUpdate, _RawDelete, _RawWrite2, _RawUpdate2, _RawDelete2)
-_EVENTS = [*_ROWS, PartialUpdateRowsEvent, XidEvent, QueryEvent, GtidEvent, MariadbGtidEvent, HeartbeatLogEvent,
-           RotateEvent]
+_EVENTS = [*raw_events.ROWS_EVENTS, *raw_events.LIBRARY_NEEDS, PartialUpdateRowsEvent, raw_events.LightXid,
+           QueryEvent, GtidEvent, raw_events.LightMariadbGtid, HeartbeatLogEvent, RotateEvent]
 _NOT_DDL = ("BEGIN", "COMMIT", "ROLLBACK", "XA ", "SAVEPOINT", "RELEASE SAVEPOINT", "# ")
 ER_MASTER_FATAL_ERROR_READING_BINLOG = 1236
 
 
 class ReconnectRefused(TransientError):
     """The library tried to reconnect mid-stream; the tailer restarts from its last boundary instead."""
-
-
-# ---------------------------------------------------------------- schema from the library's TableMap
 
 
 def _json_text(raw: bytes) -> str | None:
@@ -182,113 +89,13 @@ def _plain_json(value: Any) -> Any:
     return value
 
 
-def column_spec(col: Any) -> ColumnSpec:
-    """Library Column (TableMap + FULL optional metadata) → our pure ColumnSpec."""
-    t = int(col.type)
-    charset = getattr(col, "character_set_name", None)
-    binary = charset in (None, "binary") and t in (T.VARCHAR, T.VAR_STRING, T.STRING, T.BLOB, T.GEOMETRY)
-    if t == T.GEOMETRY or charset == "binary":
-        binary = True
-    codec = None if binary or charset is None else ("utf-8" if charset in ("utf8", "utf8mb4") else charset)
-    if t in (T.VARCHAR, T.VAR_STRING, T.STRING, T.BLOB) and charset is None:
-        codec, binary = None, True
-    values = tuple(getattr(col, "enum_values", None) or ())[1:] if t == T.ENUM else tuple(
-        getattr(col, "set_values", None) or ())
-    params: dict[str, Any] = {
-        "max_length": int(getattr(col, "max_length", 0) or 0),
-        "length_size": int(getattr(col, "length_size", 0) or 0),
-        "precision": int(getattr(col, "precision", 0) or 0),
-        "decimals": int(getattr(col, "decimals", 0) or 0),
-        "fsp": int(getattr(col, "fsp", 0) or 0),
-        "bits": int(getattr(col, "bits", 0) or 0),
-        "size": int(getattr(col, "size", 0) or 0),
-    }
-    unsigned = bool(col.unsigned)
-    mysql_type = T.mysql_type_name(t, unsigned=unsigned, binary=binary, values=values,
-                                   collation=getattr(col, "collation_name", None), **params)
-    return ColumnSpec(name=str(col.name), type_code=t, mysql_type=mysql_type,
-                      sql_type=T.java_sql_type(t, binary=binary), unsigned=unsigned, is_pk=bool(col.is_primary),
-                      charset=codec, values=values, **params)
-
-
-def table_schema(table: Any) -> TableSchema:
-    cols = tuple(column_spec(c) for c in table.columns)
-    if any(not c.name or c.name.startswith("UNKNOWN_COL") or c.name == "None" for c in cols):
-        raise SchemaDriftError(f"{table.schema}.{table.table}: the binlog has no column names "
-                               f"(set binlog_row_metadata=FULL on the server)")
-    return TableSchema(table_id=int(table.table_id), database=str(table.schema), table=str(table.table), columns=cols)
-
-
-class SchemaCache:
-    """Compiled plans per table id, tied to the library's Table object; filtered tables map to None."""
-
-    def __init__(self, table_filter: TableFilter, *, enum_labels: bool = False) -> None:
-        self.table_filter = table_filter
-        self.enum_labels = enum_labels
-        self._plans: dict[int, tuple[Any, RowDecoder | None]] = {}
-        self.compiled = 0
-
-    def plan(self, table_id: int, table: Any) -> RowDecoder | None:
-        hit = self._plans.get(table_id)
-        if hit is not None and hit[0] is table:
-            return hit[1]
-        plan = None
-        if self.table_filter(str(table.schema), str(table.table)):
-            plan = RowDecoder(table_schema(table), _json_text, enum_labels=self.enum_labels)
-            self.compiled += 1
-            log.debug("compiled row plan for %s.%s (table id %d)", table.schema, table.table, table_id)
-        self._plans[table_id] = (table, plan)
-        return plan
-
-    def invalidate(self) -> None:
-        self._plans.clear()
-
-
-# ---------------------------------------------------------------- server-side facts (via db/mysql.py)
-
-
-@dataclass(frozen=True, slots=True)
-class ServerBinlog:
-    """What the server says about its binlog now."""
-
-    current: BinlogPosition
-    files: dict[str, int]  # SHOW BINARY LOGS: name → size, oldest first
-    is_mariadb: bool
-
-
-def server_binlog(dsn: Dsn) -> ServerBinlog:
-    conn = mysql.connect(dsn.with_database(None), timeout_s=10)
-    try:
-        version = str(mysql.fetch_all(conn, Statement("SELECT VERSION()"))[0][0])
-        is_mariadb = "mariadb" in version.lower()
-        status = None
-        for sql in ("SHOW MASTER STATUS", "SHOW BINARY LOG STATUS"):
-            try:
-                rows = mysql.fetch_all(conn, Statement(sql))
-            except Exception:  # syntax differs by server version; try the other spelling
-                continue
-            status = rows[0] if rows else None
-            break
-        if status is None:
-            from cdc_repair.errors import ServerSettingsError
-
-            raise ServerSettingsError(f"{dsn.masked()}: binary logging is off (start the server with --log-bin)")
-        files = {str(r[0]): int(r[1]) for r in mysql.fetch_all(conn, Statement("SHOW BINARY LOGS"))}
-        gtid_sql = "SELECT @@GLOBAL.gtid_binlog_pos" if is_mariadb else "SELECT @@GLOBAL.gtid_executed"
-        try:
-            gtid = str(mysql.fetch_all(conn, Statement(gtid_sql))[0][0] or "").replace("\n", "") or None
-        except Exception:  # GTID variables may be absent (old servers): GTID is informative only
-            gtid = None
-        return ServerBinlog(BinlogPosition(str(status[0]), int(status[1]), gtid), files, is_mariadb)
-    finally:
-        conn.close()
-
-
 # ---------------------------------------------------------------- the stream
 
 
 class GtidTracker:
-    """The executed GTID set as of the last commit (MariaDB: last seq per domain; MySQL: interval set)."""
+    """The executed GTID set as of the last commit (MariaDB: last seq per domain; MySQL: interval set).
+
+    The set's text is computed once per change, not per read: it is asked for at every commit."""
 
     def __init__(self, start: str | None, is_mariadb: bool) -> None:
         self.is_mariadb = is_mariadb
@@ -305,22 +112,34 @@ class GtidTracker:
                     self._set = GtidSet(start)
                 except Exception:  # an unparsable saved set only loses the informative GTID
                     self._set = None
+        self._text = self._render()
 
     def begin(self, gtid: str) -> None:
         self.pending = gtid
 
     def commit(self) -> str | None:
-        if self.pending:
+        pending = self.pending
+        if pending:
             if self.is_mariadb:
-                self._domains[self.pending.split("-", 1)[0]] = self.pending
+                domains = self._domains
+                domain = pending.split("-", 1)[0]
+                if len(domains) == 1 and domain in domains:  # one replication domain: the set is this GTID
+                    domains[domain] = self._text = pending
+                else:
+                    domains[domain] = pending
+                    self._text = self._render()
             else:
                 if self._set is None:
                     self._set = GtidSet(None)
-                self._set.merge_gtid(LibGtid(self.pending))
+                self._set.merge_gtid(LibGtid(pending))
+                self._text = self._render()
             self.pending = None
-        return self.current()
+        return self._text
 
     def current(self) -> str | None:
+        return self._text
+
+    def _render(self) -> str | None:
         if self.is_mariadb:
             return ",".join(self._domains[d] for d in sorted(self._domains, key=int)) or None
         return str(self._set).replace("\n", "") if self._set is not None else None
@@ -356,7 +175,8 @@ class BinlogReader:
                  skip_to_timestamp: float | None = None, enum_labels: bool = False) -> None:
         self.dsn = dsn
         self.start = start
-        self.schemas = SchemaCache(table_filter, enum_labels=enum_labels)
+        raw_events.install()
+        self.schemas = SchemaCache(table_filter, _json_text, enum_labels=enum_labels)
         self.gtids = GtidTracker(start.gtid_set, is_mariadb)
         self._stream_connects = 0
         # Not the library's skip_to_timestamp: it also drops heartbeats (their timestamp is 0) for the whole
@@ -386,6 +206,8 @@ class BinlogReader:
                                    f"{exc.args[-1]}") from None
         if self.dsn.tls.required:
             verify_tls_session(self.dsn, mysql.session_cipher(conn))
+        if kwargs.get("db") != "information_schema":
+            raw_events.enlarge_reads(conn)
         return conn
 
     @property
@@ -416,7 +238,7 @@ class BinlogReader:
             if ev is None:
                 return
             cls = type(ev)
-            if isinstance(ev, _RawRowsEvent):
+            if isinstance(ev, raw_events.RawRowsEvent):
                 table = stream.table_map.get(ev.table_id)
                 if table is None:
                     continue
@@ -433,9 +255,9 @@ class BinlogReader:
             elif cls is PartialUpdateRowsEvent:
                 raise SchemaDriftError("partial JSON update events in the binlog: capture needs full row images "
                                        "(SET GLOBAL binlog_row_value_options='' on the server)")
-            elif cls is XidEvent:
+            elif cls is raw_events.LightXid:
                 yield Commit(BinlogPosition(stream.log_file, ev.packet.log_pos, self.gtids.commit()), ev.timestamp)
-            elif cls is MariadbGtidEvent or cls is GtidEvent:
+            elif cls is raw_events.LightMariadbGtid or cls is GtidEvent:
                 self.gtids.begin(ev.gtid)
                 yield Gtid(ev.gtid, ev.timestamp)
             elif cls is QueryEvent:

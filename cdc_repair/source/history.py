@@ -20,8 +20,9 @@ from cdc_repair.config import Settings
 from cdc_repair.errors import BinlogPurgedError, BinlogUnavailableError
 from cdc_repair.model.history import MARKER_TABLE, KeyChange, is_marker
 from cdc_repair.model.position import BinlogPosition, file_index
-from cdc_repair.source.binlog_reader import BinlogReader, server_binlog
+from cdc_repair.source.binlog_reader import BinlogReader
 from cdc_repair.source.events import Commit, Ddl, Gtid, Heartbeat, Rotate, RowsData
+from cdc_repair.source.server_binlog import server_binlog
 
 log = logging.getLogger(__name__)
 

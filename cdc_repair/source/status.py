@@ -35,7 +35,7 @@ _NOT_DDL = ("BEGIN", "COMMIT", "ROLLBACK", "XA ", "SAVEPOINT", "RELEASE SAVEPOIN
 
 
 def capture_status(settings: Settings, engine: Any = None) -> dict[str, Any]:
-    from cdc_repair.source.binlog_reader import server_binlog
+    from cdc_repair.source.server_binlog import server_binlog
     from cdc_repair.state import checkpoints
     from cdc_repair.state.engine import state_engine
 

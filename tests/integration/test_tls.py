@@ -26,9 +26,10 @@ from cdc_repair.db import mysql
 from cdc_repair.db.dsn import Dsn, parse_dsn
 from cdc_repair.errors import TerminalError
 from cdc_repair.model.position import BinlogPosition
-from cdc_repair.source.binlog_reader import BinlogReader, server_binlog
+from cdc_repair.source.binlog_reader import BinlogReader
 from cdc_repair.source.events import RowsData
 from cdc_repair.source.filters import TableMatcher
+from cdc_repair.source.server_binlog import server_binlog
 from cdc_repair.state.engine import state_engine
 from cdc_repair_dev.devservices.mariadb import MariaDBServer
 

@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "cdc_repair"
 # library → the module paths (relative to cdc_repair/) or folders ("x/") allowed to import it
 OWNERS: dict[str, tuple[str, ...]] = {
     "pymysql": ("db/mysql.py",),
-    "pymysqlreplication": ("source/binlog_reader.py",),
+    "pymysqlreplication": ("source/binlog_reader.py", "source/raw_events.py"),  # raw_events: its private map
     "kafka": ("sink/",),
     "sqlalchemy": ("state/",),
     "apscheduler": ("runtime/scheduler.py",),
