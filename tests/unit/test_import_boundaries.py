@@ -179,3 +179,24 @@ def test_a_module_loaded_by_name_counts_as_imported() -> None:
     tree = ast.parse('HISTORY = ("cdc_repair.source.history", "X")\nm = f"cdc_repair.commands.{n}"\n'
                      'log = "cdc_repair.run"\n')
     assert _imported(tree) == {"cdc_repair.source.history", "cdc_repair.commands"}
+
+
+def _doc_layers() -> dict[str, set[str]]:
+    """The layer diagram of docs/architecture.md: each row's first word is the layer, the rest its members."""
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows: dict[str, set[str]] = {}
+    for line in doc.splitlines():
+        words = line.split()
+        if words and words[0] in {"composition", "stages", "adapters", "foundation"}:
+            members = {w.rstrip("/") for w in words[1:] if re.fullmatch(r"[a-z_]+/?", w)}
+            rows[words[0]] = members - {"may", "import", "anything", "below", "never", "each", "other"}
+    return rows
+
+
+def test_the_architecture_doc_draws_the_layers_this_test_enforces() -> None:
+    """docs/architecture.md is the map a newcomer reads: its layer diagram names exactly the packages and
+    modules each layer holds here, so the two cannot drift apart."""
+    layers = _doc_layers()
+    expected = {"composition": COMPOSITION - {"__main__"}, "stages": STAGES, "adapters": ADAPTERS,
+                "foundation": FOUNDATION - {"", "__init__"}}
+    assert layers == expected
