@@ -8,7 +8,8 @@ verified byte for byte (every online row equals its value before the repair, the
 every ledger entry is open again), and a second `rollback <run id>` (timed; every repair `skipped`, nothing
 changed: idempotent). Then the one-by-one baseline on the first --one-by-one-rows keys: repair them, roll them
 back with `chunk=1, threads=1` (one repair per transaction, state records per row: the old way), verified the
-same way. Prints one JSON document with rows/s and the ratios rollback / repair and rollback / one-by-one.
+same way. Prints one JSON document with rows/s, the ratios rollback / repair and rollback / one-by-one, whether
+issue 13's target (>= 2,000 rows/s) was met, and the machine's load average.
 
     .venv/bin/python bench/bench_rollback.py --rows 20000 --row-bytes 1500 --repeats 3
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -26,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench_repair import COLS, DDL, diverge, insert_rows, settle, source_row
+from bench_repair import COLS, DDL, cpu_seconds, diverge, insert_rows, settle, source_row
 
 from cdc_repair.app.repair import run_repair
 from cdc_repair.config import Settings, settings_from_mapping
@@ -37,6 +39,8 @@ from cdc_repair.repair.rollback import rollback
 from cdc_repair.repair.store import StateStore
 from cdc_repair.state.engine import state_engine
 from cdc_repair_dev.devservices.mariadb import MariaDBServer
+
+TARGET_ROWS_PER_S = 2000  # issue 13: a rollback of a whole run at >= 2,000 rows/s
 
 
 def snapshot(conn: mysql.Connection, table: str) -> list[tuple[Any, ...]]:
@@ -72,6 +76,12 @@ def one_by_one(settings: Settings, conn: mysql.Connection, prefix: str, n: int, 
         store.close()
     checks.append(all(i.outcome == "undone" for i in back.items) and snapshot(conn, tgt) == before)
     return seconds
+
+
+def _spent(before: tuple[float, float], after: tuple[float, float]) -> tuple[float, float]:
+    """(this process, the embedded server) CPU seconds between two `cpu_seconds` readings: on a loaded machine a
+    steadier measure than wall time."""
+    return after[0] - before[0], after[1] - before[1]
 
 
 def main() -> None:
@@ -112,22 +122,26 @@ def main() -> None:
                        "ignore": ["ctime", "utime"]}],
         })
         state_engine(settings.state.dsn).dispose()
+        load_before = os.getloadavg()
         repair_s, rollback_s, again_s, one_s, checks = [], [], [], [], []
+        cpu: dict[str, list[tuple[float, float]]] = {"repair": [], "rollback": []}
         for _ in range(args.repeats):
             fresh_logs(conn, prefix)
             diverge(conn, prefix, args.rows, args.row_bytes)
             before = snapshot(conn, tgt)
             settle(conn)
-            t0 = time.perf_counter()
+            c0, t0 = cpu_seconds(server), time.perf_counter()
             report = run_repair(settings, mode="execute")
             repair_s.append(time.perf_counter() - t0)
+            cpu["repair"].append(_spent(c0, cpu_seconds(server)))
             checks.append(report.count("repaired") == args.rows)
             settle(conn)
             store = StateStore(settings.state.dsn)
             try:
-                t0 = time.perf_counter()
+                c0, t0 = cpu_seconds(server), time.perf_counter()
                 back = rollback(settings, store, report.run_id)
                 rollback_s.append(time.perf_counter() - t0)
+                cpu["rollback"].append(_spent(c0, cpu_seconds(server)))
                 checks.append(back.exit_code == 0 and len(back.items) == args.rows
                               and all(i.outcome == "undone" for i in back.items))
                 checks.append(snapshot(conn, tgt) == before)  # byte for byte
@@ -149,6 +163,9 @@ def main() -> None:
             "rollback_rows_per_s": round(args.rows / r), "rollback_seconds": [round(x, 3) for x in rollback_s],
             "baseline_repair_rows_per_s": round(args.rows / b), "repair_seconds": [round(x, 3) for x in repair_s],
             "ratio_rollback_to_repair": round(b / r, 3),
+            "target_rows_per_s": TARGET_ROWS_PER_S, "target_met": args.rows / r >= TARGET_ROWS_PER_S,
+            "load_average_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+            "cpu_seconds_client_server": {k: [[round(c, 2), round(v, 2)] for c, v in runs] for k, runs in cpu.items()},
             "second_rollback_seconds": [round(x, 3) for x in again_s],
             "baseline_one_by_one_rows": args.one_by_one_rows,
             "baseline_one_by_one_rows_per_s": round(args.one_by_one_rows / o),

@@ -4,7 +4,7 @@ Per batch (all actions on one table), in one transaction and one round trip: the
 (in the binlog they mark the transaction as the service's own write, DESIGN invariant 5, source/origin.py;
 before-image = the row the plan observed), a check that no key of the batch matches several rows
 (`sql.non_unique_keys`; if one does, the batch rolls back), and each row written by its own guarded statement,
-the very statement `repair --print` shows (`sql.guarded_statement`). The guard is a compare-and-set in the
+the very statement `repair --print` shows (`row_ops.py`). The guard is a compare-and-set in the
 write's own WHERE clause (byte-exact compare of every observed column) and needs no separate locked read: the
 statement locks and compares the newest committed row, so a concurrent write is never overwritten, and a write
 that affected its row replaced exactly the observed row (hence the before-image). Each statement must affect
@@ -36,9 +36,10 @@ from cdc_repair.db.sql import Statement
 from cdc_repair.errors import CdcRepairError, TerminalError
 from cdc_repair.model.keys import pk_string, rows_by_requested_key
 from cdc_repair.repair import sql as rsql
-from cdc_repair.repair.actions import Op, RepairAction
+from cdc_repair.repair.actions import RepairAction
 from cdc_repair.repair.locking import use_read_committed
-from cdc_repair.repair.undo_log import UNDO_TABLE, UndoRecord, ddl, encode_image
+from cdc_repair.repair.row_ops import executor_for, guarded_statement
+from cdc_repair.repair.undo_log import UNDO_TABLE, UndoRecord, ddl, same_image
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +235,8 @@ def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[st
         records = {xid: UndoRecord(
             xid=xid, branch_id=1, table=table, pk=action.pk, sql_type=action.op.value.upper(),
             strategy=action.strategy.value, columns=tuple(action.written_columns), key_columns=tuple(key_cols),
-            before=action.observed, after=_expected_after(action, server.columns(table)), column_types=types,
+            before=action.observed, after=executor_for(action).expected_after(action, server.columns(table)),
+            column_types=types,
             run_id=run_id)
             for action, xid in zip(actions, xids, strict=True)}
         passed: list[tuple[RepairAction, str]] = []
@@ -248,37 +250,18 @@ def _apply(server: RowServer, actions: Sequence[RepairAction], xids: Sequence[st
         if refused:
             mysql.execute(conn, rsql.delete_undo(refused))
         if passed:
-            written = [[v for _, v in a.key] for a, _ in passed if a.op is not Op.DELETE]
+            written = [[v for _, v in a.key] for a, _ in passed if executor_for(a).leaves_row]
             after = server.read(table, key_cols, written) if written else {}
             for action, xid in passed:
-                post = after.get(action.pk) if action.op is not Op.DELETE else None
+                post = after.get(action.pk) if executor_for(action).leaves_row else None
                 results.append(Applied(action, xid, records[xid].before, post))
             finals = [replace(r, after=after.get(r.pk)) for r in records.values()
-                      if r.sql_type != "DELETE" and not _same_image(r, after.get(r.pk))]
+                      if r.sql_type != "DELETE" and not same_image(r.after, after.get(r.pk))]
             if finals:  # the server stored something else (a default, padding, a trigger, a type conversion)
                 mysql.execute(conn, rsql.set_undo_after_images(finals))
     if passed:
         crash_point("after_row_commit")
     return results
-
-
-def _expected_after(action: RepairAction, columns: Sequence[str]) -> Row | None:
-    """The row a successful write leaves if the server stores the written values as given: the observed row with
-    the written columns set (an insert: its values, in table order). Only a guess, checked against the re-read
-    row before COMMIT (`_same_image`): it saves rewriting every undo record when the guess is right."""
-    if action.op is Op.DELETE:
-        return None
-    if action.op is Op.INSERT:
-        values = action.values
-        return {c: values[c] for c in columns} if set(values) == set(columns) else dict(values)
-    return {**(action.observed or {}), **action.values}
-
-
-def _same_image(record: UndoRecord, row: Row | None) -> bool:
-    """The record's after-image is exactly the image of `row` (the same JSON bytes: same columns, order, types,
-    values)."""
-    return encode_image(record.table, record.after, record.key_columns, record.column_types) == \
-        encode_image(record.table, row, record.key_columns, record.column_types)
 
 
 def _write(conn: mysql.Connection, actions: Sequence[RepairAction], records: Sequence[UndoRecord]) -> list[int]:
@@ -292,7 +275,7 @@ def _write(conn: mysql.Connection, actions: Sequence[RepairAction], records: Seq
     key_cols = [k for k, _ in first.key]
     check = rsql.non_unique_keys(first.table, key_cols, [[v for _, v in a.key] for a in actions])
     _, not_unique, *counts = mysql.execute_each(
-        conn, [rsql.insert_undo(records), check, *(rsql.guarded_statement(a) for a in actions)])
+        conn, [rsql.insert_undo(records), check, *(guarded_statement(a) for a in actions)])
     for action, affected in zip(actions, counts, strict=True):
         if affected > 1:
             raise KeyNotUnique(f"{action.describe()}: the guarded write affected {affected} rows where 1 was "

@@ -52,6 +52,8 @@ def rows_equal(a: Row | None, b: Row | None, columns: Iterable[str] | None = Non
     if columns is None and a == b:  # same driver, same types: the common case, compared in C
         return True
     cols = list(columns) if columns is not None else list(dict.fromkeys([*a, *b]))
+    if all(type(x) is type(y) and x == y for x, y in ((a.get(c), b.get(c)) for c in cols)):
+        return True  # equal values of the same type are equal canonically too (the usual case, no conversion)
     return all(values_equal(a.get(c), b.get(c)) for c in cols)
 
 

@@ -1,7 +1,8 @@
 """Statement builders for repairs, undo records and rollbacks (pure: they return `Statement`s).
 
-Guarded single-row forms: what `repair --print` shows, and exactly what `repair --execute` runs (one per key,
-inside the batch transaction; the statement's WHERE clause is the guard, no separate locked read):
+Guarded single-row forms (`row_ops` picks one per action type): what `repair --print` shows, and exactly what
+`repair --execute` runs (one per key, inside the batch transaction; the statement's WHERE clause is the guard, no
+separate locked read):
 - insert-if-absent: `INSERT INTO t (…) SELECT … FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM t WHERE key)`
 - compare-and-update: `UPDATE t SET … WHERE key AND <every observed column equals its observed value>`
 - compare-and-delete: `DELETE FROM t WHERE key AND <every observed column equals its observed value>`
@@ -25,7 +26,6 @@ from typing import Any
 
 from cdc_repair.db.sql import Statement, placeholders, quote_columns, quote_ident, quote_table
 from cdc_repair.model.keys import key_bytes_equal
-from cdc_repair.repair.actions import Op, RepairAction
 from cdc_repair.repair.undo_log import INSERT_COLUMNS, SELECT_COLUMNS, UndoRecord, undo_table
 
 Row = Mapping[str, Any]
@@ -129,20 +129,6 @@ def delete_guarded(table: str, key: Row, observed: Row) -> Statement:
     return Statement(f"DELETE FROM {quote_table(table)} WHERE {where}", params)
 
 
-def guarded_statement(action: RepairAction) -> Statement:
-    """The single-row guarded statement for an action (affects 1 row, or 0 when the guard fails)."""
-    key = action.key_dict
-    if action.op is Op.INSERT:
-        return insert_if_absent(action.table, action.values, key)
-    if action.observed is None:
-        raise ValueError(f"{action.describe()}: an {action.op.value} needs the observed row as its guard")
-    if action.op is Op.UPDATE:
-        values = {c: v for c, v in action.values.items() if c not in key}
-        values.update({c: v for c, v in action.values.items() if c in key})  # a re-spelled key: set last
-        return update_guarded(action.table, values, key, action.observed)
-    return delete_guarded(action.table, key, action.observed)
-
-
 # ---------------------------------------------------------------- multi-row writes (rollback)
 
 
@@ -203,7 +189,7 @@ def set_undo_after_images(records: Sequence[UndoRecord]) -> Statement:
     arms = " ".join(["WHEN %s THEN %s"] * len(records))
     params: list[Any] = []
     for r in records:
-        params += [r.xid, r.to_params()[INSERT_COLUMNS.index("after_image")]]
+        params += [r.xid, r.image_param(r.after)]
     params += [r.xid for r in records]
     return Statement(f"UPDATE {undo_table(schema)} FORCE INDEX (`ux_undo_log`) SET `after_image` = CASE `xid` "
                      f"{arms} END WHERE `xid` IN ({placeholders(len(records))}) AND `branch_id` = 1", tuple(params))

@@ -17,6 +17,7 @@ from cdc_repair.repair import sql as rsql
 from cdc_repair.repair.actions import Op, Side, Strategy
 from cdc_repair.repair.compensate import REFUSED, Unavailable, plan_compensate
 from cdc_repair.repair.planner import DIRTY, plan_forward
+from cdc_repair.repair.row_ops import guarded_statement
 from cdc_repair.repair.store import backoff_s
 from cdc_repair.repair.throttle import RateLimiter, wait_while_busy
 from cdc_repair.repair.undo_log import UndoRecord
@@ -144,7 +145,7 @@ def test_compensation_of_insert_and_delete_and_without_event() -> None:
 def test_guarded_sql_and_render() -> None:
     a = plan_forward(PAIR, ("5",), art(title="it's"), art(title="old"), COLS).action
     assert a is not None
-    stmt = rsql.guarded_statement(a)
+    stmt = guarded_statement(a)
     assert stmt.sql.startswith("UPDATE `wo`.`published_articles` SET `title` = %s WHERE `id` = %s AND ")
     assert "`content` <=> %s" in stmt.sql and "LIMIT" not in stmt.sql  # a duplicate key shows as 2 rows
     # text is guarded by its bytes, never under the column's collation ('a' = 'A  ' there)
