@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -274,6 +275,7 @@ def main() -> None:
     finally:
         broker.stop()
         server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)  # the binlog of a run is ~1.6 GB
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -85,6 +86,7 @@ def main() -> None:
     finally:
         broker.stop()
         server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
     median = statistics.median(takeovers)
     print(json.dumps({
         "bench": "failover", "rounds": len(takeovers), "lock_retry_s": args.lock_retry_s,
