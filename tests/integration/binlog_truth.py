@@ -2,7 +2,8 @@
 
 Independent of the tailer (its own reader, its own decoder): a test compares what reached Kafka with this, never
 with the tailer's bookkeeping. Tables are expected as `(id INT PRIMARY KEY, v INT, ...)` with `v` unique per change,
-so each change is identified by (type, id, v).
+so each change is identified by (type, id, v). Also reported: the rows with a partial image (binlog_row_image
+MINIMAL) and the DML logged as statements (binlog_format STATEMENT/MIXED), which hold no row image at all.
 """
 
 from __future__ import annotations
@@ -11,15 +12,40 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from capture_support import read_messages
 
 from cdc_repair.model.position import file_index
 from cdc_repair.sink.flat_message import FlatMessage
+from cdc_repair_dev.devservices.broker import Broker
 from cdc_repair_dev.devservices.mariadb import MariaDBServer
 
 Change = tuple[str, int, int]  # (INSERT|UPDATE|DELETE, id, v)
 
 _HEAD = re.compile(r"^### (INSERT INTO|UPDATE|DELETE FROM) `([^`]+)`\.`([^`]+)`")
 _COL = re.compile(r"^###\s+@(\d+)=(\S+)")
+_DML = re.compile(r"^\s*(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class RowImage:
+    """One row of a rows event as `mariadb-binlog --verbose` prints it: column number -> printed value.
+
+    `image` is the after image (INSERT, UPDATE) or the before image (DELETE); `before` is an UPDATE's before image.
+    Values are as printed: strings keep mariadb-binlog's escapes, without the quotes."""
+
+    kind: str
+    image: dict[int, str]
+    before: dict[int, str] = field(default_factory=dict)
+
+    def change(self) -> Change:
+        return (self.kind, int(self.image[1]), int(self.image[2]))
+
+    def full(self, columns: int) -> bool:
+        """Whether every image of the row holds all `columns` columns (binlog_row_image=FULL)."""
+        every = set(range(1, columns + 1))
+        return set(self.image) == every and (self.kind != "UPDATE" or set(self.before) == every)
 
 
 def master_position(mariadb: MariaDBServer) -> tuple[str, int]:
@@ -28,8 +54,31 @@ def master_position(mariadb: MariaDBServer) -> tuple[str, int]:
 
 
 def binlog_changes(mariadb: MariaDBServer, database: str, table: str, start: tuple[str, int],
-                   end: tuple[str, int]) -> list[Change]:
-    """Every row change of `database.table` committed in [start, end), in binlog order."""
+                   end: tuple[str, int], columns: int | None = None) -> list[Change]:
+    """Every row change of `database.table` committed in [start, end), in binlog order.
+
+    With `columns` (the table's column count), rows logged with a partial image (binlog_row_image MINIMAL or
+    NOBLOB) are left out: `binlog_rows` has them."""
+    rows = binlog_rows(mariadb, database, table, start, end)
+    return [r.change() for r in rows if columns is None or r.full(columns)]
+
+
+def binlog_rows(mariadb: MariaDBServer, database: str, table: str, start: tuple[str, int],
+                end: tuple[str, int]) -> list[RowImage]:
+    """Every row of a rows event of `database.table` committed in [start, end), in binlog order."""
+    return list(_parse(_decode(mariadb, start, end), database, table))
+
+
+def binlog_statements(mariadb: MariaDBServer, database: str, table: str, start: tuple[str, int],
+                      end: tuple[str, int]) -> list[str]:
+    """The DML the binlog holds as statements (Query events: binlog_format STATEMENT or MIXED) naming
+    `database.table` qualified, first line of each. Their rows are in no rows event."""
+    name = re.compile(rf"`?{re.escape(database)}`?\.`?{re.escape(table)}`?(?![\w`])")
+    return [line for line in _decode(mariadb, start, end)
+            if not line.startswith("#") and _DML.match(line) and name.search(line)]
+
+
+def _decode(mariadb: MariaDBServer, start: tuple[str, int], end: tuple[str, int]) -> list[str]:
     binary = shutil.which("mariadb-binlog") or shutil.which("mysqlbinlog")
     assert binary, "mariadb-binlog is not installed"
     names = sorted((p.name for p in mariadb.datadir.glob("binlog.[0-9]*")), key=file_index)
@@ -40,40 +89,41 @@ def binlog_changes(mariadb: MariaDBServer, database: str, table: str, start: tup
         argv.append(f"--stop-position={end[1]}")
     out = subprocess.run([*argv, *(str(mariadb.datadir / f) for f in files)], capture_output=True, text=True,
                          errors="replace", check=True).stdout  # other tests' rows may hold any bytes
-    return list(_parse(out.splitlines(), database, table))
+    return out.splitlines()
 
 
-def _parse(lines: Iterable[str], database: str, table: str) -> Iterable[Change]:
+def _parse(lines: Iterable[str], database: str, table: str) -> Iterable[RowImage]:
     kind: str | None = None
-    image: dict[int, str] = {}
+    images: dict[str, dict[int, str]] = {}
     section = ""
 
-    def emit() -> Change | None:
-        if kind is None or not image:
+    def emit() -> RowImage | None:
+        if kind is None or not images:
             return None
-        return (kind, int(image[1]), int(image[2]))
+        if kind == "UPDATE":
+            return RowImage(kind, images.get("SET", {}), images.get("WHERE", {}))
+        return RowImage(kind, images.get("SET") or images.get("WHERE", {}))
 
     for line in lines:
         head = _HEAD.match(line)
         if head or not line.startswith("###"):
-            done = emit() if kind else None
+            done = emit()
             if done:
                 yield done
-            kind, image, section = None, {}, ""
+            kind, images, section = None, {}, ""
             if head and head.group(2) == database and head.group(3) == table:
                 kind = {"INSERT INTO": "INSERT", "UPDATE": "UPDATE", "DELETE FROM": "DELETE"}[head.group(1)]
             continue
         if kind is None:
             continue
-        if line.startswith("### SET"):
-            section, image = "SET", {}
-        elif line.startswith("### WHERE"):
-            section, image = "WHERE", {}
+        if line.startswith("### SET") or line.startswith("### WHERE"):
+            section = line.split()[1]
+            images[section] = {}
         else:
             col = _COL.match(line)
-            if col and (section == "SET" or kind == "DELETE" or section == "WHERE"):
-                image[int(col.group(1))] = col.group(2).strip("'")
-    done = emit() if kind else None
+            if col and section:
+                images[section][int(col.group(1))] = col.group(2).strip("'")
+    done = emit()
     if done:
         yield done
 
@@ -115,3 +165,19 @@ def missing_or_out_of_order(expected: list[Change], observed: list[Change]) -> l
             if hi != len(changes) - 1:
                 problems.append(f"key {key}: {changes[hi + 1:][:3]} missing")
     return problems
+
+
+def await_in_kafka(broker: Broker, topic: str, table: str, expected: list[Change], timeout_s: float = 60) \
+        -> list[tuple[int, int, FlatMessage]]:
+    """Every message of `topic`, read until each change in `expected` has been seen (fails on timeout, naming
+    the missing changes), and checked: none missing, each key in binlog order, duplicates allowed."""
+    want = set(expected)
+
+    def seen(msgs: list[FlatMessage]) -> set[Change]:
+        return set(kafka_changes(((0, i, m) for i, m in enumerate(msgs)), table))
+
+    messages = read_messages(broker, topic, lambda msgs: want <= seen(msgs), timeout_s=timeout_s,
+                             describe=lambda msgs: f"{len(want - seen(msgs))} of {len(want)} binlog changes "
+                                                   f"missing from Kafka, e.g. {sorted(want - seen(msgs))[:10]}")
+    assert missing_or_out_of_order(expected, kafka_changes(messages, table)) == []
+    return messages

@@ -7,6 +7,12 @@
   requested, capture continues;
 * binlog_row_image=MINIMAL mid-run and back to FULL: a clear error naming the way forward, and that way
   (`on_partial_image: skip_and_full_validate`) lets capture continue with a full validation requested.
+
+After each fault, what reached Kafka is also checked against the server's binlog decoded by `mariadb-binlog`
+(binlog_truth), not against the workload's list or the tailer's bookkeeping: every change logged as rows is in
+Kafka (duplicates allowed, each key in binlog order; the big row with its marker and its other values right); DML
+logged as statements and the row logged with a MINIMAL image are not in Kafka as rows, so the requested full
+validation is what brings the target to them.
 """
 
 from __future__ import annotations
@@ -22,6 +28,16 @@ from typing import Any
 
 import orjson
 import pytest
+from binlog_truth import (
+    Change,
+    RowImage,
+    await_in_kafka,
+    binlog_changes,
+    binlog_rows,
+    binlog_statements,
+    kafka_changes,
+    master_position,
+)
 from capture_support import read_messages, running_tailer, settings_of, unique, write_config
 from kafka import KafkaConsumer, TopicPartition
 from test_validate_support import ITEM_INSERT, Env, make_env
@@ -77,6 +93,13 @@ def _counter(metric: Any, *labels: str) -> float:
     return float(metric.labels(*labels)._value.get())
 
 
+def _bulk(mariadb: MariaDBServer, table: str, first: int, extra: str = "") -> list[Change]:
+    """20 rows (id = v = first..first+19) in one multi-row INSERT: changes only the binlog check looks for."""
+    ids = range(first, first + 20)
+    mariadb.query(f"INSERT INTO {table} VALUES " + ", ".join(f"({i}, {i}{extra})" for i in ids))
+    return [("INSERT", i, i) for i in ids]
+
+
 # ---------------------------------------------------------------- item 3: one oversized row
 
 
@@ -87,11 +110,14 @@ def test_a_16_mib_row_is_published_with_a_marker_and_stalls_no_other_row(tmp_pat
     mariadb.query(f"CREATE TABLE {db}.b (id INT PRIMARY KEY, v INT NOT NULL, body LONGBLOB)")
     settings = settings_of(write_config(tmp_path, mariadb, broker, db))  # default kafka.producer limits
     before = _counter(metrics.CAPTURE_OVERSIZED, f"{db}.b")
+    start = master_position(mariadb)
     big = f"REPEAT(UNHEX('00FF5C22'), {16 * MiB // 4})"  # NUL, 0xFF, backslash, quote: ~3 bytes each as JSON
     with running_tailer(settings) as tailer:
         for i in range(1, 4):
             mariadb.query(f"INSERT INTO {db}.b VALUES ({i}, {i}, 'small')")
+        bulk = _bulk(mariadb, f"{db}.b", 100, ", 'bulk'")
         mariadb.query(f"INSERT INTO {db}.b VALUES (4, 4, {big})")
+        bulk += _bulk(mariadb, f"{db}.b", 200, ", 'bulk'")
         for i in range(5, 8):
             mariadb.query(f"INSERT INTO {db}.b VALUES ({i}, {i}, 'small')")
         mariadb.query(f"UPDATE {db}.b SET v = 40 WHERE id = 4")  # both images hold the 16 MiB value
@@ -102,6 +128,13 @@ def test_a_16_mib_row_is_published_with_a_marker_and_stalls_no_other_row(tmp_pat
             ("UPDATE", "4", "40"), ("UPDATE", "1", "10"), ("DELETE", "4", "40")}
         msgs = _raw_messages(broker, settings.kafka.topic.name, lambda ms: want <= _changes(ms))
         health = tailer.health()
+        # the server's own record: every row change of the run in Kafka, the big one with its marker
+        truth = binlog_rows(mariadb, db, "b", start, master_position(mariadb))
+        assert all(r.full(3) for r in truth)
+        assert {(k, str(i), str(v)) for k, i, v in (r.change() for r in truth)} == want | {
+            (k, str(i), str(v)) for k, i, v in bulk}
+        in_kafka = await_in_kafka(broker, settings.kafka.topic.name, "b", [r.change() for r in truth])
+    _bodies_as_in_binlog(truth, in_kafka)
     assert health["ready"] is True and health["last_error"] is None, health
     limit = settings.kafka.producer.max_request_size
     big_msgs = [m for m in msgs if any(r["id"] == "4" for r in m["data"] or [])]
@@ -113,9 +146,21 @@ def test_a_16_mib_row_is_published_with_a_marker_and_stalls_no_other_row(tmp_pat
         if m["type"] == "UPDATE":
             assert m["old"] == [{"v": "4"}]  # the unchanged body is not in `old`
     small = [r for m in msgs if m["type"] == "INSERT" for r in m["data"] if r["id"] != "4"]
-    assert {r["body"] for r in small} == {"small", "after"}
+    assert {r["body"] for r in small} == {"small", "after", "bulk"}
     assert all("oversized" not in m for m in msgs if m not in big_msgs)
     assert _counter(metrics.CAPTURE_OVERSIZED, f"{db}.b") == before + 3
+
+
+def _bodies_as_in_binlog(truth: list[RowImage], in_kafka: list[tuple[int, int, FlatMessage]]) -> None:
+    """Each binlog row's `body` (column 3) is in Kafka with that change: the marker for the 16 MiB value, the value
+    itself otherwise (key and `v` are the change's identity, so they are right too)."""
+    bodies: dict[Change, set[str | None]] = {}
+    for _, _, m in in_kafka:
+        for row in m.data or []:
+            bodies.setdefault((m.type, int(row["id"] or 0), int(row["v"] or 0)), set()).add(row["body"])
+    for r in truth:
+        body = r.image[3]
+        assert (OVERSIZED_MARKER if len(body) > MiB else body) in bodies[r.change()], (r.change(), body[:40])
 
 
 @pytest.fixture
@@ -221,6 +266,22 @@ def _stream_rows(broker: Broker, topic: str, want: set[tuple[str, str, str]]) ->
                                            describe=lambda ms: f"missing {want - seen(ms)}")]
 
 
+def _statement_rows_only_by_validation(mariadb: MariaDBServer, broker: Broker, topic: str, db: str, table: str,
+                                       start: tuple[str, int], *, rows: set[Change], statements: list[str],
+                                       absent: set[Change]) -> None:
+    """Against the server's binlog: every change logged as rows is in Kafka; the DML logged as statements (no row
+    image to publish) is there as statements only, and none of its rows is in Kafka, so only the requested full
+    validation can bring the target to them."""
+    end = master_position(mariadb)
+    changes = binlog_changes(mariadb, db, table, start, end, columns=2)
+    assert set(changes) == rows, sorted(set(changes) ^ rows)
+    logged = binlog_statements(mariadb, db, table, start, end)
+    assert len(logged) == len(statements), logged
+    assert all(any(part in line for line in logged) for part in statements), logged
+    in_kafka = set(kafka_changes(await_in_kafka(broker, topic, table, changes), table))
+    assert not absent & in_kafka
+
+
 def test_statement_format_dml_is_detected_not_ready_and_a_full_validation_requested(
         tmp_path: Path, mariadb: MariaDBServer, broker: Broker, caplog: pytest.LogCaptureFixture) -> None:
     db = unique("cap_stmt")
@@ -231,8 +292,10 @@ def test_statement_format_dml_is_detected_not_ready_and_a_full_validation_reques
     engine = state_engine(settings.state.dsn)
     before = _counter(metrics.CAPTURE_UNCAPTURABLE, "author", "statement")
     caplog.set_level(logging.WARNING, logger="cdc_repair")
+    start = master_position(mariadb)
     with running_tailer(settings) as tailer, contextlib.closing(mariadb.root_connection()) as conn:
         mariadb.query(f"INSERT INTO {db}.s VALUES (1, 1)")
+        bulk = _bulk(mariadb, f"{db}.s", 100)
         _stream_rows(broker, settings.kafka.topic.name, {("INSERT", "1", "1")})
         assert tailer.health()["ready"] is True
         with conn.cursor() as cur:
@@ -252,8 +315,13 @@ def test_statement_format_dml_is_detected_not_ready_and_a_full_validation_reques
         assert tailer.health()["degraded"]
         # capture continues with the changes that do arrive as rows
         mariadb.query(f"INSERT INTO {db}.s VALUES (4, 4)")
+        bulk += _bulk(mariadb, f"{db}.s", 200)
         _stream_rows(broker, settings.kafka.topic.name, {("INSERT", "4", "4")})
         assert _counter(metrics.CAPTURE_UNCAPTURABLE, "author", "statement") == before + 2
+        _statement_rows_only_by_validation(mariadb, broker, settings.kafka.topic.name, db, "s", start,
+                                           rows={("INSERT", 1, 1), ("INSERT", 9, 9), ("INSERT", 4, 4), *bulk},
+                                           statements=["VALUES (2, 2)", "SET v = 3 WHERE id = 1"],
+                                           absent={("INSERT", 2, 2), ("UPDATE", 1, 3)})
         # the scheduler answers the request (a full validation): ready again
         runs.close_full_scan_requests(engine, [int(r["id"]) for r in requests], "answered by the test")
         _wait(lambda: tailer.health()["ready"] is True, "ready after the full validation ran", timeout_s=30)
@@ -269,7 +337,9 @@ def test_global_statement_format_is_reported_and_its_dml_requests_a_full_validat
     settings = settings_of(write_config(tmp_path, mariadb, broker, db))
     engine = state_engine(settings.state.dsn)
     caplog.set_level(logging.WARNING, logger="cdc_repair")
+    start = master_position(mariadb)
     with running_tailer(settings) as tailer:
+        bulk = _bulk(mariadb, f"{db}.g", 100)
         with _global(mariadb, "binlog_format", fmt):
             _wait(lambda: tailer.health()["ready"] is False, "not ready after SET GLOBAL binlog_format")
             assert any(f"binlog_format is {fmt}" in r.getMessage() for r in caplog.records)
@@ -277,11 +347,28 @@ def test_global_statement_format_is_reported_and_its_dml_requests_a_full_validat
             mariadb.query(f"INSERT INTO {db}.g VALUES (1, 1)")  # a new session: logged as a statement
             _wait(lambda: bool(_open_requests(engine)), "a full validation request")
         mariadb.query(f"INSERT INTO {db}.g VALUES (2, 2)")
+        bulk += _bulk(mariadb, f"{db}.g", 200)
         _stream_rows(broker, settings.kafka.topic.name, {("INSERT", "2", "2")})
         assert tailer.health()["ready"] is False  # until the requested validation has run
+        _statement_rows_only_by_validation(mariadb, broker, settings.kafka.topic.name, db, "g", start,
+                                           rows={("INSERT", 2, 2), *bulk}, statements=["VALUES (1, 1)"],
+                                           absent={("INSERT", 1, 1)})
         runs.close_full_scan_requests(engine, [int(r["id"]) for r in _open_requests(engine)], "answered")
         _wait(lambda: tailer.health()["ready"] is True, "ready again", timeout_s=30)
     engine.dispose()
+
+
+def _partial_skipped_full_in_kafka(mariadb: MariaDBServer, broker: Broker, topic: str, db: str,
+                                   start: tuple[str, int], full: set[Change]) -> None:
+    """Against the server's binlog: the one row logged with a MINIMAL image (key before, changed column after) is
+    skipped, not published half; every row logged with FULL images, before and after it, is in Kafka."""
+    rows = binlog_rows(mariadb, db, "m", start, master_position(mariadb))
+    partial = [r for r in rows if not r.full(3)]
+    assert [(r.kind, r.before, r.image) for r in partial] == [("UPDATE", {1: "1"}, {2: "2"})], partial
+    changes = [r.change() for r in rows if r.full(3)]
+    assert set(changes) == full, sorted(set(changes) ^ full)
+    in_kafka = kafka_changes(await_in_kafka(broker, topic, "m", changes), "m")
+    assert ("UPDATE", 2) not in {(kind, v) for kind, _, v in in_kafka}  # no half row, under any key
 
 
 def test_minimal_row_image_then_full_again_has_a_documented_way_forward(
@@ -301,10 +388,12 @@ def test_minimal_row_image_then_full_again_has_a_documented_way_forward(
         except BaseException as exc:
             errors.append(exc)
 
+    start = master_position(mariadb)
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     assert tailer.ready.wait(60)
     mariadb.query(f"INSERT INTO {db}.m VALUES (1, 1, 'a')")
+    bulk = _bulk(mariadb, f"{db}.m", 100, ", 'x'")
     _stream_rows(broker, settings.kafka.topic.name, {("INSERT", "1", "1")})
     with _global(mariadb, "binlog_row_image", "MINIMAL"):
         mariadb.query(f"UPDATE {db}.m SET v = 2 WHERE id = 1")  # a new session: logged with a partial image
@@ -315,6 +404,7 @@ def test_minimal_row_image_then_full_again_has_a_documented_way_forward(
     # FULL again: the partial event is still in the binlog ahead of the checkpoint; the error must say so
     mariadb.query(f"UPDATE {db}.m SET v = 3 WHERE id = 1")
     mariadb.query(f"INSERT INTO {db}.m VALUES (2, 2, 'b')")
+    bulk += _bulk(mariadb, f"{db}.m", 200, ", 'x'")
     with pytest.raises(SchemaDriftError) as again:
         Tailer(settings, settings.capture[0]).run(threading.Event())
     message = str(again.value)
@@ -333,6 +423,8 @@ def test_minimal_row_image_then_full_again_has_a_documented_way_forward(
         assert tailer.health()["ready"] is False
         mariadb.query(f"INSERT INTO {db}.m VALUES (3, 3, 'c')")
         _stream_rows(broker, settings.kafka.topic.name, {("INSERT", "3", "3")})
+        _partial_skipped_full_in_kafka(mariadb, broker, settings.kafka.topic.name, db, start, {
+            ("INSERT", 1, 1), ("UPDATE", 1, 3), ("INSERT", 2, 2), ("INSERT", 3, 3), *bulk})
     # restarted (back to on_partial_image: fail, past the partial event): still not ready until the validation ran
     with running_tailer(settings) as tailer:
         _wait(lambda: tailer.health()["degraded"] is not None, "the open request noticed after a restart")
