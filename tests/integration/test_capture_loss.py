@@ -22,18 +22,11 @@ from typing import Any
 
 import pytest
 import yaml
-from binlog_truth import (
-    Change,
-    binlog_changes,
-    kafka_changes,
-    master_position,
-    missing_or_out_of_order,
-)
-from capture_support import ROOT, caught_up, read_messages, running_tailer, start_tail_process, unique, write_config
+from binlog_truth import await_in_kafka, binlog_changes, master_position
+from capture_support import ROOT, caught_up, running_tailer, start_tail_process, unique, write_config
 
 from cdc_repair import metrics
 from cdc_repair.config import load_settings
-from cdc_repair.sink.flat_message import FlatMessage
 from cdc_repair.source.tailer import Tailer
 from cdc_repair.state import checkpoints
 from cdc_repair.state.engine import state_engine
@@ -110,19 +103,6 @@ class Writer(threading.Thread):
         self.join(30)
 
 
-def _all_in_kafka(broker: Broker, topic: str, table: str, expected: list[Change], timeout_s: float = 180) \
-        -> list[tuple[int, int, FlatMessage]]:
-    want = set(expected)
-
-    def seen(msgs: list[FlatMessage]) -> set[Change]:
-        return {(m.type, int(r["id"] or 0), int(r["v"] or 0)) for m in msgs if not m.is_ddl and m.table == table
-                for r in m.data or []}
-
-    return read_messages(broker, topic, lambda msgs: want <= seen(msgs), timeout_s=timeout_s,
-                         describe=lambda msgs: f"{len(want - seen(msgs))} of {len(want)} binlog changes missing, "
-                                               f"e.g. {sorted(want - seen(msgs))[:10]}")
-
-
 def _checkpoint(config: Path) -> tuple[str, int] | None:
     engine = state_engine(load_settings(config).state.dsn)
     try:
@@ -164,8 +144,7 @@ def test_broker_restarted_empty_mid_stream_loses_nothing(tmp_path: Path, mariadb
             end = master_position(mariadb)
             expected = binlog_changes(mariadb, db, "t", mark, end)
             assert len(expected) >= 10
-            messages = _all_in_kafka(own_broker, settings.kafka.topic.name, "t", expected)
-            assert missing_or_out_of_order(expected, kafka_changes(messages, "t")) == []
+            await_in_kafka(own_broker, settings.kafka.topic.name, "t", expected, timeout_s=180)
             _wait("capture ready again", lambda: bool(tailer.health()["ready"]), describe=tailer.health)
     finally:
         writer.finish()
@@ -195,7 +174,7 @@ def test_rejected_record_holds_the_checkpoint_until_it_is_published(tmp_path: Pa
         mark = master_position(mariadb)
         accepted = binlog_changes(mariadb, db, "t", run_start, mark)
         assert len(accepted) == 20
-        _all_in_kafka(own_broker, topic, "t", accepted, timeout_s=60)
+        await_in_kafka(own_broker, topic, "t", accepted, timeout_s=60)
         errors_before = _errors("ProduceFailed")
         cur.execute(f"INSERT INTO {db}.t VALUES (21, 21, %s)", ("y" * 80,))  # the broker rejects this one
         for i in range(22, 61):
@@ -214,8 +193,7 @@ def test_rejected_record_holds_the_checkpoint_until_it_is_published(tmp_path: Pa
         end = master_position(mariadb)
         expected = binlog_changes(mariadb, db, "t", mark, end)
         assert ("INSERT", 21, 21) in expected and ("UPDATE", 1, 1001) in expected
-        messages = _all_in_kafka(own_broker, topic, "t", expected)
-        assert missing_or_out_of_order(expected, kafka_changes(messages, "t")) == []
+        await_in_kafka(own_broker, topic, "t", expected, timeout_s=180)
         _wait("capture ready again", lambda: bool(tailer.health()["ready"]), describe=tailer.health)
     rows.close()
 
@@ -249,8 +227,7 @@ def test_first_start_before_the_broker_is_reachable_captures_from_the_start(tmp_
         for table in ("articles", "published"):
             expected = binlog_changes(mariadb, db, table, mark, end)
             assert len(expected) == (310 if table == "articles" else 5)
-            messages = _all_in_kafka(own_broker, topic, table, expected)
-            assert missing_or_out_of_order(expected, kafka_changes(messages, table)) == []
+            await_in_kafka(own_broker, topic, table, expected, timeout_s=180)
     finally:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(60)
@@ -273,7 +250,7 @@ def test_idle_tailer_writes_no_checkpoint_and_status_reads_lag_zero(tmp_path: Pa
     with running_tailer(settings) as tailer:
         mariadb.execute_many(f"INSERT INTO {db}.t VALUES (%s, %s, 'x')", [(i, i) for i in range(1, 51)])
         after_inserts = master_position(mariadb)
-        _all_in_kafka(broker, topic, "t", [("INSERT", i, i) for i in range(1, 51)], 60)
+        await_in_kafka(broker, topic, "t", [("INSERT", i, i) for i in range(1, 51)], 60)
         _wait("the checkpoint past the inserts",
               lambda: (_checkpoint(config) or ("", 0)) >= after_inserts or caught_up(settings))
         time.sleep(3)  # settle: the last write of the busy phase is checkpointed by now
@@ -287,7 +264,7 @@ def test_idle_tailer_writes_no_checkpoint_and_status_reads_lag_zero(tmp_path: Pa
         assert source["lag_seconds"] == 0 and source["lag_bytes"] == 0, source
         # not idle any more: a new change is captured and checkpointed again
         mariadb.query(f"INSERT INTO {db}.t VALUES (51, 51, 'x')")
-        messages = _all_in_kafka(broker, topic, "t", [("INSERT", 51, 51)], 60)
+        messages = await_in_kafka(broker, topic, "t", [("INSERT", 51, 51)], 60)
         _wait("a new checkpoint after the insert", lambda: _saves(tailer) > before)
     assert {m.database for _, _, m in messages} == {db}
 
