@@ -179,6 +179,10 @@ class BinlogReader:
         self.schemas = SchemaCache(table_filter, _json_text, enum_labels=enum_labels)
         self.gtids = GtidTracker(start.gtid_set, is_mariadb)
         self._stream_connects = 0
+        self._packets: raw_events.PacketReader | None = None  # the stream connection's, once it is open
+        self._fast = False
+        self._use_checksum = False
+        self._post_header_lengths: Any = None
         # Not the library's skip_to_timestamp: it also drops heartbeats (their timestamp is 0) for the whole
         # stream, so an idle tailer would never flush or notice a stop. Whole transactions are skipped here.
         self._skip_before = skip_to_timestamp
@@ -191,6 +195,7 @@ class BinlogReader:
             freeze_schema=True, slave_heartbeat=heartbeat_s, enable_logging=False, is_mariadb=False,
             pymysql_wrapper=self._connect,
         )
+        self._actions = _fast_actions(raw_events.stream_framing(self._stream)[2])
 
     def _connect(self, **kwargs: Any) -> Any:
         if kwargs.get("db") != "information_schema":  # the stream connection (the other is the ctl one)
@@ -208,6 +213,7 @@ class BinlogReader:
             verify_tls_session(self.dsn, mysql.session_cipher(conn))
         if kwargs.get("db") != "information_schema":
             raw_events.enlarge_reads(conn)
+            self._packets = raw_events.PacketReader(conn, _pymysql.protocol.MysqlPacket, _pymysql.err)
         return conn
 
     @property
@@ -227,9 +233,18 @@ class BinlogReader:
 
     def _events(self) -> Iterator[SourceEvent]:
         stream = self._stream
-        plan_for = self.schemas.plan
+        fast_event = self._fast_event
         while True:
+            packets = self._packets
             try:
+                if packets is not None and self._fast:
+                    payload = packets.read()
+                    out = fast_event(payload)
+                    if out is not _LIBRARY:
+                        if out is not None:
+                            yield out
+                        continue
+                    packets.give_back(payload)
                 ev = stream.fetchone()
             except (ReconnectRefused, UnreachableError):
                 raise
@@ -237,53 +252,104 @@ class BinlogReader:
                 raise self._stream_error(exc) from None
             if ev is None:
                 return
-            cls = type(ev)
-            if isinstance(ev, raw_events.RawRowsEvent):
-                table = stream.table_map.get(ev.table_id)
-                if table is None:
-                    continue
-                plan = plan_for(ev.table_id, table)
-                if plan is None:
-                    continue
-                if ev.number_of_columns != len(plan.names):
-                    raise SchemaDriftError(f"{table.schema}.{table.table}: rows event has {ev.number_of_columns} "
-                                           f"columns, table map has {len(plan.names)}")
-                if ev.present != _full_bitmap(ev.number_of_columns, ev.images):
-                    yield PartialRows(str(table.schema), str(table.table), ev.kind, ev.timestamp)  # tailer decides
-                    continue
-                yield RowsData(ev.kind, plan, ev.body, ev.start, ev.end, ev.timestamp)
-            elif cls is PartialUpdateRowsEvent:
-                raise SchemaDriftError("partial JSON update events in the binlog: capture needs full row images "
-                                       "(SET GLOBAL binlog_row_value_options='' on the server)")
-            elif cls is raw_events.LightXid:
-                yield Commit(BinlogPosition(stream.log_file, ev.packet.log_pos, self.gtids.commit()), ev.timestamp)
-            elif cls is raw_events.LightMariadbGtid or cls is GtidEvent:
-                self.gtids.begin(ev.gtid)
-                yield Gtid(ev.gtid, ev.timestamp)
-            elif cls is QueryEvent:
-                sql = ev.query.strip()
-                head = sql[:20].upper()
-                if head.startswith(("COMMIT", "ROLLBACK")):
-                    yield Commit(BinlogPosition(stream.log_file, ev.packet.log_pos, self.gtids.commit()),
-                                 ev.timestamp)
-                elif not head.startswith(_NOT_DDL):
-                    schema = ev.schema.decode("utf-8", "replace") if isinstance(ev.schema, bytes) else str(ev.schema)
-                    dml = classify_dml(sql, schema)
-                    if dml is not None:  # binlog_format STATEMENT/MIXED: rows not in the binlog, not a boundary
-                        yield StatementRows(schema, sql, dml, ev.timestamp)
-                        continue
-                    stream.table_map.clear()  # the library re-parses the next TableMaps (new columns)
-                    self.schemas.invalidate()
-                    yield Ddl(schema, sql, BinlogPosition(stream.log_file, ev.packet.log_pos, self.gtids.commit()),
-                              ev.timestamp)
-            elif cls is HeartbeatLogEvent:
-                yield Heartbeat(str(getattr(ev, "ident", stream.log_file)), int(ev.packet.log_pos))
-            elif cls is RotateEvent:
-                # table ids are numbered per server run: after a restart the next file may give an id of this file
-                # to another table, and freeze_schema would keep the old mapping (rows published as another table)
-                stream.table_map.clear()
-                self.schemas.invalidate()
-                yield Rotate(BinlogPosition(str(ev.next_binlog), int(ev.position), self.gtids.current()))
+            self._use_checksum, self._post_header_lengths, _ = raw_events.stream_framing(stream)
+            self._fast = True  # the stream is set up (checksums known): the hot events can be read directly
+            out = self._library_event(ev)
+            if out is not None:
+                yield out
+
+    def _fast_event(self, data: bytes) -> Any:
+        """A SourceEvent (or None: nothing to yield) for the hot event types, `_LIBRARY` for the others."""
+        if data[0]:  # not an OK packet: EOF or a server error, the library's
+            return _LIBRARY
+        event_type = data[5]
+        action = self._actions.get(event_type, _LIBRARY)
+        if action is _LIBRARY:
+            return _LIBRARY
+        stream = self._stream
+        log_pos = int.from_bytes(data[14:18], "little")
+        if log_pos:
+            stream.log_pos = log_pos  # as the library keeps it
+        if action is _SKIP:
+            return None
+        timestamp = int.from_bytes(data[1:5], "little")
+        if event_type == raw_events.XID_EVENT:
+            return Commit(BinlogPosition(stream.log_file, log_pos, self.gtids.commit()), timestamp)
+        if event_type == raw_events.MARIADB_GTID_EVENT:
+            gtid = (f"{int.from_bytes(data[28:32], 'little')}-{int.from_bytes(data[6:10], 'little')}-"
+                    f"{int.from_bytes(data[20:28], 'little')}")
+            self.gtids.begin(gtid)
+            return Gtid(gtid, timestamp)
+        table_id = int.from_bytes(data[20:26], "little")
+        table = stream.table_map.get(table_id)
+        if event_type == raw_events.TABLE_MAP_EVENT:
+            return None if table is not None else _LIBRARY  # known and frozen: skipped; new: the library parses
+        if table is None:
+            return None  # a table the library did not map (another schema): as the library, skipped
+        layout = raw_events.ROWS_BY_TYPE[event_type]
+        columns, present, start = raw_events.frame_rows(data, 20, event_type, self._post_header_lengths, layout.v2,
+                                                         layout.known_post_header, layout.images)
+        end = int.from_bytes(data[10:14], "little") + 1 - (4 if self._use_checksum else 0)
+        return self._rows(layout.kind, layout.images, table_id, table, columns, present, data, start, end,
+                          timestamp)
+
+    def _rows(self, kind: str, images: int, table_id: int, table: Any, columns: int, present: bytes, body: bytes,
+              start: int, end: int, timestamp: int) -> SourceEvent | None:
+        plan = self.schemas.plan(table_id, table)
+        if plan is None:
+            return None
+        if columns != len(plan.names):
+            raise SchemaDriftError(f"{table.schema}.{table.table}: rows event has {columns} "
+                                   f"columns, table map has {len(plan.names)}")
+        if present != _full_bitmap(columns, images):
+            return PartialRows(str(table.schema), str(table.table), kind, timestamp)  # the tailer decides
+        return RowsData(kind, plan, body, start, end, timestamp)
+
+    def _library_event(self, ev: Any) -> SourceEvent | None:
+        """The SourceEvent for an event the library built, None if there is nothing to yield."""
+        stream = self._stream
+        cls = type(ev)
+        if isinstance(ev, raw_events.RawRowsEvent):
+            table = stream.table_map.get(ev.table_id)
+            if table is None:
+                return None
+            return self._rows(ev.kind, ev.images, ev.table_id, table, ev.number_of_columns, ev.present, ev.body,
+                              ev.start, ev.end, ev.timestamp)
+        if cls is PartialUpdateRowsEvent:
+            raise SchemaDriftError("partial JSON update events in the binlog: capture needs full row images "
+                                   "(SET GLOBAL binlog_row_value_options='' on the server)")
+        if cls is raw_events.LightXid:
+            return Commit(BinlogPosition(stream.log_file, ev.packet.log_pos, self.gtids.commit()), ev.timestamp)
+        if cls is raw_events.LightMariadbGtid or cls is GtidEvent:
+            self.gtids.begin(ev.gtid)
+            return Gtid(ev.gtid, ev.timestamp)
+        if cls is QueryEvent:
+            return self._query(ev)
+        if cls is HeartbeatLogEvent:
+            return Heartbeat(str(getattr(ev, "ident", stream.log_file)), int(ev.packet.log_pos))
+        if cls is RotateEvent:
+            # table ids are numbered per server run: after a restart the next file may give an id of this file
+            # to another table, and freeze_schema would keep the old mapping (rows published as another table)
+            stream.table_map.clear()
+            self.schemas.invalidate()
+            return Rotate(BinlogPosition(str(ev.next_binlog), int(ev.position), self.gtids.current()))
+        return None
+
+    def _query(self, ev: Any) -> SourceEvent | None:
+        stream = self._stream
+        sql = ev.query.strip()
+        head = sql[:20].upper()
+        if head.startswith(("COMMIT", "ROLLBACK")):
+            return Commit(BinlogPosition(stream.log_file, ev.packet.log_pos, self.gtids.commit()), ev.timestamp)
+        if head.startswith(_NOT_DDL):
+            return None
+        schema = ev.schema.decode("utf-8", "replace") if isinstance(ev.schema, bytes) else str(ev.schema)
+        dml = classify_dml(sql, schema)
+        if dml is not None:  # binlog_format STATEMENT/MIXED: rows not in the binlog, not a boundary
+            return StatementRows(schema, sql, dml, ev.timestamp)
+        stream.table_map.clear()  # the library re-parses the next TableMaps (new columns)
+        self.schemas.invalidate()
+        return Ddl(schema, sql, BinlogPosition(stream.log_file, ev.packet.log_pos, self.gtids.commit()), ev.timestamp)
 
     def _stream_error(self, exc: Exception) -> Exception:
         code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
@@ -296,6 +362,25 @@ class BinlogReader:
         if code in (2013, 2006, 2003, 2002):
             return UnreachableError(f"binlog stream from {self.dsn.masked()} lost: {text}")
         return TransientError(f"binlog stream from {self.dsn.masked()}: MySQL error {code}: {text}")
+
+
+_LIBRARY = object()  # the event is the library's to build
+_SKIP = object()  # the library would drop it unbuilt (or, a known TABLE_MAP, unparsed): only its position counts
+_READ = object()  # read here
+
+
+def _fast_actions(library_builds: frozenset[Any]) -> dict[int, object]:
+    """Per event type, who reads it: here (GTID, XID, TABLE_MAP, rows events), nobody (types the library would
+    drop without building an event), or the library (all the rest)."""
+    actions: dict[int, object] = {}
+    for event_type in range(256):
+        built_by = raw_events.library_event_class(event_type)
+        if built_by not in library_builds:
+            actions[event_type] = _SKIP
+    for event_type in (raw_events.XID_EVENT, raw_events.MARIADB_GTID_EVENT, raw_events.TABLE_MAP_EVENT,
+                       *raw_events.ROWS_BY_TYPE):
+        actions[event_type] = _READ
+    return actions
 
 
 @functools.lru_cache(maxsize=256)

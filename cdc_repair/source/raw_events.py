@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pymysqlreplication.event import NotImplementedEvent
 from pymysqlreplication.packet import BinLogPacketWrapper
 from pymysqlreplication.row_event import TableMapEvent
 
@@ -32,6 +33,28 @@ TABLE_MAP_EVENT = 0x13
 XID_EVENT = 0x10
 MARIADB_GTID_EVENT = 0xA2
 READ_BUFFER = 1 << 18  # bytes per socket read of the binlog stream (pymysql's default file buffer is 8 KiB)
+
+
+def frame_rows(data: bytes, pos: int, event_type: int, post_header_lengths: Any, v2: bool,
+               known_post_header: int, images: int) -> tuple[int, bytes, int]:
+    """A rows event's column count, present-columns bitmap(s) and the offset of its first row image; `pos` is
+    where its post-header starts (at the 6-byte table id)."""
+    declared = known_post_header
+    if post_header_lengths and 0 <= event_type - 1 < len(post_header_lengths):
+        declared = max(declared, int(post_header_lengths[event_type - 1]))
+    extra = int.from_bytes(data[pos + 8:pos + 10], "little") - 2 if v2 else 0  # length counts itself
+    pos += declared + max(0, extra)
+    first = data[pos]
+    if first < 251:
+        columns, pos = first, pos + 1
+    elif first == 252:
+        columns, pos = int.from_bytes(data[pos + 1:pos + 3], "little"), pos + 3
+    elif first == 253:
+        columns, pos = int.from_bytes(data[pos + 1:pos + 4], "little"), pos + 4
+    else:
+        columns, pos = int.from_bytes(data[pos + 1:pos + 9], "little"), pos + 9
+    size = (columns + 7) // 8 * images
+    return columns, data[pos:pos + size], pos + size
 
 
 class RawRowsEvent:
@@ -55,25 +78,9 @@ class RawRowsEvent:
         self._processed = self.table_id in table_map
         if not self._processed:
             return
-        declared = self.known_post_header
-        lengths = kwargs.get("post_header_lengths")
-        if lengths and 0 <= from_packet.event_type - 1 < len(lengths):
-            declared = max(declared, int(lengths[from_packet.event_type - 1]))
-        extra = int.from_bytes(data[pos + 8:pos + 10], "little") - 2 if self.v2 else 0  # length counts itself
-        pos += declared + max(0, extra)
-        first = data[pos]
-        if first < 251:
-            columns, pos = first, pos + 1
-        elif first == 252:
-            columns, pos = int.from_bytes(data[pos + 1:pos + 3], "little"), pos + 3
-        elif first == 253:
-            columns, pos = int.from_bytes(data[pos + 1:pos + 4], "little"), pos + 4
-        else:
-            columns, pos = int.from_bytes(data[pos + 1:pos + 9], "little"), pos + 9
-        self.number_of_columns = columns
-        size = (columns + 7) // 8 * self.images
-        self.present = data[pos:pos + size]
-        self.start = pos + size
+        self.number_of_columns, self.present, self.start = frame_rows(
+            data, pos, from_packet.event_type, kwargs.get("post_header_lengths"), self.v2, self.known_post_header,
+            self.images)
 
 
 class RawWrite(RawRowsEvent):
@@ -152,14 +159,109 @@ _CLASSES: dict[int, Any] = {0x17: RawWrite, 0x18: RawUpdate, 0x19: RawDelete, 0x
                             MARIADB_GTID_EVENT: LightMariadbGtid, TABLE_MAP_EVENT: table_map_event}
 # our replacements plus what must stay allowed for the library's own bookkeeping (see `only_events`)
 LIBRARY_NEEDS = (table_map_event,)
+ROWS_BY_TYPE: dict[int, type[RawRowsEvent]] = {code: cls for code, cls in _CLASSES.items() if cls in ROWS_EVENTS}
 
 
 def install() -> None:
     """Register the classes above in the library's private event map (idempotent)."""
+    _event_map().update(_CLASSES)
+
+
+def _event_map() -> dict[int, Any]:
     event_map: dict[int, Any] | None = getattr(BinLogPacketWrapper, "_BinLogPacketWrapper__event_map", None)
     if not isinstance(event_map, dict):
         raise RuntimeError("python-mysql-replication changed its event map: source/raw_events.py needs an update")
-    event_map.update(_CLASSES)
+    return event_map
+
+
+def library_event_class(event_type: int) -> Any:
+    """What the library builds for this event type (after `install()`), as its `BinLogPacketWrapper` looks it up."""
+    return _event_map().get(event_type, NotImplementedEvent)
+
+
+def stream_framing(stream: Any) -> tuple[bool, Any, frozenset[Any]]:
+    """The library's own view of the stream the fast path needs: checksums on, FORMAT_DESCRIPTION's post-header
+    lengths, and the event classes it builds (everything else it drops unbuilt)."""
+    private = "_BinLogStreamReader__"
+    return (bool(getattr(stream, private + "use_checksum")), getattr(stream, private + "post_header_lengths"),
+            frozenset(getattr(stream, private + "allowed_events_in_packet")))
+
+
+class PacketReader:
+    """The replication connection's packets, read here for the hot event types and handed back to the library
+    for the rest.
+
+    Why: for a single-row transaction (GTID, TABLE_MAP, ROWS, XID) the library's per-event framing (pymysql's
+    `_read_packet`, the `fetchone` loop, `BinLogPacketWrapper` built with 17 arguments, an event object) cost
+    about a third of the capture stage's time. `read()` returns a packet's payload with pymysql's own checks
+    (sequence numbers, lost connection, payloads of 16 MiB and more joined); `give_back()` makes that payload
+    the next packet the library's `fetchone` reads, exactly as if it came from the socket, so connection set-up,
+    rotations, FORMAT_DESCRIPTION, new TABLE_MAPs, heartbeats, server errors and EOF stay the library's job.
+    """
+
+    def __init__(self, connection: Any, packet_class: Any, errors: Any) -> None:
+        """`packet_class` and `errors`: pymysql's `MysqlPacket` and `err` module (the driver is imported only
+        through the library, see binlog_reader.py)."""
+        self._conn = connection
+        self._packet_class = packet_class
+        self._errors = errors
+        self._given_back: bytes | None = None
+        self._library_read = connection._read_packet
+        connection._read_packet = self._read_for_library
+
+    def give_back(self, payload: bytes) -> None:
+        self._given_back = payload
+
+    def read(self) -> bytes:
+        conn = self._conn
+        if conn._current_timeout != conn._read_timeout:  # as pymysql does: only when a write changed it
+            conn._sock.settimeout(conn._read_timeout)
+            conn._current_timeout = conn._read_timeout
+        parts: list[bytes] = []
+        while True:
+            header = self._exact(4)
+            length = header[0] | header[1] << 8 | header[2] << 16
+            if header[3] != conn._next_seq_id:
+                conn._force_close()
+                error = self._errors
+                if header[3] == 0:  # MariaDB's error packet at shutdown comes with sequence number 0
+                    raise error.OperationalError(2013, "Lost connection to MySQL server during query")
+                raise error.InternalError(f"Packet sequence number wrong - got {header[3]} "
+                                          f"expected {conn._next_seq_id}")
+            conn._next_seq_id = (header[3] + 1) & 0xFF
+            payload = self._exact(length)
+            if length < 0xFFFFFF:
+                if not parts:
+                    return payload
+                parts.append(payload)
+                return b"".join(parts)
+            parts.append(payload)
+
+    def _exact(self, size: int) -> bytes:
+        conn = self._conn
+        try:
+            data: bytes = conn._rfile.read(size)
+        except OSError as exc:
+            conn._force_close()
+            raise self._errors.OperationalError(
+                2013, f"Lost connection to MySQL server during query ({exc})") from None
+        except BaseException:
+            conn._force_close()
+            raise
+        if len(data) < size:
+            conn._force_close()
+            raise self._errors.OperationalError(2013, "Lost connection to MySQL server during query")
+        return data
+
+    def _read_for_library(self, packet_type: Any = None) -> Any:
+        payload = self._given_back
+        if payload is None:
+            return self._library_read() if packet_type is None else self._library_read(packet_type)
+        self._given_back = None
+        packet = (packet_type or self._packet_class)(payload, self._conn.encoding)
+        if packet.is_error_packet():
+            packet.raise_for_error()
+        return packet
 
 
 def enlarge_reads(connection: Any) -> None:
