@@ -1,7 +1,8 @@
 """Kafka producer for capture (kafka-python lives only under sink/): ordered, acks=all, never loses a record.
 
 `send()` queues a record on an explicit partition; `confirm()` blocks until the broker acknowledged every record
-sent so far and raises `ProduceFailed` if any failed, so the tailer only checkpoints what Kafka holds. While the
+sent so far and raises `ProduceFailed` if any failed, so the tailer only checkpoints what Kafka holds; `settle()`
+waits only for the oldest ones, to bound what is held in memory without draining the producer. While the
 broker does not answer, both keep waiting and retrying, log where they are stuck every few seconds and call
 `on_stall` (the tailer goes not-ready). Idempotence is on and in-flight requests are capped so retries cannot
 reorder a partition.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -62,7 +64,8 @@ class KafkaSink:
         self.sent = 0  # records queued by this sink (the tailer saves a checkpoint only after new ones)
         self.pending_bytes = 0  # value bytes sent and not yet confirmed (kafka-python holds them until acked)
         self._producer: Any = None
-        self._pending: list[Any] = []
+        self._pending: deque[Any] = deque()  # produce futures, oldest first
+        self._pending_sizes: deque[int] = deque()  # their value sizes
         self._failure: str | None = None
         if not c_crc32c_enabled():
             log.warning("kafka-python uses pure-Python CRC32C (install the crc32c package: ~7x faster produce)")
@@ -133,6 +136,7 @@ class KafkaSink:
             try:
                 self._pending.append(producer.send(topic, value=value, key=key, partition=partition,
                                                    headers=headers or None))
+                self._pending_sizes.append(len(value))
                 self.sent += 1
                 self.pending_bytes += len(value)
                 return
@@ -201,11 +205,7 @@ class KafkaSink:
                 acked = sum(1 for f in self._pending if f.is_done)
                 if acked > acked_before:
                     acked_before, progress_at = acked, now
-                PRODUCE_ERRORS.labels("ack_timeout").inc()
-                log.warning("waiting %.0fs for Kafka at %s to acknowledge %d records (checkpoint held; retrying)",
-                            now - started, where, len(self._pending) - acked)
-                self._stalled(f"Kafka at {where} not acknowledging {len(self._pending) - acked} records for "
-                              f"{now - started:.0f}s")
+                self._waiting(len(self._pending) - acked, now - started)
                 if stop is not None and stop.is_set():
                     stop_seen = stop_seen or now
                     if now - stop_seen >= give_up_after_stop_s:
@@ -220,8 +220,59 @@ class KafkaSink:
             PRODUCE_ERRORS.labels("rejected").inc(len(failed))
             self._fail(f"Kafka rejected {len(failed)} record(s): {failed[0].exception!r}")
         self._pending.clear()
+        self._pending_sizes.clear()
         self.pending_bytes = 0
         return True
+
+    def settle(self, max_records: int, max_bytes: int, stop: threading.Event | None = None) -> bool:
+        """Wait until at most `max_records` / `max_bytes` of what was sent is unacknowledged, oldest first. True
+        when it is; False if stopped first. Fails as `confirm` does.
+
+        Why not `confirm`: it waits for the newest record, so the binlog reader idles while the producer drains,
+        then the producer idles while the reader refills (a quarter of a bulk INSERT's time). Bounding memory needs
+        only the oldest records acknowledged; a checkpoint still waits for all of them (`confirm`).
+        """
+        self._raise_if_failed()
+        pending, sizes = self._pending, self._pending_sizes
+        started = progress_at = time.monotonic()
+        stop_seen: float | None = None
+        while pending and (len(pending) > max_records or self.pending_bytes > max_bytes):
+            head = pending[0]
+            if head.is_done:
+                if head.failed():
+                    PRODUCE_ERRORS.labels("rejected").inc()
+                    self._fail(f"Kafka rejected a record: {head.exception!r}")
+                pending.popleft()
+                self.pending_bytes -= sizes.popleft()
+                progress_at = time.monotonic()
+                continue
+            try:
+                head.get(timeout=self.log_every_s)
+            except KafkaTimeoutError:
+                now = time.monotonic()
+                self._waiting(len(pending), now - started)
+                if stop is not None and stop.is_set():
+                    stop_seen = stop_seen or now
+                    if now - stop_seen >= 10.0:
+                        return False
+                if now - progress_at >= self.ack_deadline_s:
+                    self._fail(f"Kafka at {self._where} acknowledged none of {len(pending)} records for "
+                               f"{now - progress_at:.0f}s; starting over from the last acknowledged transaction "
+                               f"with a new producer")
+            except Exception:  # a failed record: `head.failed()` above reports it
+                if not head.is_done:
+                    time.sleep(0.001)
+        return True
+
+    @property
+    def _where(self) -> str:
+        return ", ".join(self.config.bootstrap_servers)
+
+    def _waiting(self, unacked: int, waited_s: float) -> None:
+        PRODUCE_ERRORS.labels("ack_timeout").inc()
+        log.warning("waiting %.0fs for Kafka at %s to acknowledge %d records (checkpoint held; retrying)",
+                    waited_s, self._where, unacked)
+        self._stalled(f"Kafka at {self._where} not acknowledging {unacked} records for {waited_s:.0f}s")
 
     def _stalled(self, reason: str) -> None:
         if self.on_stall is not None:
@@ -249,4 +300,5 @@ class KafkaSink:
                 log.debug("error closing the Kafka producer", exc_info=True)
             self._producer = None
             self._pending.clear()
+            self._pending_sizes.clear()
             self.pending_bytes = 0

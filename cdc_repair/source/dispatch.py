@@ -56,7 +56,7 @@ class StreamLoop:
             if isinstance(ev, RowsData):
                 self._rows(ev)
                 if sink.pending > CONFIRM_EVERY_RECORDS or sink.pending_bytes > CONFIRM_EVERY_BYTES:
-                    self.confirm(stop)
+                    self.settle(stop)
             elif isinstance(ev, Commit):
                 self._commit(ev, stop)
             elif isinstance(ev, Gtid):
@@ -135,6 +135,12 @@ class StreamLoop:
         if done:  # acknowledgements flow again after a stall
             self.readiness.acknowledged(stop.is_set())
         return done
+
+    def settle(self, stop: threading.Event) -> None:
+        """Bound what the producer holds unacknowledged: wait for the oldest records down to half the bounds
+        (the newest half keeps the producer busy meanwhile)."""
+        if self.sink.settle(CONFIRM_EVERY_RECORDS // 2, CONFIRM_EVERY_BYTES // 2, stop):
+            self.readiness.acknowledged(stop.is_set())
 
     def checkpoint(self, stop: threading.Event, *, force: bool = False) -> None:
         self.checkpointer.checkpoint(self.sink, self.confirm, stop, in_txn=self.in_txn, force=force)

@@ -27,6 +27,7 @@ from capture_support import ROOT, caught_up, running_tailer, start_tail_process,
 
 from cdc_repair import metrics
 from cdc_repair.config import load_settings
+from cdc_repair.source import dispatch
 from cdc_repair.source.tailer import Tailer
 from cdc_repair.state import checkpoints
 from cdc_repair.state.engine import state_engine
@@ -149,11 +150,17 @@ def test_broker_restarted_empty_mid_stream_loses_nothing(tmp_path: Path, mariadb
     finally:
         writer.finish()
 
+@pytest.mark.parametrize("bounded", [False, True], ids=["checkpoint_confirms", "memory_bound_settles"])
 def test_rejected_record_holds_the_checkpoint_until_it_is_published(tmp_path: Path, mariadb: MariaDBServer,
-                                                                     own_broker: Broker) -> None:
+                                                                     own_broker: Broker, bounded: bool,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A broker-side rejection (here: the topic's JSON schema limits `pad`; on Apache Kafka e.g. a record over
     max.message.bytes) is retried, never skipped: the checkpoint stays before the rejected row while the stage
-    is not ready, and once the broker accepts it (policy lifted) every change from that row on is published."""
+    is not ready, and once the broker accepts it (policy lifted) every change from that row on is published.
+    `memory_bound_settles`: the bound on unacknowledged records is tiny, so the stream also waits for its oldest
+    records (`settle`) all along, which must not let the rejection pass either."""
+    if bounded:
+        monkeypatch.setattr(dispatch, "CONFIRM_EVERY_RECORDS", 4)
     db = unique("cap_reject")
     _create(mariadb, db, "t")
     topic = f"cap-{db}"
