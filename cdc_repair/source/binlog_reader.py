@@ -58,6 +58,7 @@ _pymysql: Any = _binlogstream.pymysql
 TableFilter = Callable[[str, str], bool]
 
 _EVENTS = [*raw_events.ROWS_EVENTS, *raw_events.LIBRARY_NEEDS, PartialUpdateRowsEvent, raw_events.LightXid,
+           raw_events.CompressedEvent,
            QueryEvent, GtidEvent, raw_events.LightMariadbGtid, HeartbeatLogEvent, RotateEvent]
 _NOT_DDL = ("BEGIN", "COMMIT", "ROLLBACK", "XA ", "SAVEPOINT", "RELEASE SAVEPOINT", "# ")
 ER_MASTER_FATAL_ERROR_READING_BINLOG = 1236
@@ -280,6 +281,8 @@ class BinlogReader:
                     f"{int.from_bytes(data[20:28], 'little')}")
             self.gtids.begin(gtid)
             return Gtid(gtid, timestamp)
+        if event_type in raw_events.COMPRESSED:
+            return self._compressed(event_type, data)
         table_id = int.from_bytes(data[20:26], "little")
         table = stream.table_map.get(table_id)
         if event_type == raw_events.TABLE_MAP_EVENT:
@@ -305,6 +308,25 @@ class BinlogReader:
             return PartialRows(str(table.schema), str(table.table), kind, timestamp)  # the tailer decides
         return RowsData(kind, plan, body, start, end, timestamp)
 
+    def _compressed(self, event_type: int, data: bytes) -> SourceEvent | None:
+        """A compressed event, reported (the tailer decides, as for partial images), never decoded: rows events
+        of included tables, query events of any schema (statement DML or DDL), MySQL transaction payloads."""
+        timestamp = int.from_bytes(data[1:5], "little")
+        kind = raw_events.COMPRESSED_ROWS.get(event_type)
+        if kind is not None:
+            table_id = int.from_bytes(data[20:26], "little")
+            table = self._stream.table_map.get(table_id)
+            if table is None or self.schemas.plan(table_id, table) is None:
+                return None  # a table capture does not include
+            return PartialRows(str(table.schema), str(table.table), kind, timestamp, "log_bin_compress")
+        if event_type == raw_events.QUERY_COMPRESSED_EVENT:
+            # post-header: thread id (4), exec time (4), schema length (1), error code (2), status length (2);
+            # then the status variables and the schema name, uncompressed
+            status_end = 33 + int.from_bytes(data[31:33], "little")
+            schema = data[status_end:status_end + data[28]].decode("utf-8", "replace")
+            return PartialRows(schema or "?", "*", "QUERY", timestamp, "log_bin_compress")
+        return PartialRows("?", "*", "TRANSACTION", timestamp, "binlog_transaction_compression")
+
     def _library_event(self, ev: Any) -> SourceEvent | None:
         """The SourceEvent for an event the library built, None if there is nothing to yield."""
         stream = self._stream
@@ -315,6 +337,8 @@ class BinlogReader:
                 return None
             return self._rows(ev.kind, ev.images, ev.table_id, table, ev.number_of_columns, ev.present, ev.body,
                               ev.start, ev.end, ev.timestamp)
+        if cls is raw_events.CompressedEvent:
+            return self._compressed(ev.packet.event_type, ev.payload)
         if cls is PartialUpdateRowsEvent:
             raise SchemaDriftError("partial JSON update events in the binlog: capture needs full row images "
                                    "(SET GLOBAL binlog_row_value_options='' on the server)")
@@ -378,7 +402,7 @@ def _fast_actions(library_builds: frozenset[Any]) -> dict[int, object]:
         if built_by not in library_builds:
             actions[event_type] = _SKIP
     for event_type in (raw_events.XID_EVENT, raw_events.MARIADB_GTID_EVENT, raw_events.TABLE_MAP_EVENT,
-                       *raw_events.ROWS_BY_TYPE):
+                       *raw_events.ROWS_BY_TYPE, *raw_events.COMPRESSED):
         actions[event_type] = _READ
     return actions
 

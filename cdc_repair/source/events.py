@@ -78,12 +78,16 @@ class StatementRows:
 
 @dataclass(frozen=True, slots=True)
 class PartialRows:
-    """A rows event of an included table without full row images (binlog_row_image MINIMAL or NOBLOB)."""
+    """Changes of an included table the binlog holds in a form capture cannot read: rows events without full row
+    images (`setting` binlog_row_image MINIMAL or NOBLOB), or compressed events (`setting` log_bin_compress on
+    MariaDB, binlog_transaction_compression on MySQL; `table` "*" when only the schema is known, `database` "?"
+    when not even that)."""
 
     database: str
     table: str
     kind: str
     timestamp: int
+    setting: str = "binlog_row_image"
 
 
 SourceEvent = RowsData | Gtid | Commit | Ddl | Heartbeat | Rotate | StatementRows | PartialRows

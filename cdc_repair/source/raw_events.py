@@ -15,6 +15,8 @@ What the classes do:
   check, DBMS lookup, keyword plumbing), which cost more than the rest of a single-row transaction's framing.
 * TABLE_MAP: with `freeze_schema` a known table id is skipped before anything else is parsed; an unknown one
   is parsed by the library's own `TableMapEvent` (column metadata is the library's job).
+* compressed events (MariaDB's compressed query and rows events, MySQL's transaction payload): the library does
+  not know them and would drop them silently; `CompressedEvent` hands them on to be reported.
 
 If a library upgrade renames the map, `install()` fails at the first BinlogReader with a clear error (and the
 capture tests fail), never silently.
@@ -135,6 +137,25 @@ class LightMariadbGtid:
         self.gtid = f"{domain}-{from_packet.server_id}-{seq}"
 
 
+class CompressedEvent:
+    """A compressed event (MariaDB log_bin_compress, MySQL binlog_transaction_compression): never decoded, only
+    reported, so it is not dropped silently by the library as an unknown event type (see binlog_reader.py)."""
+
+    _processed = True
+
+    def __init__(self, from_packet: Any, event_size: int, table_map: dict[int, Any], ctl_connection: Any,
+                 **kwargs: Any) -> None:
+        self.packet = from_packet
+        self.payload = from_packet.packet._data
+
+
+# event type → what a compressed event held (rows events: their kind)
+QUERY_COMPRESSED_EVENT = 0xA5
+TRANSACTION_PAYLOAD_EVENT = 0x28
+COMPRESSED_ROWS = {0xA6: "INSERT", 0xA7: "UPDATE", 0xA8: "DELETE", 0xA9: "INSERT", 0xAA: "UPDATE", 0xAB: "DELETE"}
+COMPRESSED = (QUERY_COMPRESSED_EVENT, TRANSACTION_PAYLOAD_EVENT, *COMPRESSED_ROWS)
+
+
 class _Skipped:
     _processed = False
 
@@ -156,7 +177,8 @@ def table_map_event(from_packet: Any, event_size: int, table_map: dict[int, Any]
 ROWS_EVENTS = (RawWrite, RawUpdate, RawDelete, RawWrite2, RawUpdate2, RawDelete2)
 _CLASSES: dict[int, Any] = {0x17: RawWrite, 0x18: RawUpdate, 0x19: RawDelete, 0x1E: RawWrite2,
                             0x1F: RawUpdate2, 0x20: RawDelete2, XID_EVENT: LightXid,
-                            MARIADB_GTID_EVENT: LightMariadbGtid, TABLE_MAP_EVENT: table_map_event}
+                            MARIADB_GTID_EVENT: LightMariadbGtid, TABLE_MAP_EVENT: table_map_event,
+                            **dict.fromkeys(COMPRESSED, CompressedEvent)}
 # our replacements plus what must stay allowed for the library's own bookkeeping (see `only_events`)
 LIBRARY_NEEDS = (table_map_event,)
 ROWS_BY_TYPE: dict[int, type[RawRowsEvent]] = {code: cls for code, cls in _CLASSES.items() if cls in ROWS_EVENTS}

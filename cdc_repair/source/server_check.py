@@ -14,12 +14,15 @@ def check_capture_server(dsn: Dsn, source: str) -> None:
     conn = mysql.connect(dsn.with_database(None), timeout_s=10)
     try:
         variables = mysql.fetch_variables(conn, ["log_bin", *REQUIRED_BINLOG, "log_bin_compress",
-                                                 "binlog_row_value_options"])
+                                                 "binlog_transaction_compression", "binlog_row_value_options"])
         path = f"servers.{source}"
         problems = binlog_problems(path, variables)
         if variables.get("log_bin_compress", "OFF").upper() in ("ON", "1"):
             problems.append(f"{path}: log_bin_compress is ON: compressed rows events cannot be captured "
                             f"(SET GLOBAL log_bin_compress=OFF and put log_bin_compress=OFF in my.cnf)")
+        if variables.get("binlog_transaction_compression", "OFF").upper() in ("ON", "1"):
+            problems.append(f"{path}: binlog_transaction_compression is ON: compressed transactions cannot be "
+                            f"captured (SET GLOBAL binlog_transaction_compression=OFF and put it in my.cnf)")
         if "PARTIAL_JSON" in variables.get("binlog_row_value_options", "").upper():
             problems.append(f"{path}: binlog_row_value_options is PARTIAL_JSON: capture needs full JSON values "
                             f"(SET GLOBAL binlog_row_value_options='' and remove it from my.cnf)")

@@ -10,8 +10,10 @@ so those changes cannot reach the stream. They must never be lost silently:
 * a partial row image: with `capture.on_partial_image: fail` (default) the tailer stops with a line that says
   what the server is set to *now* and names the way forward; with `skip_and_full_validate` the event is skipped
   and handled like statement DML.
-* the server's own `binlog_format` / `binlog_row_image` are checked every CHECK_EVERY_S while streaming: not ROW
-  / FULL → not ready with one line (nothing is lost yet; the events above are what lose changes).
+* a compressed event (MariaDB `log_bin_compress`, MySQL `binlog_transaction_compression`, switched on while
+  capture runs; the start-up check refuses them): capture cannot read it, so it is handled as a partial image.
+* the server's own settings (REQUIRED) are checked every CHECK_EVERY_S while streaming: any other value → not
+  ready with one line (nothing is lost yet; the events above are what lose changes).
 
 The marker is durable before the event loop moves on, so a checkpoint can never pass an uncapturable change
 whose full validation was not requested.
@@ -34,10 +36,15 @@ from cdc_repair.source.filters import TableMatcher
 log = logging.getLogger(__name__)
 
 CHECK_EVERY_S = 5.0
-REQUIRED = {"binlog_format": "ROW", "binlog_row_image": "FULL"}
+# a setting the server does not have (log_bin_compress on MySQL, binlog_transaction_compression on MariaDB) is skipped
+REQUIRED = {"binlog_format": "ROW", "binlog_row_image": "FULL", "log_bin_compress": "OFF",
+            "binlog_transaction_compression": "OFF"}
 FIX = {"binlog_format": "SET GLOBAL binlog_format='ROW' and put binlog_format=ROW in my.cnf (and no client may "
                         "SET SESSION binlog_format)",
-       "binlog_row_image": "SET GLOBAL binlog_row_image='FULL' and put binlog_row_image=FULL in my.cnf"}
+       "binlog_row_image": "SET GLOBAL binlog_row_image='FULL' and put binlog_row_image=FULL in my.cnf",
+       "log_bin_compress": "SET GLOBAL log_bin_compress=OFF and put log_bin_compress=OFF in my.cnf",
+       "binlog_transaction_compression": "SET GLOBAL binlog_transaction_compression=OFF, put it in my.cnf (and no "
+                                         "client may SET SESSION binlog_transaction_compression)"}
 
 
 def _scan_api() -> Any:
@@ -78,13 +85,15 @@ class UncapturableGuard:
                            f"row images, so capture cannot publish it. Fix: {FIX['binlog_format']}")
 
     def on_partial(self, ev: PartialRows, after: object) -> None:
+        if ev.table == "*" and ev.database != "?" and not self.matcher.schema_included(ev.database):
+            return  # a compressed statement of a schema capture does not include
         table = f"{ev.database}.{ev.table}"
         if self.on_partial_image != "skip_and_full_validate":
             raise SchemaDriftError(self._partial_error(ev, table, after))
-        metrics.CAPTURE_UNCAPTURABLE.labels(self.source, "partial_image").inc()
-        self._uncapturable(f"{ev.kind} on {table} after {after} has a partial row image (written while "
-                           f"binlog_row_image was not FULL); skipped (capture on_partial_image: "
-                           f"skip_and_full_validate)")
+        reason = "partial_image" if ev.setting == "binlog_row_image" else "compressed"
+        metrics.CAPTURE_UNCAPTURABLE.labels(self.source, reason).inc()
+        self._uncapturable(f"{ev.kind} on {table} after {after} {_unreadable(ev)} (written while {ev.setting} was "
+                           f"not {REQUIRED[ev.setting]}); skipped (capture on_partial_image: skip_and_full_validate)")
 
     def _included(self, ev: StatementRows) -> list[str]:
         if not ev.dml.exact and (not ev.schema or self.matcher.schema_included(ev.schema)):
@@ -105,14 +114,15 @@ class UncapturableGuard:
         return f"uncapturable change(s), full validation requested (job_run {self._request_id}) and not yet run"
 
     def _partial_error(self, ev: PartialRows, table: str, after: object) -> str:
-        now = self._settings().get("binlog_row_image", "unknown").upper()
-        head = (f"capture {self.source}: {ev.kind} on {table} after {after} has a partial row image, which capture "
-                f"cannot publish; ")
-        way = ("set capture on_partial_image: skip_and_full_validate to skip the partial events and request a full "
+        setting, want = ev.setting, REQUIRED[ev.setting]
+        now = self._settings().get(setting, "unknown").upper()
+        head = (f"capture {self.source}: {ev.kind} on {table} after {after} {_unreadable(ev)}, which capture cannot "
+                f"publish; ")
+        way = ("set capture on_partial_image: skip_and_full_validate to skip such events and request a full "
                "validation of every pair (docs/capture.md)")
-        if now == "FULL":
-            return head + f"binlog_row_image is FULL now, but these events were written before that: {way}"
-        return head + f"binlog_row_image is {now} on the server: {FIX['binlog_row_image']}; then {way}"
+        if now == want:
+            return head + f"{setting} is {want} now, but these events were written before that: {way}"
+        return head + f"{setting} is {now} on the server: {FIX[setting]}; then {way}"
 
     # ------------------------------------------------------------------ periodic check
 
@@ -142,13 +152,15 @@ class UncapturableGuard:
             return
         if reason is None:
             del self._reasons[key]
-            log.info("capture %s: %s", self.source, "server binlog settings are ROW/FULL again" if key == "settings"
+            log.info("capture %s: %s", self.source, "server binlog settings are as capture needs again"
+                     if key == "settings"
                      else "the requested full validation has run")
         else:
             self._reasons[key] = reason
             log.warning("capture %s: %s; not ready until fixed", self.source, reason)
 
     def _settings(self) -> dict[str, str]:
+        """The server's values of the REQUIRED settings it has."""
         try:
             conn = mysql.connect(self.dsn.with_database(None), timeout_s=10)
             try:
@@ -158,3 +170,7 @@ class UncapturableGuard:
         except (CdcRepairError, OSError, mysql.Error) as exc:  # the binlog stream reports an unreachable server itself
             log.debug("capture %s: settings check failed: %s", self.source, exc)
             return {}
+
+
+def _unreadable(ev: PartialRows) -> str:
+    return "has a partial row image" if ev.setting == "binlog_row_image" else "is a compressed event"
