@@ -196,7 +196,7 @@ class BinlogReader:
             freeze_schema=True, slave_heartbeat=heartbeat_s, enable_logging=False, is_mariadb=False,
             pymysql_wrapper=self._connect,
         )
-        self._actions = _fast_actions(raw_events.stream_framing(self._stream)[2])
+        self._actions = _fast_actions(raw_events.library_builds(self._stream))
 
     def _connect(self, **kwargs: Any) -> Any:
         if kwargs.get("db") != "information_schema":  # the stream connection (the other is the ctl one)
@@ -253,7 +253,7 @@ class BinlogReader:
                 raise self._stream_error(exc) from None
             if ev is None:
                 return
-            self._use_checksum, self._post_header_lengths, _ = raw_events.stream_framing(stream)
+            self._use_checksum, self._post_header_lengths = raw_events.stream_framing(stream)
             self._fast = True  # the stream is set up (checksums known): the hot events can be read directly
             out = self._library_event(ev)
             if out is not None:

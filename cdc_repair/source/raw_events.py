@@ -201,12 +201,16 @@ def library_event_class(event_type: int) -> Any:
     return _event_map().get(event_type, NotImplementedEvent)
 
 
-def stream_framing(stream: Any) -> tuple[bool, Any, frozenset[Any]]:
+def stream_framing(stream: Any) -> tuple[bool, Any]:
     """The library's own view of the stream the fast path needs: checksums on, FORMAT_DESCRIPTION's post-header
-    lengths, and the event classes it builds (everything else it drops unbuilt)."""
+    lengths (both known once the stream is set up, and after each FORMAT_DESCRIPTION)."""
     private = "_BinLogStreamReader__"
-    return (bool(getattr(stream, private + "use_checksum")), getattr(stream, private + "post_header_lengths"),
-            frozenset(getattr(stream, private + "allowed_events_in_packet")))
+    return bool(getattr(stream, private + "use_checksum")), getattr(stream, private + "post_header_lengths")
+
+
+def library_builds(stream: Any) -> frozenset[Any]:
+    """The event classes the library builds for this stream (it drops every other event type unbuilt)."""
+    return frozenset(stream._BinLogStreamReader__allowed_events_in_packet)
 
 
 class PacketReader:

@@ -254,6 +254,22 @@ def _global(mariadb: MariaDBServer, name: str, value: str) -> Iterator[None]:
         mariadb.query(f"SET GLOBAL {name} = {old}" if isinstance(old, int) else f"SET GLOBAL {name} = '{old}'")
 
 
+def _tailer_thread(settings: Any) -> tuple[Tailer, threading.Thread, list[BaseException]]:
+    """A tailer running in a thread of its own; what it raised (it stops at an uncapturable event) in the list."""
+    tailer = Tailer(settings, settings.capture[0])
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            tailer.run(threading.Event())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return tailer, thread, errors
+
+
 def _open_requests(engine: Any) -> list[dict[str, Any]]:
     return runs.pending_full_scan_requests(engine)
 
@@ -379,18 +395,8 @@ def test_minimal_row_image_then_full_again_has_a_documented_way_forward(
     config = write_config(tmp_path, mariadb, broker, db)
     settings = settings_of(config)
     engine = state_engine(settings.state.dsn)
-    tailer = Tailer(settings, settings.capture[0])
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            tailer.run(threading.Event())
-        except BaseException as exc:
-            errors.append(exc)
-
     start = master_position(mariadb)
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    tailer, thread, errors = _tailer_thread(settings)
     assert tailer.ready.wait(60)
     mariadb.query(f"INSERT INTO {db}.m VALUES (1, 1, 'a')")
     bulk = _bulk(mariadb, f"{db}.m", 100, ", 'x'")
@@ -469,17 +475,7 @@ def test_compressed_events_switched_on_mid_run_are_never_dropped_silently(
     mariadb.query(f"CREATE TABLE {db}.z (id INT PRIMARY KEY, v INT NOT NULL, pad VARCHAR(2000))")
     settings = settings_of(write_config(tmp_path, mariadb, broker, db))
     engine = state_engine(settings.state.dsn)
-    tailer = Tailer(settings, settings.capture[0])
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            tailer.run(threading.Event())
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    tailer, thread, errors = _tailer_thread(settings)
     assert tailer.ready.wait(60)
     mariadb.query(f"INSERT INTO {db}.z VALUES (1, 1, 'a')")
     _stream_rows(broker, settings.kafka.topic.name, {("INSERT", "1", "1")})
@@ -494,9 +490,7 @@ def test_compressed_events_switched_on_mid_run_are_never_dropped_silently(
     mariadb.query(f"INSERT INTO {db}.z VALUES (3, 3, 'c')")
     # OFF again: the event is still ahead of the checkpoint (a new reader: the library reads it this time, right
     # after the table's first TABLE_MAP)
-    tailer, errors = Tailer(settings, settings.capture[0]), []
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    tailer, thread, errors = _tailer_thread(settings)
     thread.join(60)
     assert not thread.is_alive() and len(errors) == 1 and isinstance(errors[0], SchemaDriftError), errors
     assert "log_bin_compress is OFF now" in str(errors[0]), errors[0]
